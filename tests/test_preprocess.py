@@ -1,0 +1,131 @@
+"""The single preprocessing path shared by evaluation, export checks and serving."""
+
+from __future__ import annotations
+
+import io
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from reid.preprocess import (
+    PreprocessConfig,
+    PreprocessError,
+    decode_image_bytes,
+    preprocess_batch,
+    preprocess_image,
+)
+
+
+def encode(image_rgb: np.ndarray, fmt: str = ".png") -> bytes:
+    ok, data = cv2.imencode(fmt, cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR))
+    assert ok
+    return data.tobytes()
+
+
+def test_output_is_normalised_float32_chw_at_the_model_size():
+    config = PreprocessConfig(height=32, width=16, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    white = np.full((50, 20, 3), 255, dtype=np.uint8)
+    out = preprocess_image(white, config)
+    assert out.dtype == np.float32
+    assert out.shape == (3, 32, 16)
+    np.testing.assert_allclose(out, 1.0, atol=1e-6)  # (1 - 0.5) / 0.5
+
+
+def test_channels_keep_rgb_order_and_use_per_channel_mean_and_std():
+    config = PreprocessConfig(height=8, width=8, mean=(0.0, 0.5, 1.0), std=(1.0, 0.5, 0.25))
+    image = np.zeros((8, 8, 3), dtype=np.uint8)
+    image[..., 0] = 255  # pure red
+    out = preprocess_image(image, config)
+    np.testing.assert_allclose(out[:, 0, 0], [1.0, -1.0, -4.0], atol=1e-6)
+
+
+def test_batch_stacks_images_of_different_sizes():
+    config = PreprocessConfig(height=16, width=8)
+    images = [np.zeros((40, 10, 3), np.uint8), np.zeros((9, 33, 3), np.uint8)]
+    assert preprocess_batch(images, config).shape == (2, 3, 16, 8)
+
+
+def test_grey_and_rgba_inputs_become_rgb():
+    config = PreprocessConfig(height=8, width=8)
+    grey = np.full((8, 8), 128, np.uint8)
+    rgba = np.full((8, 8, 4), 128, np.uint8)
+    np.testing.assert_array_equal(preprocess_image(grey, config), preprocess_image(rgba, config))
+
+
+@pytest.mark.parametrize(
+    ("image", "message"),
+    [
+        (np.zeros((8, 8, 3), np.float32), "uint8"),
+        (np.zeros((8, 8, 2), np.uint8), "shape"),
+        (np.zeros((0, 8, 3), np.uint8), "zero"),
+        ("not an array", "numpy"),
+    ],
+)
+def test_invalid_arrays_are_rejected_with_a_reason(image, message):
+    with pytest.raises(PreprocessError, match=message):
+        preprocess_image(image, PreprocessConfig(height=8, width=8))
+
+
+def test_config_round_trips_through_a_dict_and_validates():
+    config = PreprocessConfig(height=128, width=64, interpolation="bicubic")
+    assert PreprocessConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="interpolation"):
+        PreprocessConfig(interpolation="lanczos9")
+    with pytest.raises(ValueError, match="too small"):
+        PreprocessConfig(height=2, width=64)
+
+
+def test_decoding_png_bytes_gives_the_original_rgb_pixels():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, size=(12, 7, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(decode_image_bytes(encode(image)), image)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "empty"),
+        (b"this is not an image", "not a decodable image"),
+    ],
+)
+def test_bad_bytes_are_rejected(data, message):
+    with pytest.raises(PreprocessError, match=message):
+        decode_image_bytes(data)
+
+
+def test_truncated_jpeg_is_rejected():
+    image = np.random.default_rng(1).integers(0, 255, size=(64, 32, 3), dtype=np.uint8)
+    data = encode(image, ".jpg")
+    with pytest.raises(PreprocessError):
+        decode_image_bytes(data[:40], max_pixels=10_000)
+
+
+def test_oversized_images_are_refused_from_the_header_before_decoding():
+    buffer = io.BytesIO()
+    Image.new("RGB", (3000, 2000)).save(buffer, format="PNG")
+    with pytest.raises(PreprocessError, match="3000x2000"):
+        decode_image_bytes(buffer.getvalue(), max_pixels=1_000_000)
+
+
+def test_a_jpeg_cut_short_is_refused_rather_than_half_decoded():
+    image = np.random.default_rng(2).integers(0, 255, size=(128, 64, 3), dtype=np.uint8)
+    data = encode(image, ".jpg")
+    with pytest.raises(PreprocessError, match="truncated"):
+        decode_image_bytes(data[: int(len(data) * 0.8)])
+
+
+def test_files_and_uploaded_bytes_decode_to_identical_pixels(tmp_path):
+    from reid.data.io import ImageReadError, read_image_rgb
+
+    image = np.random.default_rng(3).integers(0, 255, size=(30, 20, 3), dtype=np.uint8)
+    data = encode(image, ".jpg")
+    path = tmp_path / "crop.jpg"
+    path.write_bytes(data)
+    np.testing.assert_array_equal(read_image_rgb(path), decode_image_bytes(data))
+    with pytest.raises(ImageReadError, match="not found"):
+        read_image_rgb(tmp_path / "missing.jpg")
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    with pytest.raises(ImageReadError, match=r"empty\.jpg.*empty"):
+        read_image_rgb(tmp_path / "empty.jpg")
