@@ -95,10 +95,11 @@ def test_stem_and_stages_are_views_of_registered_modules(name):
     viewed = {id(p) for m in (backbone.stem, *backbone.stages) for p in m.parameters()}
     assert viewed == registered
     # Conversions of the registered modules are seen through the views.
-    backbone.double().eval()
-    with torch.no_grad():
-        outputs = backbone.forward_stages(torch.randn(1, 3, H, W, dtype=torch.float64))
-    assert outputs[-1].dtype == torch.float64
+    # (checked on the parameters: a float64 forward of depthwise convolutions is slow on CPU)
+    backbone.double()
+    assert all(
+        p.dtype == torch.float64 for m in (backbone.stem, *backbone.stages) for p in m.parameters()
+    )
 
 
 def test_resnet50_has_torchvision_keys(resnet50_state):
