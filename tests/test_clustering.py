@@ -1,0 +1,77 @@
+"""Pseudo-label clustering: Jaccard distance + DBSCAN (trainer.clustering)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from trainer.clustering import ClusteringParams, ClusterResult, cluster_pseudo_labels, relabel
+
+
+def _blobs(num: int, size: int, dim: int = 32, noise: float = 0.05, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((num, dim))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    return np.repeat(centres, size, axis=0) + noise * rng.standard_normal((num * size, dim))
+
+
+def test_separated_blobs_give_their_clusters() -> None:
+    feats = _blobs(num=6, size=20)
+    result = cluster_pseudo_labels(feats, eps=0.6, min_samples=4, k1=20, k2=6)
+    assert isinstance(result, ClusterResult)
+    assert result.num_clusters == 6
+    assert result.outlier_ratio == 0.0
+    assert result.labels.dtype == np.int64
+    # members are in blob order and relabelling follows first appearance: exact labels
+    np.testing.assert_array_equal(result.labels, np.repeat(np.arange(6), 20))
+    assert result.stats() == {"num_clusters": 6.0, "outlier_ratio": 0.0}
+
+
+def test_isolated_points_are_outliers() -> None:
+    # k2=1: no query expansion (which would pull a lone point towards its neighbours' blob)
+    feats = np.concatenate([_blobs(num=3, size=30), _blobs(num=4, size=1, seed=5)])
+    result = cluster_pseudo_labels(feats, eps=0.6, min_samples=4, k1=20, k2=1)
+    assert result.num_clusters == 3
+    np.testing.assert_array_equal(result.labels[-4:], -1)
+    assert result.outlier_ratio >= 4 / 94
+
+
+def test_torch_input_and_shuffled_order_give_the_same_partition() -> None:
+    feats = _blobs(num=5, size=12, seed=1)
+    base = cluster_pseudo_labels(torch.from_numpy(feats).float(), eps=0.6, k1=10, k2=3)
+    perm = np.random.default_rng(3).permutation(len(feats))
+    shuffled = cluster_pseudo_labels(feats[perm], eps=0.6, k1=10, k2=3)
+    assert base.num_clusters == shuffled.num_clusters == 5
+    # same partition: identical co-membership matrices
+    same_base = base.labels[perm][:, None] == base.labels[perm][None, :]
+    same_shuffled = shuffled.labels[:, None] == shuffled.labels[None, :]
+    np.testing.assert_array_equal(same_base, same_shuffled)
+    # and labels numbered by first appearance in the (shuffled) order
+    firsts = [np.flatnonzero(shuffled.labels == c)[0] for c in range(5)]
+    assert firsts == sorted(firsts)
+
+
+def test_all_outliers_gives_zero_clusters() -> None:
+    rng = np.random.default_rng(0)
+    feats = rng.standard_normal((40, 64))
+    result = cluster_pseudo_labels(feats, eps=1e-4, min_samples=4, k1=10, k2=3)
+    assert result.num_clusters == 0
+    assert result.outlier_ratio == 1.0
+    np.testing.assert_array_equal(result.labels, -1)
+
+
+def test_relabel_is_deterministic_and_by_first_member() -> None:
+    np.testing.assert_array_equal(relabel(np.array([5, 5, -1, 2, 2, 7, 2])), [0, 0, -1, 1, 1, 2, 1])
+    # the raw ids do not matter, only the partition
+    np.testing.assert_array_equal(relabel(np.array([9, 9, -1, 0, 0, 3, 0])), [0, 0, -1, 1, 1, 2, 1])
+    np.testing.assert_array_equal(relabel(np.array([-1, -1])), [-1, -1])
+    assert relabel(np.array([], dtype=np.int64)).shape == (0,)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"eps": 0.0}, {"eps": 1.5}, {"min_samples": 0}, {"k1": 0}, {"k2": 0}]
+)
+def test_params_are_validated(kwargs: dict) -> None:
+    with pytest.raises(ValueError):
+        ClusteringParams(**kwargs)

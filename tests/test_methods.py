@@ -1,0 +1,285 @@
+"""The clustering methods on a tiny fake epoch: cluster_contrast, aff_scl, frifm_adl."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from reid.models import build_model
+from trainer.methods import METHODS, build_method
+from trainer.methods._clustered import NoClustersWarning
+from trainer.methods.aff_scl import AffScl
+from trainer.methods.base import EpochContext, Method, TrainInfo
+from trainer.methods.frifm_adl import FrifmAdl
+
+NUM_IDS, PER_ID, NUM_CAMS = 6, 8, 3
+N = NUM_IDS * PER_ID
+INPUT = (64, 32)
+CLUSTERING = {"eps": 0.5, "min_samples": 2, "k1": 7, "k2": 2}
+
+# (method, encoder, params): every ablation switch of every method
+CASES = [
+    ("cluster_contrast", "resnet18", {}),
+    ("aff_scl", "aff_resnet18", {"memories": "mean"}),
+    ("aff_scl", "aff_resnet18", {"memories": "hard"}),
+    ("aff_scl", "aff_resnet18", {"memories": "both"}),
+    ("frifm_adl", "resnet18", {"adl": False}),  # neither
+    ("frifm_adl", "frifm_resnet18", {"adl": False}),  # FRIFM only
+    ("frifm_adl", "resnet18", {"adl": True}),  # ADL only
+    ("frifm_adl", "frifm_resnet18", {"adl": True}),  # both
+]
+EXPECTED_LOSSES = {
+    "cluster_contrast": {"contrast"},
+    ("aff_scl", "mean"): {"mean"},
+    ("aff_scl", "hard"): {"hard"},
+    ("aff_scl", "both"): {"mean", "hard", "balance"},
+    ("frifm_adl", False): {"contrast"},
+    ("frifm_adl", True): {"contrast", "camera", "adl"},
+}
+
+
+def _make(method: str, model: str, params: dict, seed: int = 0) -> Method:
+    torch.manual_seed(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "no pretrained weights"
+        encoder = build_model(model, pretrained=None, input_size=INPUT)
+    info = TrainInfo(
+        num_train=N,
+        num_cameras=NUM_CAMS,
+        num_classes=None,
+        embedding_dim=encoder.embedding_dim,
+        device=torch.device("cpu"),
+    )
+    return build_method(method, encoder, {**CLUSTERING, **params}, info)
+
+
+def _features(dim: int, seed: int = 0) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    centres = F.normalize(torch.randn(NUM_IDS, dim, generator=gen), dim=1)
+    noise = 0.004 * torch.randn(N, dim, generator=gen)
+    return F.normalize(centres.repeat_interleave(PER_ID, 0) + noise, dim=1)
+
+
+def _context(features: torch.Tensor, epoch: int = 0, run_once: Callable | None = None):
+    kwargs = {} if run_once is None else {"run_once": run_once}
+    camids = np.arange(N) % NUM_CAMS
+    return EpochContext(epoch, [], camids, None, features, **kwargs)
+
+
+def _batch(labels: np.ndarray, seed: int = 1) -> dict[str, dict[str, torch.Tensor]]:
+    """4 clusters x 4 instances, as a PK sampler would draw them."""
+    index = np.concatenate([np.flatnonzero(labels == c)[:4] for c in range(4)])
+    gen = torch.Generator().manual_seed(seed)
+    return {
+        "target": {
+            "image": torch.randn(len(index), 3, *INPUT, generator=gen),
+            "index": torch.from_numpy(index),
+            "label": torch.from_numpy(labels[index]),
+            "camid": torch.from_numpy(index % NUM_CAMS),
+        }
+    }
+
+
+def _memories(method: Method) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in method.state_dict().items() if k.endswith("features")}
+
+
+def _grad_norm(module: torch.nn.Module) -> float:
+    return sum(float(p.grad.abs().sum()) for p in module.parameters() if p.grad is not None)
+
+
+def test_methods_are_registered() -> None:
+    assert {"cluster_contrast", "aff_scl", "frifm_adl"} <= set(METHODS)
+
+
+@pytest.mark.parametrize(("method", "model", "params"), CASES)
+def test_epoch_step_update_and_resume(method: str, model: str, params: dict) -> None:
+    m = _make(method, model, params)
+    calls = []
+
+    def run_once(compute):
+        calls.append(1)
+        return compute()
+
+    feats = _features(m.info.embedding_dim)
+    plan = m.prepare_epoch(_context(feats, run_once=run_once))
+    assert calls == [1]  # clustering goes through run_once (DDP: rank 0 only)
+    assert plan.stats["num_clusters"] == NUM_IDS and plan.stats["outlier_ratio"] == 0.0
+    np.testing.assert_array_equal(plan.labels, np.repeat(np.arange(NUM_IDS), PER_ID))
+    for name, memory in _memories(m).items():  # initialised from the cluster means
+        means = F.normalize(feats.view(NUM_IDS, PER_ID, -1).mean(1), dim=1)
+        torch.testing.assert_close(memory, means, msg=name)
+
+    batch = _batch(plan.labels)
+    before = _memories(m)
+    out = m.training_step(batch)
+    key = method if method == "cluster_contrast" else (method, next(iter(params.values())))
+    assert set(out.losses) == EXPECTED_LOSSES[key]
+    assert all(torch.isfinite(v) and v.ndim == 0 for v in out.losses.values())
+    sum(out.losses.values()).backward()
+    assert _grad_norm(m.encoder) > 0
+    m.after_step(batch, out)
+
+    after = _memories(m)
+    in_batch = sorted(set(batch["target"]["label"].tolist()))
+    others = [c for c in range(NUM_IDS) if c not in in_batch]
+    for name in before:  # batch clusters moved, the others did not
+        assert not torch.allclose(after[name][in_batch], before[name][in_batch]), name
+        torch.testing.assert_close(after[name][others], before[name][others], rtol=0, atol=0)
+        torch.testing.assert_close(after[name].norm(dim=1), torch.ones(NUM_IDS))
+
+    # resume: a fresh method of the same config restores labels and memories exactly
+    fresh = _make(method, model, params, seed=1)
+    fresh.load_state_dict(m.state_dict())
+    for name, memory in _memories(fresh).items():
+        torch.testing.assert_close(memory, after[name], rtol=0, atol=0)
+    torch.testing.assert_close(fresh.pseudo_labels, m.pseudo_labels, rtol=0, atol=0)
+
+
+def test_cluster_contrast_memory_update_is_the_momentum_formula() -> None:
+    m = _make("cluster_contrast", "resnet18", {"momentum": 0.2})
+    plan = m.prepare_epoch(_context(_features(m.info.embedding_dim)))
+    batch = _batch(plan.labels)
+    old = m.memory.features.clone()
+    out = m.training_step(batch)
+    m.after_step(batch, out)
+    feats, labels = out.features.detach(), batch["target"]["label"]
+    for c in labels.unique().tolist():
+        expected = F.normalize(0.2 * old[c] + 0.8 * feats[labels == c].mean(0), dim=0)
+        torch.testing.assert_close(m.memory.features[c], expected)
+
+
+def test_aff_scl_hard_memory_takes_the_least_similar_instance() -> None:
+    m = _make("aff_scl", "aff_resnet18", {"momentum": 0.1})
+    assert isinstance(m, AffScl)
+    plan = m.prepare_epoch(_context(_features(m.info.embedding_dim)))
+    batch = _batch(plan.labels)
+    centres, hard = m.mean_memory.features.clone(), m.hard_memory.features.clone()
+    out = m.training_step(batch)
+    m.after_step(batch, out)
+    feats, labels = out.features.detach(), batch["target"]["label"]
+    for c in labels.unique().tolist():
+        members = feats[labels == c]
+        hardest = members[(members @ centres[c]).argmin()]
+        expected = F.normalize(0.1 * hard[c] + 0.9 * hardest, dim=0)
+        torch.testing.assert_close(m.hard_memory.features[c], expected)
+    # the balance loss is zero while both memories are equal, positive once they differ
+    out2 = m.training_step(batch)
+    assert float(out2.losses["balance"].detach()) > 0
+    assert float(out.losses["balance"].detach()) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_frifm_adl_gradients_reach_camera_branch_estimator_and_encoder() -> None:
+    m = _make("frifm_adl", "frifm_resnet18", {"adl": True})
+    assert isinstance(m, FrifmAdl) and m.camera is not None and m.statistics is not None
+    extra = {id(p) for p in m.extra_parameters()}
+    assert {id(p) for p in m.camera.parameters()} | {
+        id(p) for p in m.statistics.parameters()
+    } == extra
+    plan = m.prepare_epoch(_context(_features(m.info.embedding_dim)))
+    batch = _batch(plan.labels)
+
+    out = m.training_step(batch)
+    out.losses["camera"].backward()  # camera CE: camera branch only (detached map)
+    assert _grad_norm(m.camera) > 0 and _grad_norm(m.encoder) == 0
+    m.zero_grad()
+
+    out = m.training_step(batch)
+    out.losses["adl"].backward()  # MI term: estimator and (reversed) encoder, not the branch
+    assert _grad_norm(m.statistics) > 0 and _grad_norm(m.encoder) > 0
+    assert _grad_norm(m.camera) == 0
+    assert "mi" in out.extras and "camera_acc" in out.extras
+
+
+@pytest.mark.parametrize("coeff", [1.0, 0.5])
+def test_frifm_adl_gradient_reversal_opposes_the_estimator(coeff: float) -> None:
+    m = _make("frifm_adl", "resnet18", {"adl": True, "grl_coeff": coeff})
+    dim = m.info.embedding_dim
+    identity = torch.randn(8, dim, requires_grad=True)
+    camera = torch.randn(8, m.params.camera_dim)
+    torch.manual_seed(3)
+    (-m.mutual_information(identity, camera)).backward()  # what the loop minimises
+    through_grl = identity.grad.clone()
+    # the gradient the estimator's objective has w.r.t. the identity feature, no GRL
+    plain = identity.detach().clone().requires_grad_(True)
+    torch.manual_seed(3)
+    shuffled = camera[torch.randperm(8)]
+    from trainer.losses import jsd_mutual_information
+
+    bound = jsd_mutual_information(m.statistics(plain, camera), m.statistics(plain, shuffled))
+    (-bound).backward()
+    assert through_grl.abs().sum() > 0
+    torch.testing.assert_close(through_grl, -coeff * plain.grad)
+
+
+def test_frifm_adl_rejects_bad_camera_ids() -> None:
+    m = _make("frifm_adl", "resnet18", {"adl": True})
+    plan = m.prepare_epoch(_context(_features(m.info.embedding_dim)))
+    batch = _batch(plan.labels)
+    batch["target"]["camid"] = batch["target"]["camid"] + NUM_CAMS
+    with pytest.raises(ValueError, match="camera ids"):
+        m.training_step(batch)
+
+
+def test_all_outliers_keeps_previous_labels_or_plans_nothing() -> None:
+    m = _make("cluster_contrast", "resnet18", {})
+    dim = m.info.embedding_dim
+    noise = F.normalize(torch.randn(N, dim, generator=torch.Generator().manual_seed(9)), dim=1)
+    m.params.eps, m.params.min_samples = 1e-4, 4  # no core point in random noise
+    with pytest.warns(NoClustersWarning, match="no previous labels"):
+        plan = m.prepare_epoch(_context(noise))
+    assert (plan.labels == -1).all() and plan.stats["num_clusters"] == 0
+    assert m.memory.num_slots == 0
+
+    m.params.eps, m.params.min_samples = CLUSTERING["eps"], CLUSTERING["min_samples"]
+    first = m.prepare_epoch(_context(_features(dim)))
+    m.params.eps, m.params.min_samples = 1e-4, 4
+    with pytest.warns(NoClustersWarning, match="keeping the previous"):
+        plan = m.prepare_epoch(_context(noise, epoch=1))
+    np.testing.assert_array_equal(plan.labels, first.labels)
+    assert plan.stats["num_clusters"] == 0 and plan.stats["kept_previous_labels"] == 1.0
+    assert m.memory.num_slots == NUM_IDS  # memories rebuilt on the new features
+    torch.testing.assert_close(m.memory.features[0], F.normalize(noise[:PER_ID].mean(0), dim=0))
+
+
+def test_bad_params_are_rejected() -> None:
+    from trainer.config import ConfigError
+
+    with pytest.raises(ConfigError, match="memories"):
+        _make("aff_scl", "aff_resnet18", {"memories": "neither"})
+    with pytest.raises(ConfigError, match="valid keys"):
+        _make("cluster_contrast", "resnet18", {"lambda": 1.0})
+    with pytest.raises(ConfigError, match="eps"):
+        _make("frifm_adl", "resnet18", {"eps": 0.0})
+
+
+MY_CONFIGS = [
+    f"{method}_{dataset}"
+    for method in ("cluster_contrast", "aff_scl", "frifm_adl")
+    for dataset in ("market1501", "dukemtmc", "synthetic")
+]
+
+
+@pytest.mark.parametrize("name", MY_CONFIGS)
+def test_configs_load_with_the_ablation_switches(name: str) -> None:
+    from pathlib import Path
+
+    from trainer.config import load_config
+
+    path = Path(__file__).resolve().parents[1] / "trainer" / "configs" / f"{name}.yaml"
+    config = load_config(path)
+    method = name.rsplit("_", 1)[0]
+    assert config.method.name == method
+    assert isinstance(config.method.params, METHODS[method].params_cls)
+    if method == "aff_scl":
+        for mode in ("mean", "hard", "both"):
+            assert load_config(path, [f"method.memories={mode}"]).method.params.memories == mode
+    if method == "frifm_adl":
+        plain = config.model.name.removeprefix("frifm_")
+        ablated = load_config(path, [f"model.name={plain}", "method.adl=false"])
+        assert ablated.model.name == plain and ablated.method.params.adl is False

@@ -1,0 +1,277 @@
+"""The training loop end to end on a tiny synthetic dataset (CPU, resnet18 at 64x32).
+
+open_clip-style: ``trainer.cli.main(argv)`` runs whole trainings in-process; the
+loop's robustness rules are exercised with the test-only ``FakeMemory`` method.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from trainer_fakes import FakeMemory
+
+from reid.checkpoint import CheckpointError, load_encoder, read_checkpoint
+from reid.data import load_dataset
+from trainer.cli import main
+from trainer.config import load_config
+from trainer.engine import NoLabelsWarning, SmallBatchWarning, build_trainer
+from trainer.methods import METHODS
+
+TINY = {
+    "model": {"name": "resnet18", "kwargs": {"pretrained": None, "input_size": [64, 32]}},
+    "data": {"num_workers": 0},
+    "train": {
+        "epochs": 2,
+        "iters_per_epoch": 2,
+        "batch_size": 8,
+        "num_instances": 4,
+        "device": "cpu",
+        "seed": 0,
+    },
+    "eval": {"every": 1, "batch_size": 64},
+    "checkpoint": {"every": 1, "keep_last": 1},
+}
+
+
+def write_config(path: Path, method: dict, **sections: dict) -> Path:
+    raw = {**TINY, "method": method}
+    for name, values in sections.items():
+        raw[name] = {**raw.get(name, {}), **values}
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def fake_methods(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(METHODS, FakeMemory.name, FakeMemory)
+
+
+@pytest.fixture(scope="module")
+def supervised_run(tmp_path_factory: pytest.TempPathFactory, tiny_synthetic: Path) -> Path:
+    """A finished 2-epoch supervised run."""
+    root = tmp_path_factory.mktemp("supervised")
+    config = write_config(root / "sup.yaml", {"name": "supervised"})
+    out = root / "run"
+    argv = ["train", "--config", str(config), "--data", f"synthetic:{tiny_synthetic}"]
+    assert main([*argv, "--out", str(out)]) == 0
+    return out
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# ----------------------------------------------------------------------------- a whole run
+
+
+def test_training_run_writes_checkpoints_logs_and_config(supervised_run: Path) -> None:
+    names = {p.name for p in supervised_run.iterdir()}
+    assert {"checkpoint_last.pt", "model_best.pt", "config.yaml", "metrics.csv"} <= names
+    assert {"steps.csv", "train.log"} <= names
+    assert "checkpoint_epoch2.pt" in names and "checkpoint_epoch1.pt" not in names  # keep_last 1
+    rows = read_csv(supervised_run / "metrics.csv")
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    for key in ("loss", "ce", "triplet", "lr", "img_s", "mAP", "rank1", "num_classes"):
+        assert rows[-1][key] != "", key
+    assert len(read_csv(supervised_run / "steps.csv")) == 4
+    saved = yaml.safe_load((supervised_run / "config.yaml").read_text())
+    assert saved["method"]["name"] == "supervised" and saved["train"]["epochs"] == 2
+    assert saved["data"]["spec"].startswith("synthetic:")
+
+
+def test_checkpoint_metadata_rebuilds_the_encoder(supervised_run: Path) -> None:
+    ckpt = read_checkpoint(supervised_run / "checkpoint_last.pt")
+    meta = ckpt["metadata"]
+    assert meta["method"] == "supervised" and meta["epoch"] == 2
+    assert meta["build_spec"] == {
+        "name": "resnet18",
+        "kwargs": {"pretrained": None, "input_size": [64, 32]},
+    }
+    assert meta["input_size"] == [64, 32] and meta["embedding_dim"] == 512
+    assert meta["preprocess"]["mean"] == pytest.approx([0.485, 0.456, 0.406])
+    assert set(ckpt["training"]) >= {"method", "optimizer", "rng", "global_step", "epoch"}
+    assert "classifier.weight" in ckpt["training"]["method"]
+    encoder, meta2 = load_encoder(supervised_run / "model_best.pt")
+    assert not encoder.training and meta2["metrics"]["mAP"] >= 0
+    out = encoder(torch.zeros(2, 3, 64, 32))
+    assert out.shape == (2, 512)
+    assert torch.allclose(out.norm(dim=1), torch.ones(2), atol=1e-5)
+
+
+def test_eval_cli_prints_json_matching_the_training_evaluation(
+    supervised_run: Path, tiny_synthetic: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ckpt = supervised_run / "checkpoint_last.pt"
+    argv = ["eval", "--checkpoint", str(ckpt), "--data", f"synthetic:{tiny_synthetic}"]
+    capsys.readouterr()
+    assert main([*argv, "--json", "--device", "cpu", "--num-workers", "0"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert {"mAP", "mINP", "rank1", "rank5", "rank10"} <= set(scores)
+    assert all(0.0 <= scores[k] <= 1.0 for k in ("mAP", "mINP", "rank1"))
+    last = read_csv(supervised_run / "metrics.csv")[-1]
+    assert scores["mAP"] == pytest.approx(float(last["mAP"]), abs=1e-5)
+    assert main([*argv, "--num-workers", "0"]) == 0
+    assert "mAP" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- resume
+
+
+def train_and_resume(
+    tmp_path: Path, data: Path, method: dict
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], Path, Path]:
+    config = write_config(tmp_path / "c.yaml", method, eval={"every": 0})
+    base = ["train", "--config", str(config), "--data", f"synthetic:{data}"]
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert main([*base, "--out", str(straight), "epochs=2"]) == 0
+    assert main([*base, "--out", str(split), "epochs=1"]) == 0
+    assert main(["train", "--out", str(split), "--resume", "epochs=2"]) == 0
+    a = read_checkpoint(straight / "checkpoint_last.pt")
+    b = read_checkpoint(split / "checkpoint_last.pt")
+    return a, b, straight, split
+
+
+@pytest.mark.parametrize("method", ["supervised", "fake_memory"])
+def test_resume_continues_exactly(
+    method: str, fake_methods: None, tmp_path: Path, tiny_synthetic: Path
+) -> None:
+    a, b, straight, split = train_and_resume(tmp_path, tiny_synthetic, {"name": method})
+    assert a["metadata"]["epoch"] == b["metadata"]["epoch"] == 2
+    for key, value in a["encoder"].items():
+        assert torch.allclose(value.float(), b["encoder"][key].float(), atol=1e-6), key
+    for key, value in a["training"]["method"].items():
+        assert torch.allclose(value.float(), b["training"]["method"][key].float(), atol=1e-6), key
+    steps_a = read_csv(straight / "steps.csv")
+    steps_b = read_csv(split / "steps.csv")
+    assert len(steps_a) == len(steps_b) == 4
+    for ra, rb in zip(steps_a, steps_b, strict=True):
+        assert float(ra["loss"]) == pytest.approx(float(rb["loss"]), rel=1e-5)
+    assert len(read_csv(split / "metrics.csv")) == 2
+
+
+def test_resume_with_another_method_is_refused(
+    supervised_run: Path, fake_methods: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path / "fake.yaml", {"name": "fake_memory"})
+    rc = main(["train", "--config", str(config), "--out", str(supervised_run), "--resume"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "supervised" in err and "fake_memory" in err and "Traceback" not in err
+
+
+def test_resume_needs_a_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--out", str(tmp_path / "nothing"), "--resume"]) == 2
+    assert "no run to continue" in capsys.readouterr().err
+
+
+def test_existing_run_is_not_overwritten(
+    supervised_run: Path, tiny_synthetic: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = supervised_run / "config.yaml"
+    argv = ["train", "--config", str(config), "--data", f"synthetic:{tiny_synthetic}"]
+    assert main([*argv, "--out", str(supervised_run)]) == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def test_corrupted_checkpoint_is_reported(
+    supervised_run: Path, tmp_path: Path, tiny_synthetic: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes((supervised_run / "model_best.pt").read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match=r"cannot read .*is this a reid checkpoint"):
+        read_checkpoint(bad)
+    rc = main(["eval", "--checkpoint", str(bad), "--data", f"synthetic:{tiny_synthetic}"])
+    assert rc == 2 and "is this a reid checkpoint" in capsys.readouterr().err
+    torch.save({"state_dict": {}}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not a reid checkpoint"):
+        read_checkpoint(tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not a file"):
+        read_checkpoint(tmp_path)
+    with pytest.raises(CheckpointError, match="no such"):
+        read_checkpoint(tmp_path / "missing.pt")
+
+
+def test_missing_dataset_and_unknown_keys_exit_2(
+    tmp_path: Path, tiny_synthetic: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path / "sup.yaml", {"name": "supervised"})
+    base = ["train", "--config", str(config), "--out", str(tmp_path / "run")]
+    assert main([*base, "--data", f"synthetic:{tmp_path / 'absent'}"]) == 2
+    assert "absent" in capsys.readouterr().err
+    assert main([*base, "--data", f"synthetic:{tiny_synthetic}", "train.bogus=1"]) == 2
+    err = capsys.readouterr().err
+    assert "train.bogus" in err and "iters_per_epoch" in err
+    assert main([*base]) == 2
+    assert "--data" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "checkpoint_last.pt").exists()
+
+
+def test_unlabeled_dataset_is_refused_by_supervised(
+    tmp_path: Path, tiny_synthetic: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    images = sorted((tiny_synthetic / "bounding_box_train").glob("*.jpg"))[:20]
+    lines = ["path,pid,camid"] + [f"{p},,{i % 2}" for i, p in enumerate(images)]
+    (tmp_path / "manifest.csv").write_text("\n".join(lines) + "\n")
+    config = write_config(tmp_path / "sup.yaml", {"name": "supervised"})
+    argv = ["train", "--config", str(config), "--data", f"folder:{tmp_path / 'manifest.csv'}"]
+    assert main([*argv, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "supervised" in err and "unlabeled" in err and "Traceback" not in err
+
+
+# ----------------------------------------------------------------------------- robustness
+
+
+def build(tmp_path: Path, data: Path, method: dict, **train: object):
+    config = write_config(tmp_path / "c.yaml", method, train=train, eval={"every": 0})
+    cfg = load_config(config)
+    cfg.data.spec = f"synthetic:{data}"
+    return build_trainer(cfg, load_dataset(cfg.data.spec), tmp_path / "run")
+
+
+def test_all_outlier_epochs_are_skipped_without_previous_labels(
+    fake_methods: None, tmp_path: Path, tiny_synthetic: Path
+) -> None:
+    (tmp_path / "run").mkdir()
+    trainer = build(tmp_path, tiny_synthetic, {"name": "fake_memory", "mode": "outliers"})
+    with pytest.warns(NoLabelsWarning, match="skipping"):
+        state = trainer.train()
+    assert state.epoch == 2 and state.global_step == 0
+    assert (tmp_path / "run" / "checkpoint_last.pt").is_file()
+
+
+def test_all_outlier_epoch_keeps_previous_labels_and_memory(
+    fake_methods: None, tmp_path: Path, tiny_synthetic: Path
+) -> None:
+    (tmp_path / "run").mkdir()
+    trainer = build(tmp_path, tiny_synthetic, {"name": "fake_memory", "mode": "first_only"})
+    trainer.run_epoch(0)
+    memory = trainer.method.memory.clone()
+    labels = trainer.state.last_labels.copy()
+    assert memory.shape[0] == 8
+    with pytest.warns(NoLabelsWarning, match="keeping the previous"):
+        trainer.run_epoch(1)  # prepare_epoch emptied the memory; the loop restores it
+    assert trainer.state.global_step == 4
+    assert np.array_equal(trainer.state.last_labels, labels)
+    assert trainer.method.memory.shape == memory.shape
+
+
+def test_too_few_clusters_lower_p(fake_methods: None, tmp_path: Path, tiny_synthetic: Path) -> None:
+    (tmp_path / "run").mkdir()
+    trainer = build(
+        tmp_path, tiny_synthetic, {"name": "fake_memory", "mode": "two"}, batch_size=16, epochs=1
+    )
+    with pytest.warns(SmallBatchWarning, match="using P = 2"):
+        trainer.train()
+    assert trainer.state.global_step == 2
+    assert trainer.epoch_record["batch_size"] == 8

@@ -1,0 +1,239 @@
+"""``python -m trainer``: ``train`` and ``eval`` sub-commands (the only YAML reader's caller).
+
+Train::
+
+    python -m trainer train --config trainer/configs/supervised_synthetic.yaml \\
+        --data synthetic:data/synth --out runs/sup [key=value ...] [--resume]
+
+Overrides are dotted keys into the config (``optim.lr=1e-4``) or the short aliases
+``epochs=``, ``iters_per_epoch=``, ``batch_size=``, ``device=``, ``seed=``, ``lr=``.
+The resolved config is written to ``RUN_DIR/config.yaml``. ``--resume`` continues
+from ``RUN_DIR/checkpoint_last.pt`` (with ``RUN_DIR/config.yaml`` unless
+``--config`` is given; ``--data`` defaults to the recorded dataset).
+Under ``torchrun --nproc_per_node N -m trainer train ...`` the run is distributed.
+
+Evaluate::
+
+    python -m trainer eval --checkpoint runs/sup/model_best.pt --data synthetic:data/synth --json
+
+prints CMC / mAP / mINP; with ``--json`` one JSON object whose scores (``mAP``,
+``mINP``, ``rank1``, ``rank5``, ``rank10``, ...) are fractions in [0, 1], exactly
+``reid.metrics.RankResult.as_dict()``. The encoder is rebuilt from the checkpoint
+alone. Exit status: 0 success, 2 bad input (message on stderr, no traceback),
+1 failure during training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from reid.checkpoint import CheckpointError
+from reid.data import DatasetError, load_dataset
+from reid.models import EncoderStateError, UnknownModelError
+from trainer.config import ConfigError, TrainerConfig, load_config, read_yaml, save_config
+from trainer.methods import UnknownMethodError
+
+USER_ERRORS = (
+    ConfigError,
+    DatasetError,
+    CheckpointError,
+    EncoderStateError,
+    UnknownModelError,
+    UnknownMethodError,
+)
+LAST = "checkpoint_last.pt"
+SCORES = ("mAP", "mINP", "rank1", "rank5", "rank10", "rank20")
+
+
+class UsageError(ValueError):
+    """Bad command-line usage (missing option, run directory conflicts)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m trainer", description="Train and evaluate re-ID encoders."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="train a method (see trainer/configs/README.md)")
+    train.add_argument("--config", type=Path, help="YAML config (trainer/configs/<name>.yaml)")
+    train.add_argument("--data", help="dataset spec FORMAT:PATH, e.g. market1501:/data/Market")
+    train.add_argument("--out", type=Path, required=True, help="run directory (RUN_DIR)")
+    train.add_argument(
+        "--resume", action="store_true", help="continue from RUN_DIR/checkpoint_last.pt"
+    )
+    train.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. optim.lr=1e-4"
+    )
+    ev = sub.add_parser("eval", help="evaluate a checkpoint on a dataset's query/gallery")
+    ev.add_argument("--checkpoint", type=Path, required=True, help="a .pt written by training")
+    ev.add_argument("--data", required=True, help="dataset spec FORMAT:PATH")
+    ev.add_argument("--json", action="store_true", help="print one JSON object")
+    ev.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 (default auto)")
+    ev.add_argument("--batch-size", type=int, default=128)
+    ev.add_argument("--num-workers", type=int, default=2)
+    ev.add_argument("--metric", choices=("cosine", "euclidean", "sqeuclidean"), default="cosine")
+    ev.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "train":
+            return train_command(args)
+        return eval_command(args)
+    except (*USER_ERRORS, UsageError) as exc:
+        return _fail(exc)
+    except FloatingPointError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _fail(exc: BaseException) -> int:
+    if os.environ.get("TRAINER_DEBUG"):
+        raise exc
+    print(f"error: {exc}", file=sys.stderr)
+    return 2
+
+
+# ----------------------------------------------------------------------------- train
+
+
+def resolve_train_config(args: argparse.Namespace) -> TrainerConfig:
+    """The run's config from ``--config``/``RUN_DIR/config.yaml``, overrides and ``--data``."""
+    out: Path = args.out
+    if args.resume:
+        if not (out / LAST).is_file():
+            raise UsageError(
+                f"--resume: {out / LAST} not found, so there is no run to continue "
+                "(train without --resume to start one)"
+            )
+        if args.config is not None:
+            config = load_config(args.config, args.overrides)
+        else:
+            saved = out / "config.yaml"
+            if not saved.is_file():
+                raise UsageError(f"--resume without --config needs {saved}; pass --config")
+            config = load_config(None, args.overrides, base=read_yaml(saved))
+    else:
+        if args.config is None:
+            raise UsageError(
+                "train needs --config (e.g. trainer/configs/supervised_synthetic.yaml)"
+            )
+        if (out / LAST).exists():
+            raise UsageError(
+                f"{out} already holds a run ({LAST}); pass --resume to continue it "
+                "or choose another --out"
+            )
+        config = load_config(args.config, args.overrides)
+    spec = args.data or config.data.spec
+    if not spec and args.resume and (out / "config.yaml").is_file():
+        spec = (read_yaml(out / "config.yaml").get("data") or {}).get("spec")
+    if not spec:
+        raise UsageError("train needs --data FORMAT:PATH (e.g. synthetic:data/synth)")
+    config.data.spec = str(spec)
+    return config
+
+
+def train_command(args: argparse.Namespace) -> int:
+    """Set up (errors -> exit 2), then train; the process group is always torn down."""
+    from trainer import distributed
+
+    try:
+        return _train(args)
+    finally:
+        distributed.cleanup()
+
+
+def _train(args: argparse.Namespace) -> int:
+    from trainer import distributed
+    from trainer.checkpoint import load_checkpoint
+    from trainer.engine import TrainerError, build_trainer
+    from trainer.logging_utils import setup_logging
+
+    try:
+        config = resolve_train_config(args)
+        dataset = load_dataset(config.data.spec)
+        checkpoint = None
+        if args.resume:
+            checkpoint = load_checkpoint(args.out / LAST, require_training=True)
+            _check_same_method(checkpoint["metadata"], config, args.out / LAST)
+        dist = distributed.init_distributed(config.train.device)
+        if dist.is_main:
+            args.out.mkdir(parents=True, exist_ok=True)
+        distributed.barrier()
+        logger = setup_logging(args.out, dist.is_main)
+        logger.info(dataset.summary())
+        trainer = build_trainer(config, dataset, args.out, dist)
+        if checkpoint is not None:
+            trainer.load_checkpoint(checkpoint)
+            logger.info(f"resumed from {args.out / LAST} after epoch {trainer.state.epoch}")
+        if dist.is_main:
+            save_config(config, args.out / "config.yaml")
+    except (*USER_ERRORS, UsageError, TrainerError) as exc:
+        return _fail(exc)
+    except (ValueError, TypeError) as exc:  # e.g. a model kwarg or method setting
+        return _fail(ValueError(f"cannot set up the run: {exc}"))
+    try:
+        trainer.train()
+    except (*USER_ERRORS, TrainerError) as exc:
+        return _fail(exc)
+    return 0
+
+
+def _check_same_method(metadata: dict, config: TrainerConfig, path: Path) -> None:
+    method = metadata.get("method")
+    if method != config.method.name:
+        raise CheckpointError(
+            f"{path} was written by method {method!r}, but the config trains "
+            f"{config.method.name!r}; a run can only be resumed with its own method "
+            "(omit --config to use the run's config.yaml, or start a new --out)"
+        )
+
+
+# ----------------------------------------------------------------------------- eval
+
+
+def eval_command(args: argparse.Namespace) -> int:
+    """Rebuild the encoder from the checkpoint and evaluate on query/gallery."""
+    from reid.checkpoint import load_encoder
+    from reid.preprocess import PreprocessConfig
+    from trainer.distributed import DistInfo
+    from trainer.engine import TrainerError, resolve_device
+    from trainer.features import evaluate_encoder
+
+    try:
+        device = resolve_device(args.device, DistInfo())
+    except TrainerError as exc:
+        return _fail(exc)
+    encoder, metadata = load_encoder(args.checkpoint, device)
+    dataset = load_dataset(args.data)
+    if not dataset.has_evaluation_splits:
+        raise UsageError(f"dataset {args.data} has no query/gallery split to evaluate on")
+    result = evaluate_encoder(
+        encoder,
+        dataset,
+        PreprocessConfig.from_dict(metadata["preprocess"]),
+        device,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        metric=args.metric,
+        rerank=args.rerank,
+    )
+    if args.json:
+        scores = {k: float(v) if k in SCORES else int(v) for k, v in result.as_dict().items()}
+        print(json.dumps(scores))
+    else:
+        name = metadata.get("build_spec", {}).get("name")
+        print(
+            f"{args.checkpoint}: {name}, method {metadata.get('method')}, "
+            f"epoch {metadata.get('epoch')}, on {args.data}"
+        )
+        print(result.format_table())
+    return 0

@@ -1,0 +1,166 @@
+"""Cluster-level memories: one L2-normalised slot per pseudo-identity.
+
+Both memories are plain buffers updated explicitly (``torch.no_grad``) from the
+method's ``after_step``; nothing happens inside autograd. They are resized each
+epoch to the new cluster count, and ``load_state_dict`` accepts a checkpoint of any
+size (the buffer takes the saved shape), so a resumed run restores them exactly.
+
+* :class:`ClusterMemory`: the cluster-contrast memory. Initialised from the
+  normalised cluster means; per step, each cluster present in the batch moves
+  towards the mean of its batch features:
+  ``c <- normalise(m * c + (1 - m) * mean_batch(c))`` (seed 002 eq. (10)).
+* :class:`HardSampleMemory`: seed 002's hard-sample memory. Per step and per
+  cluster ``i`` in the batch, the hard sample is the batch instance least similar
+  to the cluster centre ``c_i`` (eq. (12), dot product), and
+  ``h_i <- normalise(m * h_i + (1 - m) * hard_i)`` (eq. (13)).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["ClusterMemory", "HardSampleMemory", "cluster_means"]
+
+
+def cluster_means(features: Tensor, labels: Tensor, num_clusters: int) -> Tensor:
+    """L2-normalised mean feature of each cluster ``0..num_clusters-1`` (``-1`` ignored).
+
+    Returns ``[num_clusters, D]``; a cluster without members gets a zero row.
+    """
+    labels = labels.to(features.device).long()
+    keep = labels >= 0
+    sums = features.new_zeros(num_clusters, features.shape[1])
+    sums.index_add_(0, labels[keep], features[keep])
+    return F.normalize(sums, dim=1)
+
+
+class _SlotMemory(nn.Module):
+    """A ``[C, D]`` buffer of unit-norm slots, resizable, that loads any saved size."""
+
+    def __init__(self, dim: int, momentum: float) -> None:
+        super().__init__()
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"momentum must be in [0, 1], got {momentum}")
+        self.dim = int(dim)
+        self.momentum = float(momentum)
+        self.register_buffer("features", torch.zeros(0, self.dim))
+
+    @property
+    def num_slots(self) -> int:
+        return int(self.features.shape[0])
+
+    @torch.no_grad()
+    def reset(self, slots: Tensor) -> None:
+        """Replace the memory by ``slots`` ``[C, D]`` (normalised), e.g. a new epoch."""
+        if slots.ndim != 2 or slots.shape[1] != self.dim:
+            raise ValueError(f"slots must be [C, {self.dim}], got {list(slots.shape)}")
+        self.features = F.normalize(slots.detach().to(self.features), dim=1).contiguous()
+
+    @torch.no_grad()
+    def _blend(self, rows: Tensor, targets: Tensor) -> None:
+        """``slot <- normalise(m * slot + (1 - m) * target)`` for the given rows."""
+        mixed = self.momentum * self.features[rows] + (1.0 - self.momentum) * targets
+        self.features[rows] = F.normalize(mixed, dim=1)
+
+    def _check_batch(self, features: Tensor, labels: Tensor) -> Tensor:
+        labels = labels.to(self.features.device).long()
+        if features.ndim != 2 or features.shape[1] != self.dim or len(features) != len(labels):
+            raise ValueError(
+                f"expected features [B, {self.dim}] and labels [B], "
+                f"got {list(features.shape)} and {list(labels.shape)}"
+            )
+        if labels.numel() and int(labels.max()) >= self.num_slots:
+            raise ValueError(f"label {int(labels.max())} >= memory size {self.num_slots}")
+        return labels
+
+    def _load_from_state_dict(
+        self,
+        state_dict: Mapping[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        saved = state_dict.get(prefix + "features")
+        if isinstance(saved, Tensor) and saved.ndim == 2 and saved.shape[1] == self.dim:
+            # The cluster count changes every epoch: take the saved size, then copy.
+            self.features = self.features.new_empty(saved.shape)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+
+    def extra_repr(self) -> str:
+        return f"slots={self.num_slots}, dim={self.dim}, momentum={self.momentum}"
+
+
+class ClusterMemory(_SlotMemory):
+    """Mean-feature memory (cluster contrast; seed 002 eqs. (9)-(10))."""
+
+    @torch.no_grad()
+    def init_from(self, features: Tensor, labels: Tensor, num_clusters: int) -> None:
+        """Slots = normalised cluster means of the epoch's train features."""
+        self.reset(cluster_means(features.to(self.features.device), labels, num_clusters))
+
+    @torch.no_grad()
+    def update(self, features: Tensor, labels: Tensor) -> None:
+        """Momentum update of every cluster in the batch with its batch mean."""
+        labels = self._check_batch(features, labels)
+        keep = labels >= 0
+        if not bool(keep.any()):
+            return
+        features, labels = features[keep].to(self.features), labels[keep]
+        rows, inverse = torch.unique(labels, return_inverse=True)
+        sums = features.new_zeros(len(rows), self.dim).index_add_(0, inverse, features)
+        counts = torch.bincount(inverse, minlength=len(rows)).to(features.dtype)
+        self._blend(rows, sums / counts[:, None])
+
+
+class HardSampleMemory(_SlotMemory):
+    """Hard-sample memory (seed 002 eqs. (11)-(13))."""
+
+    @torch.no_grad()
+    def init_from(self, features: Tensor, labels: Tensor, num_clusters: int) -> None:
+        """Slots = normalised cluster means, as in HHCL; they turn hard after one step.
+
+        Seed 002 does not say how the slots start; the cluster mean is the safe
+        choice (the hardest member of a noisy cluster is often a wrong member).
+        """
+        self.reset(cluster_means(features.to(self.features.device), labels, num_clusters))
+
+    @staticmethod
+    def hardest(features: Tensor, labels: Tensor, centres: Tensor) -> tuple[Tensor, Tensor]:
+        """Per cluster in the batch, the index of its instance least similar to its centre.
+
+        Returns ``(clusters, batch_indices)``: the distinct labels (``>= 0``) in
+        ascending order and, for each, the batch row with the smallest dot product
+        with ``centres[label]`` (the first such row on ties).
+        """
+        labels = labels.long()
+        valid = torch.nonzero(labels >= 0).squeeze(1)
+        sims = (features[valid] * centres[labels[valid]].to(features)).sum(dim=1)
+        clusters, inverse = torch.unique(labels[valid], return_inverse=True)
+        lowest = torch.full((len(clusters),), float("inf"), dtype=sims.dtype, device=sims.device)
+        lowest = lowest.scatter_reduce(0, inverse, sims, reduce="amin")
+        is_min = sims == lowest[inverse]
+        big = torch.iinfo(torch.long).max
+        candidate = torch.where(is_min, valid, torch.full_like(valid, big))
+        first = torch.full((len(clusters),), big, dtype=torch.long, device=valid.device)
+        first = first.scatter_reduce(0, inverse, candidate, reduce="amin")
+        return clusters, first
+
+    @torch.no_grad()
+    def update(self, features: Tensor, labels: Tensor, centres: Tensor) -> None:
+        """Move each batch cluster's slot towards its hardest instance (w.r.t. ``centres``)."""
+        labels = self._check_batch(features, labels)
+        if not bool((labels >= 0).any()):
+            return
+        features = features.to(self.features)
+        clusters, rows = self.hardest(features, labels, centres.to(self.features))
+        self._blend(clusters, features[rows])

@@ -1,0 +1,141 @@
+"""The contract between the training loop and a method.
+
+A *method* owns everything used only for training (memories, classifiers,
+discriminators, pseudo-labels); the encoder it trains is the pure
+``reid.models`` encoder that gets exported. The loop (``trainer.engine``) runs,
+per epoch::
+
+    features = extract(encoder, train images)          # only if method.needs_features
+    plan = method.prepare_epoch(EpochContext(...))      # pseudo-labels, memories, ...
+    for batch in loader(sampler over plan.labels):
+        out = method.training_step(batch)               # named, already weighted losses
+        sum(out.losses.values()).backward(); optimizer.step()
+        method.after_step(batch, out)                   # explicit memory updates (no grad)
+    hooks (evaluation, checkpoint, logging)
+
+Batches are dicts of named streams: ``batch["target"]`` holds the training images
+(``image`` [B,3,H,W], ``index`` [B] into the train records, ``label`` [B] pseudo or
+true label, ``camid`` [B]); methods with a labelled auxiliary set add a
+``"reference"`` stream without any change to the loop.
+
+What the loop guarantees and expects (``trainer.engine``; additions to the above):
+
+* ``EpochContext.true_labels`` is given only to methods with ``needs_labels``
+  (``None`` otherwise), mapped to ``0..C-1``.
+* Under DDP ``training_step`` is called through ``DistributedDataParallel`` (the
+  whole method is wrapped, so the encoder and ``extra_parameters`` get averaged
+  gradients): do every differentiable computation inside ``training_step``.
+  ``prepare_epoch`` gets identical features on every rank and ``run_once`` shares
+  one result; ``after_step`` gets this rank's batch, so a method that updates
+  memories gathers the batch itself (``_clustered.gather_batch``) to keep them
+  identical. DDP does not broadcast buffers.
+* State lives in the module's ``state_dict`` (buffers, or ``get_extra_state``
+  holding tensors and plain containers): checkpoints save it, ``--resume`` restores
+  it, and when a plan has no labelled sample the loop restores the state it had
+  before ``prepare_epoch`` and reuses the previous labels. Buffers may change shape
+  between epochs; trainable parameters must keep their shape (the optimiser holds them).
+* Losses are summed in float32; AMP autocast (CUDA) wraps ``training_step``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from reid.data.base import ImageRecord
+
+
+def run_here(compute: Callable[[], np.ndarray]) -> np.ndarray:
+    """Single-process ``EpochContext.run_once``: just compute."""
+    return compute()
+
+
+@dataclass(frozen=True)
+class TrainInfo:
+    """Facts about the run a method needs to build its state."""
+
+    num_train: int
+    num_cameras: int
+    num_classes: int | None
+    """True identity count when the train split is labelled (for supervised)."""
+    embedding_dim: int
+    device: torch.device
+
+
+@dataclass
+class EpochContext:
+    """What the loop hands a method at the start of an epoch."""
+
+    epoch: int
+    records: Sequence[ImageRecord]
+    camids: np.ndarray
+    true_labels: np.ndarray | None
+    """Identity labels 0..C-1 (-1 unlabeled) when the dataset has them; only
+    supervised methods may use them."""
+    features: torch.Tensor | None
+    """L2-normalised train-set embeddings ``[N, D]`` (on the training device) from
+    the encoder in eval mode, when ``method.needs_features``; identical on every rank."""
+    run_once: Callable[[Callable[[], np.ndarray]], np.ndarray] = run_here
+    """Run an expensive deterministic computation (clustering) once and share its
+    array result with every process; under DDP rank 0 computes and broadcasts."""
+
+
+@dataclass
+class EpochPlan:
+    """What a method decided for the epoch: the labels the sampler draws from."""
+
+    labels: np.ndarray
+    """One int per train record: a class index >= 0, or -1 to leave it out."""
+    stats: dict[str, float] = field(default_factory=dict)
+    """Numbers worth logging, e.g. ``num_clusters``, ``outlier_ratio``."""
+
+
+@dataclass
+class StepOutput:
+    """The result of one training step."""
+
+    losses: dict[str, torch.Tensor]
+    """Named loss terms, already weighted; the loop back-propagates their sum."""
+    features: torch.Tensor | None = None
+    """Batch embeddings the method wants back in ``after_step`` (detached there)."""
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class Method(nn.Module):
+    """Base class of training methods; subclasses register in ``trainer.methods``.
+
+    Each method has a typed parameter dataclass (``params_cls``); only the CLI
+    reads YAML and turns the ``method:`` section into it (unknown keys rejected).
+    """
+
+    name: ClassVar[str]
+    params_cls: ClassVar[type[Any]]
+    needs_features: ClassVar[bool] = True
+    """Whether ``prepare_epoch`` needs the train-set features (clustering methods)."""
+    needs_labels: ClassVar[bool] = False
+    """Whether the method trains on true identity labels (supervised)."""
+
+    def __init__(self, encoder: nn.Module, params: Any, info: TrainInfo) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.params = params
+        self.info = info
+
+    def prepare_epoch(self, context: EpochContext) -> EpochPlan:
+        raise NotImplementedError
+
+    def training_step(self, batch: dict[str, dict[str, torch.Tensor]]) -> StepOutput:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def after_step(self, batch: dict[str, dict[str, torch.Tensor]], output: StepOutput) -> None:
+        """Explicit state updates after the optimiser step (memories); default none."""
+
+    def extra_parameters(self) -> list[nn.Parameter]:
+        """Trainable parameters owned by the method (classifiers, discriminators)."""
+        return [p for n, p in self.named_parameters() if not n.startswith("encoder.")]
