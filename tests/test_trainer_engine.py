@@ -121,6 +121,22 @@ def test_eval_cli_prints_json_matching_the_training_evaluation(
     assert "mAP" in capsys.readouterr().out
 
 
+def test_eval_of_an_untrained_model_gives_the_direct_transfer_baseline(
+    tiny_synthetic: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``eval --model NAME`` scores the encoder before any training (same JSON keys)."""
+    kwargs = json.dumps({"pretrained": None, "input_size": [64, 32]})
+    argv = ["eval", "--model", "resnet18", "--model-kwargs", kwargs]
+    argv += ["--data", f"synthetic:{tiny_synthetic}", "--json", "--device", "cpu"]
+    capsys.readouterr()
+    assert main([*argv, "--num-workers", "0"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert 0.0 <= scores["mAP"] <= 1.0 and scores["num_valid_queries"] > 0
+    bad = ["eval", "--model", "no_such_net", "--data", f"synthetic:{tiny_synthetic}"]
+    assert main(bad) == 2
+    assert "no_such_net" in capsys.readouterr().err
+
+
 # ----------------------------------------------------------------------------- resume
 
 

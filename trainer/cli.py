@@ -32,6 +32,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
 from reid.checkpoint import CheckpointError
 from reid.data import DatasetError, load_dataset
 from reid.models import EncoderStateError, UnknownModelError
@@ -70,7 +72,18 @@ def build_parser() -> argparse.ArgumentParser:
         "overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. optim.lr=1e-4"
     )
     ev = sub.add_parser("eval", help="evaluate a checkpoint on a dataset's query/gallery")
-    ev.add_argument("--checkpoint", type=Path, required=True, help="a .pt written by training")
+    source = ev.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", type=Path, help="a .pt written by training")
+    source.add_argument(
+        "--model",
+        help="evaluate an untrained encoder instead (direct transfer), e.g. mobilenetv2",
+    )
+    ev.add_argument(
+        "--model-kwargs",
+        type=json.loads,
+        default={},
+        help='with --model: JSON keyword arguments, e.g. \'{"pretrained": "imagenet"}\'',
+    )
     ev.add_argument("--data", required=True, help="dataset spec FORMAT:PATH")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     ev.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 (default auto)")
@@ -212,7 +225,10 @@ def eval_command(args: argparse.Namespace) -> int:
         device = resolve_device(args.device, DistInfo())
     except TrainerError as exc:
         return _fail(exc)
-    encoder, metadata = load_encoder(args.checkpoint, device)
+    if args.model is not None:
+        encoder, metadata = _untrained_encoder(args.model, args.model_kwargs, device)
+    else:
+        encoder, metadata = load_encoder(args.checkpoint, device)
     dataset = load_dataset(args.data)
     if not dataset.has_evaluation_splits:
         raise UsageError(f"dataset {args.data} has no query/gallery split to evaluate on")
@@ -231,9 +247,25 @@ def eval_command(args: argparse.Namespace) -> int:
         print(json.dumps(scores))
     else:
         name = metadata.get("build_spec", {}).get("name")
+        source = args.checkpoint or "untrained encoder (direct transfer)"
         print(
-            f"{args.checkpoint}: {name}, method {metadata.get('method')}, "
+            f"{source}: {name}, method {metadata.get('method')}, "
             f"epoch {metadata.get('epoch')}, on {args.data}"
         )
         print(result.format_table())
     return 0
+
+
+def _untrained_encoder(
+    name: str, kwargs: dict, device: torch.device
+) -> tuple[torch.nn.Module, dict]:
+    """``reid.models.build_model(name, **kwargs)`` in eval mode: direct-transfer evaluation."""
+    from reid.models import build_model
+
+    if not isinstance(kwargs, dict):
+        raise UsageError(f"--model-kwargs must be a JSON object, got {kwargs!r}")
+    try:
+        encoder = build_model(name, **kwargs)
+    except (UnknownModelError, TypeError, ValueError) as exc:
+        raise UsageError(f"cannot build model {name!r}: {exc}") from None
+    return encoder.to(device).eval(), encoder.metadata()
