@@ -16,9 +16,15 @@ random (latency does not depend on them); BatchNorm layers are in eval mode.
 
 from __future__ import annotations
 
+import os
+
+# Before torch loads OpenMP: idle threads sleep instead of spinning. On a machine
+# shared with other jobs, spinning OpenMP threads make torch up to 20x slower at
+# batch 1; onnxruntime gets the same treatment (``spin=False``).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import argparse
 import logging
-import os
 import statistics
 import sys
 import tempfile
@@ -58,6 +64,7 @@ class Row:
     torch_s: float  # median seconds per batch
     ort_s: float
     min_cosine: float
+    load: float  # 1-minute load average right after the measurement
 
 
 def crops(count: int, size: tuple[int, int]) -> np.ndarray:
@@ -95,7 +102,7 @@ def bench_model(
     torch.manual_seed(0)
     model = build_model(name, pretrained=None, input_size=size).eval()
     path = export_onnx(model, workdir / f"{name}_{size[0]}x{size[1]}.onnx")
-    session = onnx_session(path, threads=threads)
+    session = onnx_session(path, threads=threads, spin=False)
     rows = []
     for batch in BATCHES:
         array = np.ascontiguousarray(images[:batch])
@@ -111,7 +118,8 @@ def bench_model(
 
         torch_s, ort_s = median_times([run_torch, run_ort], warmup=2, repeats=repeats)
         parity = cosine_parity(run_torch().numpy(), run_ort())
-        rows.append(Row(name, model.embedding_dim, size, batch, torch_s, ort_s, parity))
+        load = os.getloadavg()[0]
+        rows.append(Row(name, model.embedding_dim, size, batch, torch_s, ort_s, parity, load))
         print(format_row(rows[-1]), flush=True)
     return rows
 
@@ -124,13 +132,14 @@ def format_row(row: Row) -> str:
         f"| `{row.model}` | {row.dim} | {h}x{w} | {row.batch} "
         f"| {per_torch:.1f} | {row.batch / row.torch_s:.1f} "
         f"| {per_ort:.1f} | {row.batch / row.ort_s:.1f} "
-        f"| {row.torch_s / row.ort_s:.2f}x | {max(0.0, 1.0 - row.min_cosine):.1e} |"
+        f"| {row.torch_s / row.ort_s:.2f}x | {max(0.0, 1.0 - row.min_cosine):.1e} "
+        f"| {row.load:.1f} |"
     )
 
 
 HEADER = (
     "| encoder | D | input | batch | torch ms/img | torch img/s | ORT ms/img | ORT img/s "
-    "| ORT speed-up | 1 - min cos |\n|---|---|---|---|---|---|---|---|---|---|"
+    "| ORT speed-up | 1 - min cos | load |\n|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -150,7 +159,12 @@ def report(rows: list[Row], threads: int, load: tuple[float, float], elapsed: fl
             "opset 18, dynamic batch). Per configuration: 2 warm-up runs, then the median of "
             "20 (batch 1) or 5 (batch 32) timed runs, torch and ORT interleaved; "
             "ms/img = median batch time / batch, img/s = batch / median batch time. "
-            "1 - min cos: one minus the smallest torch-vs-ORT cosine over the batch. "
+            "1 - min cos: one minus the smallest torch-vs-ORT cosine over the batch; load: "
+            "1-minute load average after the row. Idle threads sleep rather than spin in both "
+            f"runtimes (`OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '')}`, ORT "
+            "`session.intra_op.allow_spinning=0`): with other jobs on the cores, spinning "
+            "made torch up to 20x slower at batch 1; on an idle machine it costs a little. "
+            "With a load above the thread count, both runtimes get only part of the CPU. "
             "Baselines of each backbone first (`se_resnet50` through `se_resnet50_fusion`), "
             "then every method head on ResNet-18. "
             f"Whole run: {elapsed / 60:.1f} min.",
