@@ -90,13 +90,20 @@ def _quiet_exporter() -> Iterator[None]:
         torch_onnx.setLevel(level)
 
 
-def onnx_session(path: str | Path, threads: int | None = None) -> object:
-    """A CPU ``onnxruntime.InferenceSession`` for ``path`` (``threads`` intra-op threads)."""
+def onnx_session(path: str | Path, threads: int | None = None, spin: bool = True) -> object:
+    """A CPU ``onnxruntime.InferenceSession`` for ``path``.
+
+    ``threads``: intra-op threads (default: onnxruntime's choice). ``spin=False``
+    lets idle worker threads sleep instead of busy-waiting (better on a machine
+    shared with other jobs, slightly slower on an idle one).
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
