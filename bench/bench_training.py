@@ -76,7 +76,8 @@ def main() -> int:
             *rows,
             "",
             "Data: the default synthetic dataset (2,243 train images, 128x64). One epoch of "
-            f"{args.iters} steps per method, batch 64 (16 identities x 4).",
+            f"{args.iters} steps per method, batch 64 (16 identities x 4). These short runs "
+            "include the first steps' warm-up (data-loader workers starting).",
         ]
     )
     print(body)
