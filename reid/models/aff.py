@@ -19,7 +19,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .attention import CBAM, SEGate
@@ -74,15 +73,7 @@ class AFFEncoder(ReIDEncoder):
 
     def forward_train(self, images: Tensor) -> TrainOutput:
         fmap, attention = self.aff(self.backbone(images))
-        feat = self.pool(fmap)
-        bn_feat = self.head(feat)
-        return TrainOutput(
-            embedding=F.normalize(bn_feat, dim=1),
-            feature_map=fmap,
-            global_feat=feat,
-            bn_feat=bn_feat,
-            attention=attention,
-        )
+        return self.pooled_output(fmap, attention)
 
 
 @register_model

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch.nn.functional as F
 from torch import Tensor
 
 from .backbones.base import Backbone
@@ -35,15 +34,7 @@ class BaselineEncoder(ReIDEncoder):
         self.embedding_dim = self.head.out_dim
 
     def forward_train(self, images: Tensor) -> TrainOutput:
-        fmap = self.backbone(images)
-        feat = self.pool(fmap)
-        bn_feat = self.head(feat)
-        return TrainOutput(
-            embedding=F.normalize(bn_feat, dim=1),
-            feature_map=fmap,
-            global_feat=feat,
-            bn_feat=bn_feat,
-        )
+        return self.pooled_output(self.backbone(images))
 
 
 @register_model

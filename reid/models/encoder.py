@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from reid.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessConfig
@@ -71,6 +72,23 @@ class ReIDEncoder(nn.Module):
     def forward_train(self, images: Tensor) -> TrainOutput:
         """Embedding plus training-only outputs (see ``TrainOutput``)."""
         raise NotImplementedError
+
+    def pooled_output(
+        self, feature_map: Tensor, attention: dict[str, Tensor] | None = None
+    ) -> TrainOutput:
+        """Pool ``feature_map`` with ``self.pool``, apply the BN neck ``self.head``, L2-normalise.
+
+        The shared tail of every single-branch encoder (baseline, AFF, FRIFM).
+        """
+        feat = self.pool(feature_map)
+        bn_feat = self.head(feat)
+        return TrainOutput(
+            embedding=F.normalize(bn_feat, dim=1),
+            feature_map=feature_map,
+            global_feat=feat,
+            bn_feat=bn_feat,
+            attention=attention or {},
+        )
 
     def forward(self, images: Tensor) -> Tensor:
         """``[B, 3, H, W]`` normalised images -> ``[B, D]`` L2-normalised embeddings."""

@@ -120,15 +120,7 @@ class FRIFMEncoder(ReIDEncoder):
             if index in self.frifm_stages:
                 x, attention[f"stage{index + 1}"] = self.frifm[str(index)](x, prev)
                 prev = x
-        feat = self.pool(x)
-        bn_feat = self.head(feat)
-        return TrainOutput(
-            embedding=F.normalize(bn_feat, dim=1),
-            feature_map=x,
-            global_feat=feat,
-            bn_feat=bn_feat,
-            attention=attention,
-        )
+        return self.pooled_output(x, attention)
 
 
 @register_model
