@@ -197,6 +197,9 @@ def _train(args: argparse.Namespace) -> int:
         trainer.train()
     except (*USER_ERRORS, TrainerError) as exc:
         return _fail(exc)
+    # Rank 0 may still be writing the last checkpoint; tearing gloo down under it
+    # aborts the other ranks ("terminate called without an active exception").
+    distributed.barrier()
     return 0
 
 
