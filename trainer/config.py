@@ -6,7 +6,8 @@ A config file has these sections (every key optional except ``method.name``)::
     method:     {name, ...the method's own parameters (its params dataclass)}
     data:       {spec, num_workers, transforms: {flip, pad, erasing_p, color_jitter}}
     train:      {epochs, iters_per_epoch, batch_size, num_instances, sampler, grad_clip,
-                 amp, channels_last, device, seed, progress, find_unused_parameters}
+                 amp, channels_last, device, seed, progress, find_unused_parameters,
+                 sync_bn}
     optim:      {name, lr, weight_decay, momentum, nesterov, backbone_lr_mult}
     schedule:   {name, warmup_epochs, warmup_factor, milestones, gamma, min_lr_factor}
     eval:       {every, rerank, metric, batch_size}
@@ -92,7 +93,8 @@ class TrainConfig:
     ``iters_per_epoch``: optimiser steps per epoch (``null``: about one pass of the
     data). ``device``: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:1``.
     ``amp`` and ``channels_last`` only act on CUDA. ``progress``: ``auto`` shows a
-    bar when stderr is a terminal; ``true`` / ``false`` force it.
+    bar when stderr is a terminal; ``true`` / ``false`` force it. ``sync_bn``: under
+    DDP, BatchNorm statistics over the global batch instead of each process's share.
     """
 
     epochs: int = 50
@@ -107,6 +109,7 @@ class TrainConfig:
     seed: int = 0
     progress: bool | Literal["auto"] = "auto"
     find_unused_parameters: bool = True
+    sync_bn: bool = False
 
 
 @dataclass

@@ -192,6 +192,16 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp)
         self.state = TrainState()
         self.step_module: nn.Module = StepModule(method)
+        if dist.enabled and t.sync_bn:
+            if device.type == "cuda":
+                # In place: the BatchNorm parameters (already in the optimiser) are reused.
+                nn.SyncBatchNorm.convert_sync_batchnorm(self.step_module)
+            else:
+                warnings.warn(
+                    "train.sync_bn needs CUDA (SyncBatchNorm runs on GPUs only); "
+                    "BatchNorm statistics stay per process on this CPU run",
+                    stacklevel=2,
+                )
         if dist.enabled:
             self.step_module = nn.parallel.DistributedDataParallel(
                 self.step_module,
