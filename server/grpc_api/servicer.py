@@ -1,0 +1,150 @@
+"""``reid.v1.ReIDService`` implemented on top of ``SearchService``.
+
+Each RPC checks the API key, converts the request, awaits the service and converts
+the reply. A ``ServiceError`` becomes the gRPC status it names, with its message; any
+other exception is logged and answered with ``INTERNAL``. The server keeps serving.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, TypeVar
+
+import grpc
+
+from server.errors import BadInputError, NotFoundError, ServiceError
+from server.grpc_api import convert, reid_pb2, reid_pb2_grpc
+
+if TYPE_CHECKING:
+    from server.service import SearchService
+
+log = logging.getLogger("server.grpc")
+
+T = TypeVar("T")
+
+API_KEY_HEADER = "x-api-key"
+"""Metadata key carrying the API key; ``authorization: Bearer KEY`` works too."""
+
+
+def api_key_from_metadata(metadata: Sequence[tuple[str, str | bytes]] | None) -> str | None:
+    """The API key of a call: ``x-api-key``, else an ``authorization: Bearer`` token."""
+    bearer = None
+    for key, value in metadata or ():
+        text = value.decode(errors="replace") if isinstance(value, bytes) else value
+        if key.lower() == API_KEY_HEADER:
+            return text.strip() or None
+        scheme, _, token = text.strip().partition(" ")
+        if key.lower() == "authorization" and scheme.lower() == "bearer":
+            bearer = token.strip() or None
+    return bearer
+
+
+def status_code(name: str) -> grpc.StatusCode:
+    """The ``grpc.StatusCode`` called ``name``; ``INTERNAL`` for an unknown name."""
+    code = getattr(grpc.StatusCode, name, None)
+    return code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.INTERNAL
+
+
+def _missing_message(deleted: Sequence[int], missing: Sequence[int]) -> str:
+    ids = ", ".join(str(i) for i in missing)
+    noun = "id" if len(missing) == 1 else "ids"
+    message = f"no gallery entry with {noun} {ids}"
+    if deleted:
+        message += f" (the other {len(deleted)} ids were deleted)"
+    return message + "; set allow_missing to ignore unknown ids"
+
+
+class ReIDServicer(reid_pb2_grpc.ReIDServiceServicer):
+    """The gRPC face of one ``SearchService``."""
+
+    def __init__(self, service: SearchService) -> None:
+        self._service = service
+
+    async def _handle(
+        self,
+        context: grpc.aio.ServicerContext,
+        rpc: str,
+        call: Callable[[], Awaitable[T]],
+        *,
+        write: bool,
+    ) -> T:
+        """Authorize, run ``call`` and turn its failures into gRPC statuses."""
+        try:
+            key = api_key_from_metadata(context.invocation_metadata())
+            self._service.authorize(key, write=write)
+            return await call()
+        except ServiceError as error:
+            await context.abort(status_code(error.grpc_code), error.message)
+        except Exception:
+            log.exception("gRPC %s failed", rpc)
+            await context.abort(
+                grpc.StatusCode.INTERNAL, f"{rpc} failed on the server (see the server log)"
+            )
+        raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
+
+    async def Search(  # noqa: N802 - gRPC method name
+        self, request: reid_pb2.SearchRequest, context: grpc.aio.ServicerContext
+    ) -> reid_pb2.SearchResponse:
+        async def call() -> reid_pb2.SearchResponse:
+            convert.check_one_query_kind(request)
+            options = convert.search_options_from_proto(request)
+            if request.queries:
+                results = await self._service.search(convert.query_images(request), options)
+            else:
+                embeddings = convert.query_embeddings(request)
+                results = await self._service.search_embeddings(embeddings, options)
+            return convert.search_response(results)
+
+        return await self._handle(context, "Search", call, write=False)
+
+    async def Embed(  # noqa: N802 - gRPC method name
+        self, request: reid_pb2.EmbedRequest, context: grpc.aio.ServicerContext
+    ) -> reid_pb2.EmbedResponse:
+        async def call() -> reid_pb2.EmbedResponse:
+            return convert.embed_response(await self._service.embed(list(request.images)))
+
+        return await self._handle(context, "Embed", call, write=False)
+
+    async def AddToGallery(  # noqa: N802 - gRPC method name
+        self, request: reid_pb2.AddToGalleryRequest, context: grpc.aio.ServicerContext
+    ) -> reid_pb2.AddToGalleryResponse:
+        async def call() -> reid_pb2.AddToGalleryResponse:
+            if not request.entries:
+                raise BadInputError("no entries to add (send at least one)")
+            images = [entry.image for entry in request.entries]
+            metadata = [
+                convert.metadata_from_proto(entry.metadata, f"entries[{i}].metadata")
+                for i, entry in enumerate(request.entries)
+            ]
+            ids = await self._service.add(images, metadata)
+            return reid_pb2.AddToGalleryResponse(ids=ids)
+
+        return await self._handle(context, "AddToGallery", call, write=True)
+
+    async def DeleteFromGallery(  # noqa: N802 - gRPC method name
+        self, request: reid_pb2.DeleteFromGalleryRequest, context: grpc.aio.ServicerContext
+    ) -> reid_pb2.DeleteFromGalleryResponse:
+        async def call() -> reid_pb2.DeleteFromGalleryResponse:
+            deleted, missing = await self._service.delete(list(request.ids))
+            if missing and not request.allow_missing:
+                raise NotFoundError(_missing_message(deleted, missing))
+            return reid_pb2.DeleteFromGalleryResponse(deleted=deleted, missing=missing)
+
+        return await self._handle(context, "DeleteFromGallery", call, write=True)
+
+    async def GalleryStats(  # noqa: N802 - gRPC method name
+        self, request: reid_pb2.GalleryStatsRequest, context: grpc.aio.ServicerContext
+    ) -> reid_pb2.GalleryStatsResponse:
+        async def call() -> reid_pb2.GalleryStatsResponse:
+            return convert.stats_response(await self._service.stats())
+
+        return await self._handle(context, "GalleryStats", call, write=False)
+
+    async def ModelInfo(  # noqa: N802 - gRPC method name
+        self, request: reid_pb2.ModelInfoRequest, context: grpc.aio.ServicerContext
+    ) -> reid_pb2.ModelInfoResponse:
+        async def call() -> reid_pb2.ModelInfoResponse:
+            return convert.model_info_response(self._service.model_info())
+
+        return await self._handle(context, "ModelInfo", call, write=False)
