@@ -1,1 +1,27 @@
-"""gallery."""
+"""Gallery library: durable FAISS search over re-ID embeddings with SQLite metadata.
+
+See ``docs/GALLERY.md`` for the design (durability, locking, index choice, recall).
+"""
+
+from gallery.gallery import Gallery, measure_recall
+from gallery.index import IndexSettings
+from gallery.types import (
+    Entry,
+    EntryMetadata,
+    GalleryClosedError,
+    GalleryError,
+    Match,
+    SearchFilters,
+)
+
+__all__ = [
+    "Entry",
+    "EntryMetadata",
+    "Gallery",
+    "GalleryClosedError",
+    "GalleryError",
+    "IndexSettings",
+    "Match",
+    "SearchFilters",
+    "measure_recall",
+]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from reid.manifest import ExportManifest, load_manifest
+from reid.manifest import ExportManifest, ManifestError, load_manifest
 
 # name -> "module:Class"; imported lazily so onnxruntime/tensorrt/torch load on use.
 RUNTIMES: dict[str, str] = {
@@ -80,6 +80,14 @@ class Runtime(ABC):
             "embedding_dim": self.embedding_dim,
             "input_size": [self.manifest.preprocess.height, self.manifest.preprocess.width],
         }
+
+
+def model_file(manifest: ExportManifest, fmt: str) -> Path:
+    """Path of the export's ``fmt`` model; :class:`RuntimeUnavailableError` when absent."""
+    try:
+        return manifest.path_of(fmt)
+    except ManifestError as exc:
+        raise RuntimeUnavailableError(str(exc)) from None
 
 
 def resolve_device(device: str) -> str:
