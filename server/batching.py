@@ -1,0 +1,192 @@
+"""Dynamic micro-batching: concurrent requests share one runtime call.
+
+Requests put their preprocessed ``float32[n, 3, H, W]`` arrays on an asyncio queue;
+one worker takes items until ``max_batch`` images are gathered or ``max_wait_ms``
+has passed since the first one, runs ``runtime.embed`` in a worker thread (never
+on the event loop) and hands each request its rows. When a merged call fails, each
+request is retried alone so the error reaches only the request that caused it.
+With batching disabled every request is its own runtime call (same thread).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from reid.runtimes import Runtime
+from server.errors import NotReadyError
+from server.metrics import Metrics
+
+log = logging.getLogger("server.batching")
+
+
+@dataclass
+class _Item:
+    images: np.ndarray
+    future: asyncio.Future[np.ndarray]
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+class MicroBatcher:
+    """Merges concurrent ``embed`` calls into runtime batches (or not, when disabled)."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        max_batch: int = 32,
+        max_wait_ms: float = 2.0,
+        enabled: bool = True,
+        max_queue: int = 4096,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.max_batch = max(1, int(max_batch))
+        self.max_wait = max(0.0, float(max_wait_ms)) / 1000.0
+        self.enabled = enabled
+        self.max_queue = max_queue
+        self.metrics = metrics or Metrics()
+        self.calls = 0  # runtime calls made (tests and logs)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
+        self._queue: asyncio.Queue[_Item] | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._carry: _Item | None = None
+        self._queued_images = 0
+        self._running = False
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    async def start(self) -> None:
+        """Start the worker in the running event loop (idempotent)."""
+        if self._running:
+            return
+        self._running = True
+        if self.enabled:
+            self._queue = asyncio.Queue()
+            self._worker = asyncio.create_task(self._work(), name="micro-batcher")
+
+    async def stop(self) -> None:
+        """Refuse new work, finish every queued request, then stop the worker."""
+        if not self._running:
+            return
+        self._running = False
+        if self._worker is not None and self._queue is not None:
+            await self._queue.join()
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+            self._worker = None
+        await asyncio.to_thread(self._executor.shutdown, True)  # in-flight direct calls
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
+
+    async def embed(self, images: np.ndarray) -> np.ndarray:
+        """``float32[n, 3, H, W]`` -> ``float32[n, D]``, merged with concurrent calls."""
+        if not self._running:
+            raise NotReadyError("the embedding worker is not running (starting or shutting down)")
+        if len(images) == 0:
+            return np.zeros((0, self.runtime.embedding_dim), dtype=np.float32)
+        if not self.enabled or self._queue is None:
+            return await self._run([images])
+        if self._queued_images + len(images) > self.max_queue:
+            raise NotReadyError(
+                f"server overloaded: {self._queued_images} images already queued; retry later"
+            )
+        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        self._queued_images += len(images)
+        self.metrics.queue_depth.set(self._queued_images)
+        await self._queue.put(_Item(images, future))
+        return await future
+
+    async def _run(self, parts: list[np.ndarray]) -> np.ndarray:
+        """One runtime call on the merged ``parts`` in the inference thread."""
+        batch = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        start = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        out = await loop.run_in_executor(self._executor, self.runtime.embed, batch)
+        self.calls += 1
+        self.metrics.inference_latency.observe(time.perf_counter() - start)
+        self.metrics.batch_size.observe(len(batch))
+        self.metrics.batch_requests.observe(len(parts))
+        self.metrics.images_embedded.inc(len(batch))
+        if out.shape[0] != len(batch):
+            raise RuntimeError(f"runtime returned {out.shape[0]} rows for {len(batch)} images")
+        return out
+
+    async def _next_batch(self) -> list[_Item]:
+        """Wait for one item, then gather more until full or the wait is over."""
+        assert self._queue is not None
+        first = self._carry if self._carry is not None else await self._queue.get()
+        self._carry = None
+        items, count = [first], len(first.images)
+        deadline = time.perf_counter() + self.max_wait
+        while count < self.max_batch:
+            remaining = deadline - time.perf_counter()
+            try:
+                if remaining <= 0:
+                    item = self._queue.get_nowait()
+                else:
+                    item = await asyncio.wait_for(self._queue.get(), remaining)
+            except (TimeoutError, asyncio.QueueEmpty):
+                break
+            if count + len(item.images) > self.max_batch:
+                self._carry = item  # starts the next batch
+                break
+            items.append(item)
+            count += len(item.images)
+        return items
+
+    async def _work(self) -> None:
+        assert self._queue is not None
+        while True:
+            items = await self._next_batch()
+            try:
+                await self._dispatch(items)
+            finally:
+                for item in items:
+                    self._queued_images -= len(item.images)
+                    self._queue.task_done()
+                self.metrics.queue_depth.set(self._queued_images)
+
+    async def _dispatch(self, items: list[_Item]) -> None:
+        live = [item for item in items if not item.future.done()]  # skip cancelled callers
+        if not live:
+            return
+        try:
+            out = await self._run([item.images for item in live])
+        except Exception as exc:
+            if len(live) == 1:
+                _settle(live[0].future, error=exc)
+                return
+            log.info("merged batch of %d requests failed (%s); retrying one by one", len(live), exc)
+            for item in live:
+                try:
+                    _settle(item.future, await self._run([item.images]))
+                except Exception as single_exc:
+                    _settle(item.future, error=single_exc)
+            return
+        offset = 0
+        for item in live:
+            n = len(item.images)
+            _settle(item.future, out[offset : offset + n])
+            offset += n
+
+
+def _settle(
+    future: asyncio.Future[np.ndarray],
+    result: np.ndarray | None = None,
+    error: BaseException | None = None,
+) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)

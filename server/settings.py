@@ -1,0 +1,84 @@
+"""Server settings: environment variables ``REID_*``, overridden by CLI flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServerSettings(BaseSettings):
+    """Every knob of ``python -m server``; env ``REID_<NAME>`` (e.g. ``REID_API_KEY``)."""
+
+    model_config = SettingsConfigDict(env_prefix="REID_", extra="ignore")
+
+    # What to serve.
+    model: Path | None = Field(None, description="export directory (manifest.json)")
+    gallery: Path | None = Field(None, description="gallery directory (created if missing)")
+    runtime: Literal["onnxruntime", "tensorrt", "torch"] = "onnxruntime"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int | None = Field(None, ge=1, description="runtime intra-op threads")
+    index: Literal["auto", "flat", "ivf", "hnsw"] = "auto"
+
+    # Where.
+    host: str = "127.0.0.1"
+    http_port: int = Field(8000, ge=0, le=65535)
+    grpc_port: int = Field(50051, ge=0, le=65535)
+    grpc: bool = True
+
+    # Auth: writes need api_key when set; reads need read_key (or api_key) when set.
+    api_key: SecretStr | None = None
+    read_key: SecretStr | None = None
+
+    # Dynamic micro-batching.
+    batching: bool = True
+    max_batch: int = Field(32, ge=1)
+    max_wait_ms: float = Field(2.0, ge=0)
+    max_queue: int = Field(4096, ge=1, description="queued images before 503")
+
+    # Request limits.
+    max_images: int = Field(32, ge=1, description="images per request")
+    max_body_mb: float = Field(32.0, gt=0)
+    max_pixels: int = Field(4096 * 4096, ge=1, description="pixels per image")
+    max_k: int = Field(1000, ge=1)
+    max_full_ranking: int | None = Field(
+        None, ge=1, description="cap on matches per query for a full ranking (None = all)"
+    )
+    thumbnail_height: int = Field(128, ge=8)
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @model_validator(mode="after")
+    def _empty_keys_mean_none(self) -> ServerSettings:
+        if self.api_key is not None and not self.api_key.get_secret_value():
+            self.api_key = None
+        if self.read_key is not None and not self.read_key.get_secret_value():
+            self.read_key = None
+        return self
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.max_body_mb * 1024 * 1024)
+
+    def public_summary(self) -> dict[str, object]:
+        """Settings safe to show to clients (no keys)."""
+        return {
+            "batching": {
+                "enabled": self.batching,
+                "max_batch": self.max_batch,
+                "max_wait_ms": self.max_wait_ms,
+            },
+            "limits": {
+                "max_images": self.max_images,
+                "max_body_mb": self.max_body_mb,
+                "max_pixels": self.max_pixels,
+                "max_k": self.max_k,
+                "max_full_ranking": self.max_full_ranking,
+            },
+            "auth": {
+                "writes_need_key": self.api_key is not None,
+                "reads_need_key": self.read_key is not None,
+            },
+        }

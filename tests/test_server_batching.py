@@ -1,0 +1,168 @@
+"""Dynamic micro-batching: concurrent requests share runtime calls, results stay per request."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+from server_fakes import ColourRuntime
+
+from server.batching import MicroBatcher
+from server.errors import NotReadyError
+
+H, W = 32, 16  # the fake manifest's input size
+
+
+def images(n: int, value: float) -> np.ndarray:
+    out = np.zeros((n, 3, H, W), np.float32)
+    out[:, 0] = value  # distinct per request -> distinct embeddings
+    return out
+
+
+def poisoned(n: int = 1) -> np.ndarray:
+    return images(n, 1000.0)  # ColourRuntime refuses values > 100
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+async def with_batcher(fn, **kwargs):
+    runtime = ColourRuntime(delay=kwargs.pop("delay", 0.0))
+    batcher = MicroBatcher(runtime, **kwargs)
+    await batcher.start()
+    try:
+        return await fn(batcher), runtime
+    finally:
+        await batcher.stop()
+
+
+def test_concurrent_requests_are_embedded_together_with_correct_rows():
+    sizes = [1, 2, 3, 1] * 4  # 16 requests, 28 images
+    values = [float(i) / 4 for i in range(len(sizes))]
+
+    async def go(batcher):
+        return await asyncio.gather(
+            *(batcher.embed(images(n, v)) for n, v in zip(sizes, values, strict=True))
+        )
+
+    outputs, runtime = run(with_batcher(go, max_batch=64, max_wait_ms=50))
+    assert len(runtime.calls) < len(sizes)
+    assert sum(runtime.calls) == sum(sizes)
+    reference = ColourRuntime()
+    for out, n, v in zip(outputs, sizes, values, strict=True):
+        assert out.shape == (n, 8)
+        np.testing.assert_allclose(out, reference.embed(images(n, v)), rtol=1e-5, atol=1e-6)
+
+
+def test_batches_never_exceed_max_batch():
+    async def go(batcher):
+        return await asyncio.gather(*(batcher.embed(images(3, 0.1)) for _ in range(10)))
+
+    _, runtime = run(with_batcher(go, max_batch=7, max_wait_ms=50))
+    assert max(runtime.calls) <= 7
+    assert sum(runtime.calls) == 30
+
+
+def test_a_lone_request_waits_at_most_max_wait():
+    async def go(batcher):
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        await batcher.embed(images(1, 0.1))
+        return loop.time() - start
+
+    elapsed, runtime = run(with_batcher(go, max_batch=32, max_wait_ms=20))
+    assert runtime.calls == [1]
+    assert elapsed < 0.5
+
+
+def test_an_error_reaches_only_the_request_that_caused_it():
+    async def go(batcher):
+        return await asyncio.gather(
+            batcher.embed(images(2, 0.1)),
+            batcher.embed(poisoned()),
+            batcher.embed(images(1, 0.3)),
+            return_exceptions=True,
+        )
+
+    (good1, bad, good2), _ = run(with_batcher(go, max_batch=32, max_wait_ms=50))
+    assert isinstance(bad, ValueError) and "poisoned" in str(bad)
+    assert good1.shape == (2, 8) and good2.shape == (1, 8)
+
+
+def test_disabled_mode_makes_one_runtime_call_per_request():
+    async def go(batcher):
+        return await asyncio.gather(*(batcher.embed(images(2, 0.1)) for _ in range(5)))
+
+    outputs, runtime = run(with_batcher(go, enabled=False, max_wait_ms=50))
+    assert runtime.calls == [2] * 5
+    assert all(out.shape == (2, 8) for out in outputs)
+
+
+def test_disabled_mode_errors_reach_the_caller():
+    async def go(batcher):
+        with pytest.raises(ValueError, match="poisoned"):
+            await batcher.embed(poisoned())
+        return await batcher.embed(images(1, 0.2))
+
+    out, _ = run(with_batcher(go, enabled=False))
+    assert out.shape == (1, 8)
+
+
+def test_stop_drains_queued_requests_and_then_refuses_new_ones():
+    async def go():
+        runtime = ColourRuntime(delay=0.05)
+        batcher = MicroBatcher(runtime, max_batch=2, max_wait_ms=1)
+        await batcher.start()
+        pending = [asyncio.create_task(batcher.embed(images(2, 0.1))) for _ in range(4)]
+        await asyncio.sleep(0)  # let them enqueue
+        await batcher.stop()
+        assert all(task.done() and task.result().shape == (2, 8) for task in pending)
+        with pytest.raises(NotReadyError):
+            await batcher.embed(images(1, 0.1))
+
+    run(go())
+
+
+def test_runtime_runs_off_the_event_loop():
+    """While the runtime sleeps in its thread, the event loop keeps ticking."""
+
+    async def go(batcher):
+        ticks = 0
+
+        async def ticker():
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.005)
+
+        task = asyncio.create_task(ticker())
+        await batcher.embed(images(1, 0.1))
+        task.cancel()
+        return ticks
+
+    ticks, _ = run(with_batcher(go, delay=0.2, max_wait_ms=1))
+    assert ticks >= 10
+
+
+def test_overload_is_refused_with_not_ready():
+    async def go(batcher):
+        first = asyncio.create_task(batcher.embed(images(3, 0.1)))
+        await asyncio.sleep(0)
+        with pytest.raises(NotReadyError, match="overloaded"):
+            await batcher.embed(images(3, 0.1))
+        return await first
+
+    out, _ = run(with_batcher(go, max_queue=4, delay=0.05))
+    assert out.shape == (3, 8)
+
+
+def test_batch_sizes_are_recorded_in_the_histogram():
+    async def go(batcher):
+        await asyncio.gather(*(batcher.embed(images(1, 0.1)) for _ in range(8)))
+        return batcher.metrics.render().decode()
+
+    text, runtime = run(with_batcher(go, max_batch=8, max_wait_ms=50))
+    assert f"reid_batch_size_images_count {float(len(runtime.calls))}" in text
+    assert "reid_images_embedded_total 8.0" in text

@@ -1,0 +1,530 @@
+"""HTTP API through FastAPI's TestClient, with a colour-mean runtime and an in-memory gallery."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import re
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+from server_fakes import DIM, ColourRuntime, MemoryGallery, image_bytes
+
+from gallery import EntryMetadata, Gallery
+from server.errors import ServiceError
+from server.http import create_app
+from server.service import SearchOptions, SearchService
+from server.settings import ServerSettings
+
+RED, GREEN, BLUE = (250, 10, 10), (10, 250, 10), (10, 10, 250)
+KEY = "s3cret-write"
+READ_KEY = "s3cret-read"
+
+
+def make_client(tmp_path, **overrides) -> TestClient:
+    settings = ServerSettings(
+        max_images=4, max_body_mb=1, max_k=50, max_pixels=2000 * 2000, **overrides
+    )
+    gallery = Gallery.open(tmp_path / "gallery", DIM, index="flat")
+    service = SearchService(ColourRuntime(), gallery, settings)
+    return TestClient(create_app(settings, service))
+
+
+@pytest.fixture
+def client(tmp_path):
+    with make_client(tmp_path) as c:
+        yield c
+
+
+def files(*images: bytes, name: str = "images") -> list:
+    return [(name, (f"im{i}.png", data, "image/png")) for i, data in enumerate(images)]
+
+
+def add(client, colours_meta, headers=None):
+    images = [image_bytes(colour) for colour, _ in colours_meta]
+    meta = [m for _, m in colours_meta]
+    r = client.post(
+        "/v1/gallery", files=files(*images), data={"metadata": json.dumps(meta)}, headers=headers
+    )
+    assert r.status_code == 201, r.text
+    return r.json()["ids"]
+
+
+def populate(client) -> dict[str, int]:
+    ids = add(
+        client,
+        [
+            (RED, {"camera": 0, "timestamp": 1.0, "track": 7, "box": [1, 2, 3, 4], "source": "a"}),
+            (GREEN, {"camera": 1, "timestamp": 2.0}),
+            (BLUE, {"camera": 2, "timestamp": 3.0}),
+            ((240, 20, 20), {"camera": 1, "timestamp": 4.0}),
+        ],
+    )
+    return dict(zip(["red0", "green1", "blue2", "red1"], ids, strict=True))
+
+
+def search(client, *images, **form):
+    data = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in form.items()}
+    return client.post("/v1/search", files=files(*images), data=data)
+
+
+def error_of(response) -> dict:
+    body = response.json()
+    assert set(body) == {"error"}, body
+    assert body["error"]["message"], body
+    return body["error"]
+
+
+def assert_still_serving(client) -> None:
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/readyz").status_code == 200
+    r = client.post("/v1/embed", files=files(image_bytes(RED)))
+    assert r.status_code == 200, r.text
+
+
+# -- operations -------------------------------------------------------------------------
+
+
+def test_add_then_search_returns_the_closest_entries_with_their_metadata(client):
+    ids = populate(client)
+    r = search(client, image_bytes(RED), k=2)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["gallery_size"] == 4 and body["took_ms"] >= 0
+    (result,) = body["results"]
+    assert result["query_index"] == 0 and result["query_camera"] is None
+    top = result["matches"]
+    assert [m["id"] for m in top] == [ids["red0"], ids["red1"]] or [m["id"] for m in top] == [
+        ids["red1"],
+        ids["red0"],
+    ]
+    assert top[0]["score"] >= top[1]["score"] > 0.9
+    red0 = next(m for m in top if m["id"] == ids["red0"])
+    assert red0 == {
+        "id": ids["red0"],
+        "score": red0["score"],
+        "camera": 0,
+        "timestamp": 1.0,
+        "track": 7,
+        "box": [1.0, 2.0, 3.0, 4.0],
+        "source": "a",
+        "thumbnail_url": f"/v1/gallery/{ids['red0']}/thumbnail",
+    }
+
+
+def test_several_query_images_get_one_result_each_in_order(client):
+    ids = populate(client)
+    r = search(client, image_bytes(GREEN), image_bytes(BLUE), k=1)
+    results = r.json()["results"]
+    assert [res["query_index"] for res in results] == [0, 1]
+    assert results[0]["matches"][0]["id"] == ids["green1"]
+    assert results[1]["matches"][0]["id"] == ids["blue2"]
+
+
+def test_full_ranking_returns_every_entry_and_ignores_k(client):
+    populate(client)
+    r = search(client, image_bytes(RED), k=1, full_ranking=True)
+    matches = r.json()["results"][0]["matches"]
+    assert len(matches) == 4
+    scores = [m["score"] for m in matches]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_filters_cameras_time_window_and_min_score(client):
+    ids = populate(client)
+    q = image_bytes(RED)
+
+    def found(**form):
+        r = search(client, q, full_ranking=True, **form)
+        assert r.status_code == 200, r.text
+        return {m["id"] for m in r.json()["results"][0]["matches"]}
+
+    assert found(cameras="1,2") == {ids["green1"], ids["blue2"], ids["red1"]}
+    assert found(exclude_cameras="1") == {ids["red0"], ids["blue2"]}
+    assert found(time_from=2.0, time_to=3.0) == {ids["green1"], ids["blue2"]}
+    assert found(min_score=0.9) == {ids["red0"], ids["red1"]}
+    assert found(query_cameras="0", exclude_same_camera=True) == {
+        ids["green1"],
+        ids["blue2"],
+        ids["red1"],
+    }
+
+
+def test_exclude_same_camera_applies_each_querys_own_camera(client):
+    ids = populate(client)
+    r = search(
+        client,
+        image_bytes(RED),
+        image_bytes(RED),
+        k=1,
+        query_cameras="0,1",
+        exclude_same_camera=True,
+    )
+    first, second = r.json()["results"]
+    assert (first["query_camera"], second["query_camera"]) == (0, 1)
+    assert first["matches"][0]["id"] == ids["red1"]  # camera 0 excluded
+    assert second["matches"][0]["id"] == ids["red0"]  # camera 1 excluded
+
+
+def test_raw_body_search(client):
+    ids = populate(client)
+    r = client.post(
+        "/v1/search/raw?k=1&query_camera=0&exclude_same_camera=true",
+        content=image_bytes(RED),
+        headers={"Content-Type": "image/png"},
+    )
+    assert r.status_code == 200, r.text
+    (result,) = r.json()["results"]
+    assert result["query_camera"] == 0
+    assert [m["id"] for m in result["matches"]] == [ids["red1"]]
+
+
+def test_embed_returns_one_normalised_vector_per_image(client):
+    r = client.post("/v1/embed", files=files(image_bytes(RED), image_bytes(BLUE)))
+    body = r.json()
+    assert body["dim"] == DIM and body["model"] == "colour-fake"
+    assert len(body["embeddings"]) == 2 and all(len(v) == DIM for v in body["embeddings"])
+    assert body["embeddings"][0] != body["embeddings"][1]
+
+
+def test_entry_metadata_thumbnail_and_stats(client):
+    ids = populate(client)
+    r = client.get(f"/v1/gallery/{ids['red0']}")
+    assert r.status_code == 200
+    entry = r.json()
+    assert entry["id"] == ids["red0"] and entry["camera"] == 0 and entry["source"] == "a"
+    assert entry["thumbnail_url"] == f"/v1/gallery/{ids['red0']}/thumbnail"
+
+    thumb = client.get(entry["thumbnail_url"])
+    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+    assert Image.open(io.BytesIO(thumb.content)).format == "JPEG"
+
+    stats = client.get("/v1/gallery/stats").json()
+    assert stats["size"] == 4 and stats["dim"] == DIM
+
+
+def test_thumbnails_are_small_jpegs_of_the_crop(client):
+    big = image_bytes(RED, size=(200, 400))
+    r = client.post("/v1/gallery", files=files(big))
+    (entry_id,) = r.json()["ids"]
+    thumb = Image.open(io.BytesIO(client.get(f"/v1/gallery/{entry_id}/thumbnail").content))
+    assert thumb.size == (64, 128)
+
+
+def test_delete_one_and_many(client):
+    ids = populate(client)
+    r = client.delete(f"/v1/gallery/{ids['red0']}")
+    assert r.status_code == 200 and r.json() == {"deleted": [ids["red0"]]}
+    assert client.get(f"/v1/gallery/{ids['red0']}").status_code == 404
+
+    r = client.post("/v1/gallery/delete", json={"ids": [ids["green1"], 999]})
+    assert r.json() == {"deleted": [ids["green1"]], "missing": [999]}
+    assert client.get("/v1/gallery/stats").json()["size"] == 2
+
+
+def test_model_health_ready(client):
+    info = client.get("/v1/model").json()
+    assert info["model"]["name"] == "colour-fake" and info["model"]["embedding_dim"] == DIM
+    assert info["runtime"]["runtime"] == "fake"
+    assert info["batching"]["enabled"] is True and info["limits"]["max_images"] == 4
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").json() == {"status": "ready"}
+
+
+def test_readyz_is_503_before_the_service_starts_and_after_it_stops(tmp_path):
+    settings = ServerSettings()
+    service = SearchService(ColourRuntime(), MemoryGallery(), settings)
+    app = create_app(settings, service)
+    client = TestClient(app)  # no context manager: lifespan not run, service not started
+    r = client.get("/readyz")
+    assert r.status_code == 503 and r.json() == {"status": "not ready"}
+    assert client.get("/healthz").status_code == 200
+    assert client.post("/v1/embed", files=files(image_bytes(RED))).status_code == 503
+
+
+def test_metrics_count_requests_batches_and_gallery_size(client):
+    populate(client)
+    search(client, image_bytes(RED), k=1)
+    client.get("/v1/gallery/999")
+    text = client.get("/metrics").text
+    assert 'reid_requests_total{protocol="http",route="/v1/search",status="200"} 1.0' in text
+    assert 'route="/v1/gallery/{entry_id}",status="404"' in text
+    assert "reid_request_latency_seconds_bucket" in text
+    assert "reid_batch_size_images_count" in text
+    assert "reid_gallery_entries 4.0" in text
+    assert "reid_batch_queue_depth_images" in text
+
+
+# -- bad input: a clear 4xx, and the server keeps serving -------------------------------
+
+
+def truncated_jpeg() -> bytes:
+    return image_bytes(RED, size=(64, 128), fmt="JPEG")[:200]
+
+
+def huge_png(width: int = 20000, height: int = 20000) -> bytes:
+    """A complete, valid 1-bit greyscale PNG of ``width`` x ``height`` (about 50 KB)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    row = b"\0" + b"\0" * ((width + 7) // 8)  # filter byte + packed bits
+    pixels = zlib.compress(row * height, 9)
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize(
+    ("data", "status", "words"),
+    [
+        (b"this is not an image", 400, "not a decodable image"),
+        (truncated_jpeg(), 400, "truncated"),
+        (b"", 400, "empty"),
+        (huge_png(), 413, "pixels"),
+    ],
+    ids=["non-image", "truncated-jpeg", "zero-bytes", "20000x20000-png"],
+)
+@pytest.mark.parametrize("route", ["/v1/search", "/v1/embed", "/v1/gallery"])
+def test_bad_images_get_a_clear_4xx(client, route, data, status, words):
+    r = client.post(route, files=files(image_bytes(RED), data))
+    assert r.status_code == status, r.text
+    message = error_of(r)["message"]
+    assert words in message
+    if status == 400:
+        assert "image 1" in message  # names the offending file
+    assert_still_serving(client)
+
+
+def test_bad_image_adds_nothing(client):
+    client.post("/v1/gallery", files=files(image_bytes(RED), b"junk"))
+    assert client.get("/v1/gallery/stats").json()["size"] == 0
+
+
+def test_raw_search_with_wrong_content_type_is_415(client):
+    r = client.post("/v1/search/raw", content=b"{}", headers={"Content-Type": "application/json"})
+    assert r.status_code == 415
+    assert "Content-Type" in error_of(r)["message"]
+    assert_still_serving(client)
+
+
+def test_multipart_route_with_json_body_is_415(client):
+    r = client.post("/v1/search", json={"images": []})
+    assert r.status_code == 415
+    assert "multipart/form-data" in error_of(r)["message"]
+
+
+@pytest.mark.parametrize("k", [0, -3, 51, 10**9])
+def test_k_out_of_range_is_400(client, k):
+    populate(client)
+    r = search(client, image_bytes(RED), k=k)
+    assert r.status_code == 400
+    assert "k must be between 1 and 50" in error_of(r)["message"]
+    assert_still_serving(client)
+
+
+def test_k_larger_than_the_gallery_returns_what_there_is(client):
+    populate(client)
+    assert len(search(client, image_bytes(RED), k=50).json()["results"][0]["matches"]) == 4
+
+
+def test_search_on_an_empty_gallery_returns_no_matches(client):
+    r = search(client, image_bytes(RED), k=5)
+    assert r.status_code == 200
+    assert r.json()["results"] == [{"query_index": 0, "query_camera": None, "matches": []}]
+    assert r.json()["gallery_size"] == 0
+
+
+def test_unknown_ids_are_404(client):
+    for r in (
+        client.delete("/v1/gallery/12345"),
+        client.get("/v1/gallery/12345"),
+        client.get("/v1/gallery/12345/thumbnail"),
+    ):
+        assert r.status_code == 404
+        assert "12345" in error_of(r)["message"]
+    assert_still_serving(client)
+
+
+def test_too_many_images_is_413(client):
+    r = client.post("/v1/search", files=files(*[image_bytes(RED)] * 5))
+    assert r.status_code == 413
+    assert "limit is 4" in error_of(r)["message"]
+
+
+def test_no_images_is_refused(client):
+    r = client.post("/v1/search", data={"k": "3"}, files=[("other", ("x", b"x", "text/plain"))])
+    assert r.status_code == 422
+    assert "images" in error_of(r)["message"]
+
+
+def test_body_over_the_limit_is_413_before_reading(client):
+    big = b"\0" * (1024 * 1024 + 10)
+    r = client.post("/v1/search", files=files(big))
+    assert r.status_code == 413
+    assert "larger than the limit" in error_of(r)["message"]
+    r = client.post(
+        "/v1/search/raw",
+        content=iter([b"\0" * 600_000, b"\0" * 600_000]),  # streamed: no Content-Length
+        headers={"Content-Type": "image/png"},
+    )
+    assert r.status_code == 413
+    assert_still_serving(client)
+
+
+@pytest.mark.parametrize(
+    ("form", "words"),
+    [
+        ({"cameras": "1,x"}, "comma-separated integers"),
+        ({"query_cameras": "0,1"}, "query_cameras has 2 values for 1"),
+        ({"exclude_same_camera": "true"}, "needs query_cameras"),
+        ({"time_from": "5", "time_to": "1"}, "after time_to"),
+        ({"min_score": "nan"}, "min_score"),
+    ],
+)
+def test_malformed_filters_are_400(client, form, words):
+    r = client.post("/v1/search", files=files(image_bytes(RED)), data=form)
+    assert r.status_code == 400, r.text
+    assert words in error_of(r)["message"]
+
+
+@pytest.mark.parametrize(
+    ("metadata", "words"),
+    [
+        ("not json", "not valid JSON"),
+        ('[{"camera": "north"}]', "camera"),
+        ('[{"colour": 1}]', "unknown metadata field"),
+        ("[{}, {}]", "2 metadata objects for 1 images"),
+    ],
+)
+def test_bad_metadata_is_400(client, metadata, words):
+    r = client.post("/v1/gallery", files=files(image_bytes(RED)), data={"metadata": metadata})
+    assert r.status_code == 400, r.text
+    assert words in error_of(r)["message"]
+
+
+# -- API keys -------------------------------------------------------------------------
+
+
+def test_writes_need_the_api_key_when_one_is_configured(tmp_path):
+    with make_client(tmp_path, api_key=KEY) as client:
+        r = client.post("/v1/gallery", files=files(image_bytes(RED)))
+        assert r.status_code == 401 and "X-API-Key" in error_of(r)["message"]
+        r = client.post("/v1/gallery", files=files(image_bytes(RED)), headers={"X-API-Key": "no"})
+        assert r.status_code == 403 and "not valid" in error_of(r)["message"]
+        assert client.delete("/v1/gallery/1").status_code == 401
+        assert client.post("/v1/gallery/delete", json={"ids": [1]}).status_code == 401
+
+        (entry_id,) = add(client, [(RED, {})], headers={"X-API-Key": KEY})
+        bearer = {"Authorization": f"Bearer {KEY}"}
+        assert client.delete(f"/v1/gallery/{entry_id}", headers=bearer).status_code == 200
+        # Reads stay open without a read key.
+        assert search(client, image_bytes(RED)).status_code == 200
+        assert client.get("/v1/gallery/stats").status_code == 200
+
+
+def test_reads_need_a_key_when_a_read_key_is_configured(tmp_path):
+    with make_client(tmp_path, api_key=KEY, read_key=READ_KEY) as client:
+        assert search(client, image_bytes(RED)).status_code == 401
+        assert client.get("/v1/gallery/stats", headers={"X-API-Key": "x"}).status_code == 403
+        for key in (READ_KEY, KEY):
+            assert client.get("/v1/gallery/stats", headers={"X-API-Key": key}).status_code == 200
+        # The read key does not allow writes.
+        r = client.post(
+            "/v1/gallery", files=files(image_bytes(RED)), headers={"X-API-Key": READ_KEY}
+        )
+        assert r.status_code == 403
+        # Liveness, readiness and metrics stay open.
+        for path in ("/healthz", "/readyz", "/metrics"):
+            assert client.get(path).status_code == 200
+
+
+def test_openapi_documents_every_operation_with_errors(client):
+    spec = client.get("/openapi.json").json()
+    operations = [(p, m, op) for p, ops in spec["paths"].items() for m, op in ops.items()]
+    assert {p for p, _, _ in operations} >= {
+        "/v1/search",
+        "/v1/search/raw",
+        "/v1/embed",
+        "/v1/gallery",
+        "/v1/gallery/delete",
+        "/v1/gallery/stats",
+        "/v1/gallery/{entry_id}",
+        "/v1/gallery/{entry_id}/thumbnail",
+        "/v1/model",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    }
+    for path, method, op in operations:
+        assert op.get("summary"), (path, method)
+        if path.startswith("/v1/"):
+            assert "400" in op["responses"] or "404" in op["responses"], (path, method)
+
+
+# -- settings ---------------------------------------------------------------------------
+
+
+def test_cli_flags_override_environment_settings(monkeypatch):
+    from server.cli import settings_from_args
+
+    monkeypatch.setenv("REID_API_KEY", "from-env")
+    monkeypatch.setenv("REID_MAX_BATCH", "8")
+    monkeypatch.setenv("REID_HTTP_PORT", "9000")
+    settings = settings_from_args(["--model", "m", "--gallery", "g", "--max-batch", "64"])
+    assert settings.max_batch == 64  # flag wins
+    assert settings.http_port == 9000  # env kept where no flag
+    assert settings.api_key.get_secret_value() == "from-env"
+    assert settings.batching and settings.grpc
+    off = settings_from_args(["--no-batching", "--no-grpc", "--api-key", ""])
+    assert not off.batching and not off.grpc and off.api_key is None  # empty key = no key
+
+
+# -- the service contract used by gRPC too ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("embeddings", "words"),
+    [
+        (np.zeros((1, DIM + 1), np.float32), f"float32[Q, {DIM}]"),
+        (np.zeros((0, DIM), np.float32), f"float32[Q, {DIM}]"),
+        (np.full((1, DIM), np.nan, np.float32), "NaN"),
+        (np.zeros((5, DIM), np.float32) + 1, "limit is 4"),
+    ],
+    ids=["wrong-dim", "no-queries", "nan", "too-many"],
+)
+def test_search_embeddings_refuses_bad_vectors(embeddings, words):
+    async def go():
+        settings = ServerSettings(max_images=4)
+        service = SearchService(ColourRuntime(), MemoryGallery(), settings)
+        await service.start()
+        try:
+            with pytest.raises(ServiceError, match=re.escape(words)) as info:
+                await service.search_embeddings(embeddings, SearchOptions())
+            return info.value
+        finally:
+            await service.close()
+
+    error = asyncio.run(go())
+    assert 400 <= error.http_status < 500
+
+
+def test_search_embeddings_with_k_none_is_a_full_ranking():
+    async def go():
+        service = SearchService(ColourRuntime(), MemoryGallery(), ServerSettings())
+        await service.start()
+        vectors = np.eye(DIM, dtype=np.float32)[:5]
+        await asyncio.to_thread(service.gallery.add, vectors, [EntryMetadata()] * 5)
+        (matches,) = await service.search_embeddings(vectors[:1], SearchOptions(k=None))
+        await service.close()
+        return matches
+
+    matches = asyncio.run(go())
+    assert len(matches) == 5 and matches[0].score == pytest.approx(1.0)
