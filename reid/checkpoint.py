@@ -49,9 +49,15 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # zip/pickle/unpickler errors all mean "unreadable"
+        reason = f"{type(exc).__name__}: {_first_line(exc)}"
+        if "weights_only" in str(exc) or "Weights only" in str(exc):
+            # torch's own hint (load with weights_only=False) would run pickled code.
+            reason = (
+                "not a torch checkpoint, or it holds pickled objects other than tensors "
+                "and plain containers, which are refused for safety"
+            )
         raise CheckpointError(
-            f"cannot read {path} ({type(exc).__name__}: {_first_line(exc)}) "
-            "(is this a reid checkpoint?)"
+            f"cannot read {path} ({reason}) (is this a reid checkpoint?)"
         ) from None
     return validate_checkpoint(data, source=str(path))
 

@@ -311,6 +311,7 @@ def test_a_bad_checkpoint_fails_with_one_clear_line_and_exit_2(make_bad, message
     assert export("--checkpoint", checkpoint, "--out", tmp_path / "out") == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1 and err.startswith("error:")
+    assert "weights_only" not in err  # never advise loading with pickled code enabled
     assert not (tmp_path / "out").exists()
 
 
