@@ -1,0 +1,201 @@
+"""``python -m gallery``: tools that work against a running search server.
+
+    python -m gallery evaluate --server http://127.0.0.1:8000 --data SPEC \\
+        [--grpc HOST:PORT] [--json] [--report DIR] [--model EXPORT_DIR] [--k K]
+
+Exit status of ``evaluate``: 0 when the served numbers match the offline ones within
+1e-4 (or no offline reference was asked for), 1 when they differ by more, 2 on errors
+(server unreachable or not ready, bad dataset or export, malformed answers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from gallery.http_client import ReIDHttpClient, ServerError
+
+if TYPE_CHECKING:
+    from gallery.evaluate import Evaluation
+
+EXPORT_DIR_KEYS = ("export_dir", "export_directory", "directory", "model_dir")
+"""Keys of ``GET /v1/model`` that may name the served export directory."""
+
+
+class CliError(RuntimeError):
+    """A user-facing error; printed without a traceback, exit status 2."""
+
+
+def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``evaluate`` and its options."""
+    p = subparsers.add_parser(
+        "evaluate",
+        help="CMC/mAP/mINP of a dataset through the served API, compared with offline",
+        description="Upload the dataset's gallery through the API, search every query, "
+        "evaluate the returned rankings and compare with the offline numbers of the export.",
+    )
+    p.add_argument("--server", required=True, help="HTTP base URL, e.g. http://127.0.0.1:8000")
+    p.add_argument("--data", required=True, help="dataset spec FORMAT:PATH")
+    p.add_argument("--grpc", metavar="HOST:PORT", help="send the queries over gRPC instead")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--report", metavar="DIR", help="write an HTML report (CMC, rank lists)")
+    p.add_argument(
+        "--model",
+        metavar="EXPORT_DIR",
+        help="export for the offline reference (default: the directory the server reports "
+        "in GET /v1/model)",
+    )
+    p.add_argument("--no-offline", action="store_true", help="skip the offline reference")
+    p.add_argument("--runtime", default="onnxruntime", help="offline runtime (default %(default)s)")
+    p.add_argument("--device", default="cpu", help="offline device: cpu, cuda or auto")
+    p.add_argument("--batch", type=int, default=32, help="images per request (default 32)")
+    p.add_argument(
+        "--k",
+        type=int,
+        help="truncated mode: ask for the top K only (default: the full ranking)",
+    )
+    p.add_argument(
+        "--api-key",
+        default=os.environ.get("REID_API_KEY"),
+        help="X-API-Key for gallery writes (default: $REID_API_KEY)",
+    )
+    p.add_argument(
+        "--keep-gallery", action="store_true", help="leave the uploaded gallery on the server"
+    )
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
+    p.add_argument("--ready-timeout", type=float, default=60.0, help="seconds to wait for /readyz")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(handler=run_evaluate)
+
+
+def export_dir_from_server(info: dict[str, Any]) -> Path | None:
+    """The export directory ``GET /v1/model`` reports (top level or under ``model``), if any."""
+    for where in (info, info.get("model") or {}):
+        for key in EXPORT_DIR_KEYS:
+            value = where.get(key) if isinstance(where, dict) else None
+            if isinstance(value, str) and value:
+                return Path(value)
+    return None
+
+
+def request_batch(wanted: int, info: dict[str, Any], log: Callable[[str], None]) -> int:
+    """``wanted``, lowered to the server's ``limits.max_images`` when it reports a smaller one."""
+    limit = (info.get("limits") or {}).get("max_images")
+    if isinstance(limit, int) and 0 < limit < wanted:
+        log(f"The server takes at most {limit} images per request; using --batch {limit}.")
+        return limit
+    return wanted
+
+
+def _offline_model(args: argparse.Namespace, info: dict[str, Any]) -> Any:
+    from reid.manifest import ManifestError
+    from reid.runtimes import RuntimeUnavailableError, load_runtime
+
+    export = Path(args.model) if args.model else export_dir_from_server(info)
+    if export is None:
+        raise CliError(
+            "the offline reference needs the export directory: pass --model EXPORT_DIR "
+            "(the server's GET /v1/model does not report one), or --no-offline"
+        )
+    try:
+        return load_runtime(export, args.runtime, device=args.device)
+    except (ManifestError, RuntimeUnavailableError, ValueError) as exc:
+        raise CliError(
+            f"cannot open the export {export} for the offline reference: {exc}"
+        ) from None
+
+
+def _backend(args: argparse.Namespace, client: ReIDHttpClient) -> Any:
+    if not args.grpc:
+        return client
+    from gallery.grpc_backend import GrpcQueryBackend, GrpcUnavailableError
+
+    try:
+        return GrpcQueryBackend(client, args.grpc, api_key=args.api_key)
+    except GrpcUnavailableError as exc:
+        raise CliError(str(exc)) from None
+
+
+def format_text(evaluation: Evaluation) -> str:
+    """The served / offline tables and the verdict, as printed by ``evaluate``."""
+    lines = [f"Served ({evaluation.mode}{f', k={evaluation.k}' if evaluation.k else ''}):"]
+    lines.append(evaluation.served.format_table())
+    if evaluation.offline is not None:
+        lines += ["", "Offline (same export and runtime, same ranking mode):"]
+        lines.append(evaluation.offline.format_table())
+    if evaluation.offline_full is not None:
+        lines += ["", "Offline, full ranking:", evaluation.offline_full.format_table()]
+    if evaluation.diff:
+        diffs = ", ".join(f"{name} {value:.2e}" for name, value in evaluation.diff.items())
+        verdict = "OK" if evaluation.passed else "FAILED"
+        lines += ["", f"|served - offline|: {diffs} -> {verdict} (tolerance 1e-4)"]
+    lines += [f"note: {note}" for note in evaluation.notes]
+    return "\n".join(lines)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """The ``evaluate`` subcommand; returns the exit status."""
+    from gallery.evaluate import evaluate_served
+    from gallery.report import write_report
+    from reid.data import load_dataset
+    from reid.data.base import DatasetError
+
+    if args.batch < 1 or (args.k is not None and args.k < 1):
+        raise CliError("--batch and --k must be >= 1")
+    log: Callable[[str], None] = (lambda m: print(m, file=sys.stderr)) if args.json else print
+    try:
+        dataset = load_dataset(args.data)
+    except DatasetError as exc:
+        raise CliError(str(exc)) from None
+    with ReIDHttpClient(args.server, api_key=args.api_key, timeout=args.timeout) as client:
+        client.wait_ready(timeout=args.ready_timeout)
+        info = client.model_info()
+        offline = None if args.no_offline else _offline_model(args, info)
+        backend = _backend(args, client)
+        try:
+            evaluation = evaluate_served(
+                backend,
+                dataset,
+                offline_model=offline,
+                k=args.k,
+                batch=request_batch(args.batch, info, log),
+                keep_gallery=args.keep_gallery,
+                progress=not args.no_progress,
+                log=log,
+            )
+        finally:
+            if backend is not client:
+                backend.close()
+    report = write_report(evaluation, dataset, args.report) if args.report else None
+    if args.json:
+        out = evaluation.to_dict()
+        out["report"] = str(report) if report else None
+        print(json.dumps(out, indent=2))
+    else:
+        print(format_text(evaluation))
+        if report:
+            print(f"\nReport: {report}")
+    return 0 if evaluation.passed else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m gallery`` parser (one subparser per tool)."""
+    parser = argparse.ArgumentParser(prog="python -m gallery", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    add_evaluate_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse, run, and map expected failures to a one-line error and exit status 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except (CliError, ServerError, RuntimeError, ValueError, OSError) as exc:
+        print(f"python -m gallery {args.command}: error: {exc}", file=sys.stderr)
+        return 2

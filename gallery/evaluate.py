@@ -1,0 +1,357 @@
+"""Evaluate a dataset through the served search API and compare with the offline numbers.
+
+1. Every gallery image of the dataset is uploaded (raw file bytes, with its camera,
+   timestamp and source path as metadata); the returned ids map back to gallery rows.
+2. Every query image is searched, by default with ``full_ranking=true``; a score
+   (cosine) becomes the distance ``1 - score``. Gallery entries that are not ours
+   (already on the server) are ignored, entries not returned get distance ``inf``.
+3. CMC / mAP / mINP come from :func:`reid.metrics.evaluate_rank` (full ranking) or
+   :func:`gallery.topk.evaluate_returned` (top-k, see that module for how truncation
+   changes mAP), so the protocol is exactly the offline one.
+4. The offline reference embeds the same files with the same export and runtime
+   (:func:`reid.metrics.evaluate_features`); the served numbers must match within
+   :data:`TOLERANCE`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+from tqdm import tqdm
+
+from gallery.http_client import Match
+from gallery.topk import evaluate_returned, truncate_distmat
+from reid.data.base import ImageRecord, ReIDDataset, label_arrays
+from reid.metrics import RankResult, evaluate_features, evaluate_rank, pairwise_distance
+from reid.preprocess import PreprocessConfig, decode_image_bytes, preprocess_batch
+
+TOLERANCE = 1e-4
+MAX_RANK = 50
+DELETE_BATCH = 1000  # ids per delete request (the API takes up to 10,000)
+
+
+class SearchBackend(Protocol):
+    """What the harness needs from a server (HTTP client, gRPC adapter or a test fake)."""
+
+    def add_gallery(self, images: Sequence[bytes], metadata: Sequence[dict]) -> list[int | str]: ...
+
+    def search(
+        self, images: Sequence[bytes], *, k: int = 10, full_ranking: bool = False
+    ) -> list[list[Match]]: ...
+
+    def delete_gallery(self, ids: Sequence[int | str]) -> list[int | str]: ...
+
+
+class Embedder(Protocol):
+    """An opened export: ``reid.runtimes.Runtime`` or anything with the same two members."""
+
+    manifest: Any  # needs ``.preprocess`` (a PreprocessConfig)
+
+    def embed(self, images: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass
+class ServedRankings:
+    """What the server returned, as a ``[Q, G]`` distance matrix over the dataset gallery."""
+
+    distmat: np.ndarray
+    gallery_ids: list[int | str]
+    foreign_matches: int = 0
+    """Returned entries that are not part of this dataset's upload (ignored)."""
+    seconds_upload: float = 0.0
+    seconds_search: float = 0.0
+
+
+@dataclass
+class Evaluation:
+    """Served and offline results of one run; ``passed`` when within :data:`TOLERANCE`."""
+
+    mode: str  # "full" or "top-k"
+    k: int | None
+    served: RankResult
+    offline: RankResult | None = None
+    offline_full: RankResult | None = None
+    """Top-k mode: the offline full-ranking numbers (what truncation costs)."""
+    diff: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    rankings: ServedRankings | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def max_diff(self) -> float | None:
+        return max(self.diff.values()) if self.diff else None
+
+    @property
+    def passed(self) -> bool:
+        """True without an offline reference (nothing to compare), else the tolerance check."""
+        return self.max_diff is None or self.max_diff <= TOLERANCE
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary: modes, the three result sets, diffs, notes, timings."""
+        out: dict[str, Any] = {
+            "mode": self.mode,
+            "k": self.k,
+            "served": result_dict(self.served),
+            "offline": result_dict(self.offline) if self.offline else None,
+            "diff": dict(self.diff),
+            "max_diff": self.max_diff,
+            "tolerance": TOLERANCE,
+            "passed": self.passed,
+            "notes": list(self.notes),
+            "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
+        }
+        if self.offline_full is not None:
+            out["offline_full_ranking"] = result_dict(self.offline_full)
+        return out
+
+
+def result_dict(result: RankResult) -> dict[str, Any]:
+    """``RankResult.as_dict()`` plus the whole CMC curve."""
+    return {**result.as_dict(), "cmc": [float(v) for v in result.cmc]}
+
+
+def compare(served: RankResult, offline: RankResult) -> dict[str, float]:
+    """Absolute differences: ``mAP``, ``mINP`` and the largest over all CMC ranks."""
+    return {
+        "mAP": abs(served.mAP - offline.mAP),
+        "mINP": abs(served.mINP - offline.mINP),
+        "cmc_max": float(np.max(np.abs(served.cmc - offline.cmc))),
+    }
+
+
+# ----------------------------------------------------------------------------- served side
+
+
+def read_bytes(records: Sequence[ImageRecord]) -> list[bytes]:
+    """The raw file bytes (uploaded as-is: the server decodes exactly what offline decodes)."""
+    return [r.path.read_bytes() for r in records]
+
+
+def gallery_metadata(record: ImageRecord) -> dict[str, Any]:
+    """Per-image metadata for ``POST /v1/gallery``; labels ride along in ``extra``."""
+    meta: dict[str, Any] = {"camera": record.camid, "source": str(record.path)}
+    if record.timestamp is not None:
+        meta["timestamp"] = record.timestamp
+    meta["extra"] = {"pid": record.pid, "frame": record.frame}
+    return meta
+
+
+def _batches(n: int, size: int) -> list[range]:
+    return [range(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+def _progress(batches: list[range], desc: str, enabled: bool) -> tqdm:
+    """A progress bar on a terminal (tqdm switches itself off when stderr is not one)."""
+    return tqdm(batches, desc=desc, disable=None if enabled else True)
+
+
+def upload_gallery(
+    backend: SearchBackend,
+    records: Sequence[ImageRecord],
+    batch: int,
+    progress: bool = True,
+    ids: list[int | str] | None = None,
+) -> list[int | str]:
+    """Add every gallery record; returns the server ids in record order.
+
+    ``ids``, when given, is filled as batches succeed (so a failed upload can be undone).
+    """
+    ids = [] if ids is None else ids
+    for rows in _progress(_batches(len(records), batch), "upload gallery", progress):
+        chunk = [records[i] for i in rows]
+        ids.extend(backend.add_gallery(read_bytes(chunk), [gallery_metadata(r) for r in chunk]))
+    if len(set(ids)) != len(ids):
+        raise RuntimeError("the server returned duplicate gallery ids for distinct images")
+    return ids
+
+
+def search_queries(
+    backend: SearchBackend,
+    records: Sequence[ImageRecord],
+    gallery_ids: Sequence[int | str],
+    *,
+    batch: int,
+    k: int | None,
+    progress: bool = True,
+) -> tuple[np.ndarray, int]:
+    """Search every query; returns the ``[Q, G]`` distances (``inf``: not returned).
+
+    ``k=None`` asks for the full ranking and raises ``RuntimeError`` when the server
+    leaves out any of our gallery entries. The second value counts returned entries
+    that are not ours.
+    """
+    index = {gid: i for i, gid in enumerate(gallery_ids)}
+    distmat = np.full((len(records), len(gallery_ids)), np.inf, dtype=np.float64)
+    foreign = 0
+    for rows in _progress(_batches(len(records), batch), "search queries", progress):
+        images = read_bytes([records[i] for i in rows])
+        if k is None:
+            results = backend.search(images, full_ranking=True)
+        else:
+            results = backend.search(images, k=k, full_ranking=False)
+        for row, matches in zip(rows, results, strict=True):
+            for match in matches:
+                column = index.get(match.id)
+                if column is None:
+                    foreign += 1
+                else:
+                    distmat[row, column] = 1.0 - match.score
+    if k is None:
+        missing = int(np.sum(~np.isfinite(distmat)))
+        if missing:
+            raise RuntimeError(
+                f"full_ranking=true left out {missing} (query, gallery) pairs; the server "
+                "must return every gallery entry for the full-ranking evaluation (is "
+                "max_full_ranking set on the server?); use --k K for the truncated mode"
+            )
+    return distmat, foreign
+
+
+def served_rankings(
+    backend: SearchBackend,
+    dataset: ReIDDataset,
+    *,
+    batch: int = 32,
+    k: int | None = None,
+    keep_gallery: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> ServedRankings:
+    """Upload the gallery, search every query, and (unless ``keep_gallery``) delete it again."""
+    t0 = t1 = time.perf_counter()
+    gallery_ids: list[int | str] = []
+    try:
+        upload_gallery(backend, dataset.gallery, batch, progress, ids=gallery_ids)
+        t1 = time.perf_counter()
+        distmat, foreign = search_queries(
+            backend, dataset.query, gallery_ids, batch=batch, k=k, progress=progress
+        )
+    finally:
+        if gallery_ids and not keep_gallery:
+            for rows in _batches(len(gallery_ids), DELETE_BATCH):
+                backend.delete_gallery(gallery_ids[rows.start : rows.stop])
+            log(f"Removed the {len(gallery_ids)} uploaded gallery entries from the server.")
+    return ServedRankings(
+        distmat,
+        gallery_ids,
+        foreign,
+        seconds_upload=t1 - t0,
+        seconds_search=time.perf_counter() - t1,
+    )
+
+
+# ----------------------------------------------------------------------------- offline side
+
+
+def embed_records(
+    model: Embedder, records: Sequence[ImageRecord], batch: int = 64, progress: bool = True
+) -> np.ndarray:
+    """Embed files exactly as the server does: bytes -> decode -> preprocess -> runtime."""
+    config: PreprocessConfig = model.manifest.preprocess
+    parts = []
+    for rows in _progress(_batches(len(records), batch), "offline embed", progress):
+        images = [decode_image_bytes(data) for data in read_bytes([records[i] for i in rows])]
+        parts.append(np.asarray(model.embed(preprocess_batch(images, config)), dtype=np.float32))
+    return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
+
+
+def offline_results(
+    model: Embedder, dataset: ReIDDataset, k: int | None = None, progress: bool = True
+) -> tuple[RankResult, RankResult]:
+    """``(same-mode result, full-ranking result)`` of the offline reference.
+
+    With ``k`` the first is the offline ranking truncated to the top ``k`` exactly as
+    the server truncates it; without, both are the full-ranking result.
+    """
+    q_feats = embed_records(model, dataset.query, progress=progress)
+    g_feats = embed_records(model, dataset.gallery, progress=progress)
+    q_pids, q_camids = label_arrays(dataset.query)
+    g_pids, g_camids = label_arrays(dataset.gallery)
+    full = evaluate_features(
+        q_feats, g_feats, q_pids, g_pids, q_camids, g_camids, metric="cosine", max_rank=MAX_RANK
+    )
+    if k is None:
+        return full, full
+    distmat = truncate_distmat(pairwise_distance(q_feats, g_feats, "cosine"), k)
+    return evaluate_returned(distmat, q_pids, g_pids, q_camids, g_camids, MAX_RANK), full
+
+
+# ----------------------------------------------------------------------------- the whole run
+
+
+def evaluate_served(
+    backend: SearchBackend,
+    dataset: ReIDDataset,
+    *,
+    offline_model: Embedder | None = None,
+    k: int | None = None,
+    batch: int = 32,
+    keep_gallery: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> Evaluation:
+    """Served-path evaluation of ``dataset``; compared with ``offline_model`` when given."""
+    if not dataset.has_evaluation_splits:
+        raise ValueError(f"dataset {dataset.name} has no query/gallery split to evaluate")
+    q_pids, q_camids = label_arrays(dataset.query)
+    g_pids, g_camids = label_arrays(dataset.gallery)
+    rankings = served_rankings(
+        backend, dataset, batch=batch, k=k, keep_gallery=keep_gallery, progress=progress, log=log
+    )
+    args = (q_pids, g_pids, q_camids, g_camids, MAX_RANK)
+    if k is None:
+        served = evaluate_rank(rankings.distmat, *args)
+    else:
+        served = evaluate_returned(rankings.distmat, *args)
+    evaluation = Evaluation(
+        mode="full" if k is None else "top-k",
+        k=k,
+        served=served,
+        rankings=rankings,
+        timings={"upload": rankings.seconds_upload, "search": rankings.seconds_search},
+    )
+    if rankings.foreign_matches:
+        evaluation.notes.append(
+            f"{rankings.foreign_matches} returned matches were gallery entries already on the "
+            "server (not from this dataset); they were ignored"
+            + (" but took slots of the top k" if k is not None else "")
+        )
+    if k is not None:
+        evaluation.notes.append(truncation_note(k))
+    if offline_model is not None:
+        add_offline_reference(evaluation, offline_model, dataset, progress)
+    return evaluation
+
+
+def add_offline_reference(
+    evaluation: Evaluation, model: Embedder, dataset: ReIDDataset, progress: bool = True
+) -> None:
+    """Fill ``offline``, ``offline_full`` (top-k mode only) and ``diff`` of ``evaluation``."""
+    t0 = time.perf_counter()
+    k = evaluation.k
+    same_mode, full = offline_results(model, dataset, k, progress)
+    evaluation.timings["offline"] = time.perf_counter() - t0
+    evaluation.offline = same_mode
+    evaluation.diff = compare(evaluation.served, same_mode)
+    if k is not None:
+        evaluation.offline_full = full
+        evaluation.notes.append(
+            f"mAP@{k} served {100 * evaluation.served.mAP:.2f}%, offline with the same "
+            f"truncation {100 * same_mode.mAP:.2f}%, offline full ranking "
+            f"{100 * full.mAP:.2f}% (truncation costs {100 * (full.mAP - same_mode.mAP):.2f} "
+            "points)"
+        )
+
+
+def truncation_note(k: int) -> str:
+    """One sentence on what top-k truncation does to the metrics (see gallery.topk)."""
+    return (
+        f"truncated ranking (top {k} per query): matches beyond rank {k} count as not "
+        f"retrieved, so mAP@{k} and mINP@{k} are lower bounds of the full-ranking values "
+        f"(equal when every match is within the top {k}); CMC is exact up to rank {k} minus "
+        "the removed same-camera/junk items in the list"
+    )
