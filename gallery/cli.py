@@ -103,11 +103,24 @@ def _offline_model(args: argparse.Namespace, info: dict[str, Any]) -> Any:
             "(the server's GET /v1/model does not report one), or --no-offline"
         )
     try:
-        return load_runtime(export, args.runtime, device=args.device)
+        runtime = load_runtime(export, args.runtime, device=args.device)
     except (ManifestError, RuntimeUnavailableError, ValueError) as exc:
         raise CliError(
             f"cannot open the export {export} for the offline reference: {exc}"
         ) from None
+    check_same_export(runtime.manifest.source.get("sha256"), info, export)
+    return runtime
+
+
+def check_same_export(local_sha256: str | None, info: dict[str, Any], export: Path) -> None:
+    """Refuse an offline reference built from another checkpoint than the served one."""
+    served = (info.get("model") or {}).get("checkpoint_sha256")
+    if served and local_sha256 and served != local_sha256:
+        raise CliError(
+            f"--model {export} was exported from checkpoint {local_sha256[:12]}, but the "
+            f"server serves one exported from {served[:12]}: the offline reference must "
+            "be the served export"
+        )
 
 
 def _backend(args: argparse.Namespace, client: ReIDHttpClient) -> Any:

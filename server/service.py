@@ -363,6 +363,7 @@ class SearchService:
                 "preprocess": m.preprocess.to_dict(),
                 "precision": dict(m.precision),
                 "created": m.created,
+                "checkpoint_sha256": m.source.get("sha256"),
             },
             "runtime": _jsonable(self.runtime.describe()),
             **self.settings.public_summary(),

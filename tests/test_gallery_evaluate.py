@@ -512,3 +512,13 @@ def test_demo_exports_again_unless_a_passing_export_is_newer_than_the_checkpoint
     assert len(demo.export_steps(paths, checkpoint, fresh_checkpoint=True)) == 1
     (paths.export / "FAILED").write_text("parity gate failed")
     assert len(demo.export_steps(paths, checkpoint, fresh_checkpoint=False)) == 1
+
+
+def test_an_offline_reference_from_another_checkpoint_is_refused(tmp_path):
+    from gallery.cli import CliError, check_same_export
+
+    served = {"model": {"checkpoint_sha256": "a" * 64}}
+    check_same_export("a" * 64, served, tmp_path)  # the served export: fine
+    check_same_export(None, served, tmp_path)  # an export without a recorded hash: fine
+    with pytest.raises(CliError, match="must be the served export"):
+        check_same_export("b" * 64, served, tmp_path)
