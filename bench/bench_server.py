@@ -66,20 +66,11 @@ class Load:
 
 def export_demo(out: Path, size: tuple[int, int]) -> Path:
     """MobileNetV2 (random weights) exported to ONNX with its manifest."""
-    from reid.manifest import ExportManifest, save_manifest
+    from export.onnx_export import export_encoder_dir
     from reid.models import build_model
-    from reid.models.onnx_util import export_onnx
 
     model = build_model("mobilenetv2", pretrained=None, input_size=size).eval()
-    export_onnx(model, out / "model.onnx", size)
-    manifest = ExportManifest(
-        model_name="mobilenetv2",
-        embedding_dim=model.embedding_dim,
-        preprocess=model.preprocess_config(),
-        files={"onnx": "model.onnx"},
-    )
-    save_manifest(manifest, out)
-    return out
+    return export_encoder_dir(model, out)
 
 
 def crops(count: int, size: tuple[int, int]) -> list[bytes]:

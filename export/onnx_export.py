@@ -100,3 +100,27 @@ def check_interface(proto: object, input_size: tuple[int, int]) -> None:
 
 def _default_opset(proto: object) -> int:
     return next(int(o.version) for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+
+
+def export_encoder_dir(model: nn.Module, out: str | Path, *, simplify: bool = False) -> Path:
+    """An in-memory encoder (eval mode) -> ``out/model.onnx`` + ``manifest.json``, no gate.
+
+    For tests and benchmarks that need a servable export of an untrained model; user
+    exports go through ``python -m export`` (checkpoint, provenance, parity gate).
+    """
+    from reid.manifest import ExportManifest, save_manifest
+
+    out = Path(out)
+    result = export_onnx_model(
+        model, out / "model.onnx", tuple(model.input_size), simplify=simplify
+    )
+    manifest = ExportManifest(
+        model_name=str(model.build_spec.get("name", type(model).__name__)),
+        embedding_dim=int(model.embedding_dim),
+        preprocess=model.preprocess_config(),
+        files={"onnx": "model.onnx"},
+        opset=result.opset,
+        precision={"onnx": "fp32"},
+    )
+    save_manifest(manifest, out)
+    return out

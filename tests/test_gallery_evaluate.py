@@ -424,22 +424,12 @@ def onnx_export(tmp_path_factory) -> Path:
     """A tiny real export: random-init ResNet-18 at 64x32, ONNX + manifest."""
     import torch
 
-    from reid.manifest import save_manifest
+    from export.onnx_export import export_encoder_dir
     from reid.models import build_model
-    from reid.models.onnx_util import export_onnx
 
     torch.manual_seed(0)
     model = build_model("resnet18", pretrained=None, input_size=(64, 32)).eval()
-    out = tmp_path_factory.mktemp("export")
-    export_onnx(model, out / "model.onnx")
-    manifest = ExportManifest(
-        model_name="resnet18",
-        embedding_dim=model.embedding_dim,
-        preprocess=model.preprocess_config(),
-        files={"onnx": "model.onnx"},
-    )
-    save_manifest(manifest, out)
-    return out
+    return export_encoder_dir(model, tmp_path_factory.mktemp("export"))
 
 
 @pytest.mark.slow

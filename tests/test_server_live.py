@@ -32,21 +32,11 @@ pytestmark = pytest.mark.slow
 def tiny_export(tmp_path_factory) -> Path:
     """A random-weight ResNet-18 at 64x32 exported to ONNX with its manifest."""
     pytest.importorskip("reid.runtimes.onnx")
-    from reid.manifest import ExportManifest, save_manifest
+    from export.onnx_export import export_encoder_dir
     from reid.models import build_model
-    from reid.models.onnx_util import export_onnx
 
-    out = tmp_path_factory.mktemp("export")
     model = build_model("resnet18", pretrained=None, input_size=SIZE).eval()
-    export_onnx(model, out / "model.onnx", SIZE)
-    manifest = ExportManifest(
-        model_name="resnet18",
-        embedding_dim=model.embedding_dim,
-        preprocess=model.preprocess_config(),
-        files={"onnx": "model.onnx"},
-    )
-    save_manifest(manifest, out)
-    return out
+    return export_encoder_dir(model, tmp_path_factory.mktemp("export"))
 
 
 class ServerProcess:
