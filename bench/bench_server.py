@@ -64,12 +64,12 @@ class Load:
         return self.requests / self.seconds
 
 
-def export_demo(out: Path, size: tuple[int, int]) -> Path:
-    """MobileNetV2 (random weights) exported to ONNX with its manifest."""
+def export_demo(out: Path, size: tuple[int, int], name: str = "mobilenetv2") -> Path:
+    """A registered encoder (random weights) exported to ONNX with its manifest."""
     from export.onnx_export import export_encoder_dir
     from reid.models import build_model
 
-    model = build_model("mobilenetv2", pretrained=None, input_size=size).eval()
+    model = build_model(name, pretrained=None, input_size=size).eval()
     return export_encoder_dir(model, out)
 
 
@@ -198,7 +198,8 @@ def report(rows: list[Load], raw_by_batch: dict[int, float], args: argparse.Name
     off32 = next((r for r in rows if r.mode == "off" and r.clients == max(args.clients)), None)
     ratio = on32.rps / raw if on32 else float("nan")
     lines = [
-        f"`{COMMAND}` on {today()}. Machine: {machine_summary()}. Load average at the "
+        f"`{' '.join([COMMAND, *sys.argv[1:]])}` on {today()}. "
+        f"Machine: {machine_summary()}. Load average at the "
         f"end: {os.getloadavg()[0]:.2f} (the machine is shared; numbers move with its load).",
         "",
         f"Model: {args.model_label}, onnxruntime on the CPU with {args.threads} thread(s); "
@@ -247,7 +248,13 @@ def report(rows: list[Load], raw_by_batch: dict[int, float], args: argparse.Name
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="short run, writes nothing")
-    p.add_argument("--model", type=Path, help="an export dir (default: export the demo model)")
+    p.add_argument("--model", type=Path, help="an export dir (default: export --encoder)")
+    p.add_argument(
+        "--encoder", default="mobilenetv2", help="registered encoder exported when no --model"
+    )
+    p.add_argument(
+        "--size", default="128x64", help="input HxW of the exported --encoder (default 128x64)"
+    )
     p.add_argument("--seconds", type=float, default=8.0)
     p.add_argument("--clients", type=lambda s: [int(v) for v in s.split(",")], default=[1, 8, 32])
     p.add_argument("--threads", type=int, default=1, help="runtime threads (server and raw)")
@@ -263,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench_server_") as tmp:
         tmp = Path(tmp)
-        export = args.model or export_demo(tmp / "export", (128, 64))
+        height, width = (int(v) for v in args.size.lower().split("x"))
+        export = args.model or export_demo(tmp / "export", (height, width), args.encoder)
         manifest = load_manifest(export)
         args.model_label = (
             f"{manifest.model_name} at {manifest.preprocess.height}x{manifest.preprocess.width}"
@@ -304,7 +312,12 @@ def main(argv: list[str] | None = None) -> int:
     body = report(rows, raw_by_batch, args)
     print(body)
     if not args.quick:
-        update_section(args.out, SECTION, body)
+        default_model = args.model is None and (args.encoder, args.size) == (
+            "mobilenetv2",
+            "128x64",
+        )
+        section = SECTION if default_model else f"{SECTION}: {args.model_label}"
+        update_section(args.out, section, body)
         print(f"updated {args.out}")
     return 0
 
