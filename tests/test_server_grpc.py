@@ -888,3 +888,13 @@ def test_generated_code_is_up_to_date_with_the_proto(tmp_path):
         assert VERSION_STAMPS.sub("", committed) == VERSION_STAMPS.sub("", fresh), (
             f"server/grpc_api/{name} is stale: run scripts/gen_proto.sh"
         )
+
+
+@asyncio_test
+async def test_real_service_counts_grpc_calls_in_the_prometheus_metrics(real):
+    await real.stub.Search(search_request(png(RED), k=1))
+    with pytest.raises(grpc.aio.AioRpcError):
+        await real.stub.AddToGallery(reid_pb2.AddToGalleryRequest(entries=[entry(png(RED))]))
+    text = real.service.metrics.render().decode()
+    assert 'protocol="grpc",route="Search",status="OK"' in text
+    assert 'protocol="grpc",route="AddToGallery",status="UNAUTHENTICATED"' in text

@@ -8,6 +8,7 @@ other exception is logged and answered with ``INTERNAL``. The server keeps servi
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
@@ -69,19 +70,34 @@ class ReIDServicer(reid_pb2_grpc.ReIDServiceServicer):
         *,
         write: bool,
     ) -> T:
-        """Authorize, run ``call`` and turn its failures into gRPC statuses."""
+        """Authorize, run ``call`` and turn its failures into gRPC statuses.
+
+        Every call is counted in the service's Prometheus metrics (protocol ``grpc``,
+        route = RPC name, status = gRPC code name), next to the HTTP requests.
+        """
+        started = time.perf_counter()
+        code = "OK"
         try:
             key = api_key_from_metadata(context.invocation_metadata())
             self._service.authorize(key, write=write)
             return await call()
         except ServiceError as error:
+            code = error.grpc_code
             await context.abort(status_code(error.grpc_code), error.message)
         except Exception:
+            code = "INTERNAL"
             log.exception("gRPC %s failed", rpc)
             await context.abort(
                 grpc.StatusCode.INTERNAL, f"{rpc} failed on the server (see the server log)"
             )
+        finally:
+            self._observe(rpc, code, time.perf_counter() - started)
         raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
+
+    def _observe(self, rpc: str, code: str, seconds: float) -> None:
+        metrics = getattr(self._service, "metrics", None)
+        if metrics is not None:
+            metrics.observe_request("grpc", rpc, code, seconds)
 
     async def Search(  # noqa: N802 - gRPC method name
         self, request: reid_pb2.SearchRequest, context: grpc.aio.ServicerContext
