@@ -26,6 +26,7 @@ alone. Exit status: 0 success, 2 bad input (message on stderr, no traceback),
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -161,6 +162,10 @@ def train_command(args: argparse.Namespace) -> int:
     try:
         return _train(args)
     finally:
+        # The trainer and its hooks form a reference cycle that keeps the DDP reducer
+        # (and with it gloo's worker state) alive; freed only at interpreter shutdown,
+        # that state aborts the process. Collect it while everything is still whole.
+        gc.collect()
         distributed.cleanup()
 
 
