@@ -64,3 +64,25 @@ def test_ci_runs_the_readme_test_command() -> None:
     ci = (REPO / ".ci" / "run").read_text()
     assert "make test" in ci and "|| true" not in ci
     assert "make test" in (REPO / "README.md").read_text()
+
+
+def test_every_non_python_file_of_a_package_is_installed_as_package_data() -> None:
+    """A wheel (the Docker images install one) must carry configs and stubs, not only .py."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    package_data = project["tool"]["setuptools"].get("package-data", {})
+    tracked = subprocess.run(
+        ["git", "ls-files", *PACKAGES], cwd=REPO, capture_output=True, text=True
+    )
+    if tracked.returncode != 0:
+        pytest.skip("not a git checkout")
+    for name in tracked.stdout.split():
+        path = Path(name)
+        if path.suffix == ".py":
+            continue
+        covered = any(
+            path.is_relative_to(Path(*package.split(".")))
+            and path.relative_to(Path(*package.split("."))).match(pattern)
+            for package, patterns in package_data.items()
+            for pattern in patterns
+        )
+        assert covered, f"{name} is not installed: add it to [tool.setuptools.package-data]"
