@@ -176,10 +176,24 @@ class Gallery:
             self._check_open()
             ids = self._store.insert(vectors, metas, thumbs)
             with self._rw.write():
-                self._index.add(ids, vectors, cameras, times)
+                try:
+                    self._index.add(ids, vectors, cameras, times)
+                except Exception as error:  # committed rows must not stay unsearchable
+                    self._reload_index(error, ids)
                 self._dirty = True
         self._maybe_rebuild()
         return ids
+
+    def _reload_index(self, error: Exception, ids: np.ndarray) -> None:
+        """After a failed in-memory update, rebuild the index from the committed rows."""
+        log.error("%s: index update failed (%s); reloading from the store", self.directory, error)
+        try:
+            self._index = _load_index(self._store, self._index.kind, self._settings)
+        except Exception as again:
+            raise GalleryError(
+                f"entries {int(ids[0])}..{int(ids[-1])} are stored durably but the in-memory "
+                f"index could not be updated ({again}); reopen the gallery to search them"
+            ) from error
 
     def delete(self, ids: Sequence[int]) -> tuple[list[int], list[int]]:
         """Delete entries; return ``(deleted, missing)`` ids, each sorted."""

@@ -483,3 +483,33 @@ def test_background_switch_to_ivf_keeps_writes_made_during_the_rebuild(tmp_path,
         best = [r[0].id for r in gallery.search(vectors[2:], k=1)]
         assert best == list(range(3, batch * batches + 1))
         assert not {1, 2} & {m.id for m in gallery.search(vectors[:2], k=10)[0]}
+
+
+def test_a_failed_index_update_after_the_commit_leaves_no_entry_unsearchable(filled, monkeypatch):
+    gallery, _, _ = filled
+    real_add = VectorIndex.add
+    failures = iter([MemoryError("simulated: no memory for the index")])
+
+    def add_failing_once(self, *args, **kwargs):
+        error = next(failures, None)
+        if error is not None:
+            raise error
+        return real_add(self, *args, **kwargs)
+
+    monkeypatch.setattr(VectorIndex, "add", add_failing_once)
+    new = clustered(3, seed=9)
+    ids = gallery.add(new, metadata_for(3))  # committed; the index is reloaded from the store
+    assert len(gallery) == 603
+    for vector, id_ in zip(new, ids, strict=True):
+        assert gallery.search(vector[None], k=1)[0][0].id == id_
+
+
+def test_an_index_that_cannot_be_rebuilt_says_the_entries_are_stored(filled, monkeypatch):
+    gallery, _, _ = filled
+
+    def always_fails(self, *args, **kwargs):
+        raise MemoryError("simulated: no memory for the index")
+
+    monkeypatch.setattr(VectorIndex, "add", always_fails)
+    with pytest.raises(GalleryError, match=r"stored durably .* reopen the gallery"):
+        gallery.add(clustered(2, seed=5), metadata_for(2))
