@@ -5,7 +5,13 @@ one worker takes items until ``max_batch`` images are gathered or ``max_wait_ms`
 has passed since the first one, runs ``runtime.embed`` in a worker thread (never
 on the event loop) and hands each request its rows. When a merged call fails, each
 request is retried alone so the error reaches only the request that caused it.
-With batching disabled every request is its own runtime call (same thread).
+With batching disabled every request is its own runtime call.
+
+``workers`` runtime calls may run at once (like Triton's model instances): on a
+multi-core CPU with one intra-op thread per call, or on a GPU with several streams,
+the next batch is embedded while the previous one still runs. A runtime that cannot
+run calls concurrently (``Runtime.concurrent_calls`` is False: TensorRT's execution
+context) gets one worker whatever is asked.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ class MicroBatcher:
         enabled: bool = True,
         max_queue: int = 4096,
         metrics: Metrics | None = None,
+        workers: int = 1,
     ) -> None:
         self.runtime = runtime
         self.max_batch = max(1, int(max_batch))
@@ -53,7 +60,11 @@ class MicroBatcher:
         self.max_queue = max_queue
         self.metrics = metrics or Metrics()
         self.calls = 0  # runtime calls made (tests and logs)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
+        concurrent = getattr(runtime, "concurrent_calls", True)
+        self.workers = max(1, int(workers)) if concurrent else 1
+        self._executor = self._new_executor()
+        self._slots: asyncio.Semaphore | None = None
+        self._in_flight: set[asyncio.Task[None]] = set()
         self._queue: asyncio.Queue[_Item] | None = None
         self._worker: asyncio.Task[None] | None = None
         self._carry: _Item | None = None
@@ -71,6 +82,7 @@ class MicroBatcher:
         self._running = True
         if self.enabled:
             self._queue = asyncio.Queue()
+            self._slots = asyncio.Semaphore(self.workers)
             self._worker = asyncio.create_task(self._work(), name="micro-batcher")
 
     async def stop(self) -> None:
@@ -85,7 +97,10 @@ class MicroBatcher:
                 await self._worker
             self._worker = None
         await asyncio.to_thread(self._executor.shutdown, True)  # in-flight direct calls
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
+        self._executor = self._new_executor()
+
+    def _new_executor(self) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="embed")
 
     async def embed(self, images: np.ndarray) -> np.ndarray:
         """``float32[n, 3, H, W]`` -> ``float32[n, D]``, merged with concurrent calls."""
@@ -144,16 +159,28 @@ class MicroBatcher:
         return items
 
     async def _work(self) -> None:
-        assert self._queue is not None
+        assert self._queue is not None and self._slots is not None
         while True:
-            items = await self._next_batch()
+            await self._slots.acquire()  # a free worker: only then gather the next batch
             try:
-                await self._dispatch(items)
-            finally:
-                for item in items:
-                    self._queued_images -= len(item.images)
-                    self._queue.task_done()
-                self.metrics.queue_depth.set(self._queued_images)
+                items = await self._next_batch()
+            except BaseException:
+                self._slots.release()
+                raise
+            task = asyncio.create_task(self._dispatch_and_release(items))
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+
+    async def _dispatch_and_release(self, items: list[_Item]) -> None:
+        assert self._queue is not None and self._slots is not None
+        try:
+            await self._dispatch(items)
+        finally:
+            self._slots.release()
+            for item in items:
+                self._queued_images -= len(item.images)
+                self._queue.task_done()
+            self.metrics.queue_depth.set(self._queued_images)
 
     async def _dispatch(self, items: list[_Item]) -> None:
         live = [item for item in items if not item.future.done()]  # skip cancelled callers

@@ -52,6 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--max-batch", type=int, help="micro-batch size in images (default 32)")
     add("--max-wait-ms", type=float, help="micro-batch wait in ms (default 2)")
     add("--no-batching", dest="batching", action="store_false", default=None)
+    add(
+        "--workers",
+        type=int,
+        help="runtime calls in flight at once (default 1; e.g. CPU cores / --threads)",
+    )
     add("--max-images", type=int, help="images per request (default 32)")
     add("--max-body-mb", type=float, help="request body limit in MiB (default 32)")
     add("--max-pixels", type=int, help="pixels per image (default 4096*4096)")

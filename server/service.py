@@ -80,6 +80,7 @@ class SearchService:
             enabled=settings.batching,
             max_queue=settings.max_queue,
             metrics=self.metrics,
+            workers=settings.workers,
         )
         self._started = False
         self._closed = False

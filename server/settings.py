@@ -36,6 +36,7 @@ class ServerSettings(BaseSettings):
     batching: bool = True
     max_batch: int = Field(32, ge=1)
     max_wait_ms: float = Field(2.0, ge=0)
+    workers: int = Field(1, ge=1, le=64)  # runtime calls in flight at once
     max_queue: int = Field(4096, ge=1, description="queued images before 503")
 
     # Request limits.
@@ -69,6 +70,7 @@ class ServerSettings(BaseSettings):
                 "enabled": self.batching,
                 "max_batch": self.max_batch,
                 "max_wait_ms": self.max_wait_ms,
+                "workers": self.workers,
             },
             "limits": {
                 "max_images": self.max_images,

@@ -166,3 +166,55 @@ def test_batch_sizes_are_recorded_in_the_histogram():
     text, runtime = run(with_batcher(go, max_batch=8, max_wait_ms=50))
     assert f"reid_batch_size_images_count {float(len(runtime.calls))}" in text
     assert "reid_images_embedded_total 8.0" in text
+
+
+class OverlapRuntime(ColourRuntime):
+    """Records how many ``embed`` calls ran at the same time."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__(delay=delay)
+        self.running = 0
+        self.most_at_once = 0
+
+    def _embed(self, images_: np.ndarray) -> np.ndarray:
+        with self.lock:
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+        try:
+            return super()._embed(images_)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+def overlap(workers: int, runtime: OverlapRuntime | None = None) -> OverlapRuntime:
+    runtime = runtime or OverlapRuntime(delay=0.05)
+
+    async def go():
+        batcher = MicroBatcher(runtime, max_batch=2, max_wait_ms=1, workers=workers)
+        await batcher.start()
+        try:
+            outputs = await asyncio.gather(*(batcher.embed(images(1, i / 8)) for i in range(8)))
+        finally:
+            await batcher.stop()
+        reference = ColourRuntime()
+        for i, out in enumerate(outputs):
+            np.testing.assert_allclose(out, reference.embed(images(1, i / 8)), rtol=1e-5)
+
+    run(go())
+    return runtime
+
+
+def test_with_two_workers_the_next_batch_runs_while_the_previous_one_does():
+    assert overlap(workers=2).most_at_once == 2
+
+
+def test_one_worker_runs_one_batch_at_a_time():
+    assert overlap(workers=1).most_at_once == 1
+
+
+def test_a_runtime_that_cannot_run_calls_concurrently_gets_one_worker():
+    runtime = OverlapRuntime(delay=0.05)
+    runtime.concurrent_calls = False  # as TensorRTRuntime
+    assert MicroBatcher(runtime, workers=4).workers == 1
+    assert overlap(workers=4, runtime=runtime).most_at_once == 1

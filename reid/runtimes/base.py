@@ -31,6 +31,8 @@ class Runtime(ABC):
     """
 
     name: str = ""
+    concurrent_calls: bool = True
+    """Whether ``embed`` may run from several threads at once (the server's workers)."""
 
     def __init__(self, manifest: ExportManifest, device: str = "cpu") -> None:
         self.manifest = manifest

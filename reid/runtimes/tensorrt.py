@@ -42,6 +42,7 @@ class TensorRTRuntime(Runtime):
     """Runs ``model.engine`` built by ``python -m export --format tensorrt`` (cuda only)."""
 
     name = "tensorrt"
+    concurrent_calls = False  # one execution context and one set of bindings
 
     def __init__(self, manifest: ExportManifest, device: str = "cuda") -> None:
         super().__init__(manifest, device)
