@@ -14,15 +14,16 @@ returned counted as not retrieved**:
   for r up to the number of valid items returned, a lower bound beyond;
 * INP = ``matches / rank of the last match`` when every match was returned, else 0.
 
-Entries that were not returned are marked by an infinite distance.
+Entries that were not returned are marked by an infinite distance; the metrics are
+:func:`reid.metrics.evaluate_rank` with ``inf_is_missed=True`` (one protocol
+implementation for the full and the truncated rankings).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from reid.data.base import JUNK_PID
-from reid.metrics import RankResult
+from reid.metrics import RankResult, evaluate_rank
 
 
 def truncate_distmat(distmat: np.ndarray, k: int) -> np.ndarray:
@@ -50,36 +51,7 @@ def evaluate_returned(
 ) -> RankResult:
     """CMC / AP@k / INP@k of rankings where not-returned entries have distance ``inf``.
 
-    With every entry finite this equals :func:`reid.metrics.evaluate_rank`.
-    Raises ``ValueError`` when no query has a valid match.
+    :func:`reid.metrics.evaluate_rank` with ``inf_is_missed``; with every entry finite
+    it equals the full protocol. Raises ``ValueError`` when no query has a valid match.
     """
-    distmat = np.asarray(distmat, dtype=np.float64)
-    q_pids, g_pids = np.asarray(q_pids), np.asarray(g_pids)
-    q_camids, g_camids = np.asarray(q_camids), np.asarray(g_camids)
-    cmc_sum = np.zeros(max_rank, dtype=np.float64)
-    aps: list[float] = []
-    inps: list[float] = []
-    for row, q_pid, q_cam in zip(distmat, q_pids, q_camids, strict=True):
-        same_id = g_pids == q_pid
-        total = int(np.sum(same_id & (g_camids != q_cam))) if q_pid > 0 else 0
-        if total == 0:
-            continue
-        order = np.argsort(row, kind="stable")
-        order = order[np.isfinite(row[order])]
-        removed = (same_id[order] & (g_camids[order] == q_cam)) | (g_pids[order] == JUNK_PID)
-        hits = same_id[order[~removed]]
-        positions = np.flatnonzero(hits)
-        found = np.arange(1, len(positions) + 1)
-        aps.append(float(np.sum(found / (positions + 1))) / total)
-        inps.append(total / (positions[-1] + 1) if len(positions) == total else 0.0)
-        if len(positions) and positions[0] < max_rank:
-            cmc_sum[positions[0] :] += 1
-    if not aps:
-        raise ValueError("no query has a valid match in the gallery; nothing to evaluate")
-    return RankResult(
-        cmc=cmc_sum / len(aps),
-        mAP=float(np.mean(aps)),
-        mINP=float(np.mean(inps)),
-        num_valid_queries=len(aps),
-        num_skipped_queries=len(q_pids) - len(aps),
-    )
+    return evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank, inf_is_missed=True)

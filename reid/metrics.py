@@ -122,8 +122,15 @@ def evaluate_rank(
     max_rank: int = 50,
     *,
     chunk_size: int = DEFAULT_RANK_CHUNK,
+    inf_is_missed: bool = False,
 ) -> RankResult:
     """CMC, mAP and mINP of a ``[Q, G]`` distance matrix (Market-1501 protocol, see module doc).
+
+    ``inf_is_missed``: a ``+inf`` distance marks an entry that was **not retrieved**
+    (a ranking truncated to its top k, as a search API returns): a match there adds
+    nothing to AP (still counted in its denominator, so AP@k is a lower bound of AP),
+    INP is 0 unless every match was retrieved, and the query counts in CMC only from
+    its first retrieved match. With every distance finite it changes nothing.
 
     Raises ``ValueError`` on shape mismatches, NaN distances, a bad ``max_rank`` and when
     no query has a valid match (instead of returning NaN).
@@ -137,7 +144,9 @@ def evaluate_rank(
     gallery = _Gallery.build(g_pids, g_camids)
     acc = _Accumulator(max_rank)
     for rows in _chunks(len(q_pids), chunk_size):
-        acc.add(_evaluate_block(distmat[rows], q_pids[rows], q_camids[rows], gallery))
+        acc.add(
+            _evaluate_block(distmat[rows], q_pids[rows], q_camids[rows], gallery, inf_is_missed)
+        )
     return acc.result()
 
 
@@ -368,13 +377,18 @@ class _BlockStats:
 
 
 def _evaluate_block(
-    block: np.ndarray, q_pids: np.ndarray, q_camids: np.ndarray, gallery: _Gallery
+    block: np.ndarray,
+    q_pids: np.ndarray,
+    q_camids: np.ndarray,
+    gallery: _Gallery,
+    inf_is_missed: bool = False,
 ) -> _BlockStats:
     values = gallery.columns(block)
     rows, cols = gallery.same_identity(q_pids)
     removed = gallery.camids[cols] == q_camids[rows]
     positions = _stable_positions(values, rows, cols)
-    return _summarise(len(q_pids), rows, positions, removed)
+    missed = values[rows, cols] == np.inf if inf_is_missed else None
+    return _summarise(len(q_pids), rows, positions, removed, missed)
 
 
 def _stable_positions(values: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -428,16 +442,28 @@ def _count_equal_before(
 
 
 def _summarise(
-    num_rows: int, rows: np.ndarray, positions: np.ndarray, removed: np.ndarray
+    num_rows: int,
+    rows: np.ndarray,
+    positions: np.ndarray,
+    removed: np.ndarray,
+    missed: np.ndarray | None = None,
 ) -> _BlockStats:
-    """CMC/AP/INP inputs from the positions of each query's own-identity items."""
+    """CMC/AP/INP inputs from the positions of each query's own-identity items.
+
+    ``missed`` flags items that were not retrieved (they rank after every retrieved
+    one): no AP term, INP 0 for their query, no CMC credit.
+    """
+    if missed is None:
+        missed = np.zeros(len(rows), dtype=bool)
     order = np.lexsort((positions, rows))
-    rows, positions, removed = rows[order], positions[order], removed[order]
+    rows, positions, removed, missed = rows[order], positions[order], removed[order], missed[order]
     # Ranks after removal: subtract the removed items ranked before, within the row.
     removed_before = np.cumsum(removed) - removed
     removed_before -= removed_before[np.searchsorted(rows, rows)]
     ranks = positions - removed_before + 1
-    good_rows, good_ranks = rows[~removed], ranks[~removed]
+    good_rows, good_ranks, good_missed = rows[~removed], ranks[~removed], missed[~removed]
+    # A missed match never counts as found: an infinite rank (no AP term, INP 0, no CMC).
+    good_ranks = np.where(good_missed, np.inf, good_ranks)
     num_good = np.bincount(good_rows, minlength=num_rows)
     starts = np.cumsum(num_good) - num_good
     hit_number = np.arange(len(good_rows)) - starts[good_rows] + 1
@@ -471,7 +497,8 @@ class _Accumulator:
                 "identity appears in the gallery only under the same camera, as junk, "
                 "or not at all); CMC and mAP are undefined"
             )
-        hist = np.bincount(np.minimum(first, self.max_rank + 1) - 1, minlength=self.max_rank + 1)
+        capped = np.minimum(first, self.max_rank + 1).astype(np.int64)  # inf: never found
+        hist = np.bincount(capped - 1, minlength=self.max_rank + 1)
         cmc = np.cumsum(hist[: self.max_rank]) / len(first)
         cmc.setflags(write=False)
         return RankResult(

@@ -13,9 +13,11 @@ from reid.metrics import RankResult, evaluate_features, evaluate_rank, pairwise_
 # ----------------------------------------------------------------------------- reference
 
 
-def reference_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank):
+def reference_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank, inf_is_missed=False):
     """The specification: a plain per-query loop over a stable argsort.
 
+    ``inf_is_missed``: matches at distance +inf were not retrieved: no AP term (still
+    in the denominator), INP 0, no CMC credit.
     Returns (cmc, mAP, mINP, num_valid, num_skipped); cmc/mAP/mINP are None when no
     query is valid.
     """
@@ -30,10 +32,13 @@ def reference_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank):
         if not matches.any():
             skipped += 1
             continue
-        ranks = np.flatnonzero(matches) + 1  # 1-based ranks of the matches after removal
-        cmcs.append((np.arange(1, max_rank + 1) >= ranks[0]).astype(float))
-        aps.append(np.mean(np.arange(1, len(ranks) + 1) / ranks))
-        inps.append(len(ranks) / ranks[-1])
+        found = matches & ~(inf_is_missed & (distmat[i][order][keep] == np.inf))
+        total = int(matches.sum())
+        ranks = np.flatnonzero(found) + 1  # 1-based ranks of the found matches after removal
+        first = ranks[0] if len(ranks) else np.inf
+        cmcs.append((np.arange(1, max_rank + 1) >= first).astype(float))
+        aps.append(np.sum(np.arange(1, len(ranks) + 1) / ranks) / total)
+        inps.append(total / ranks[-1] if len(ranks) == total else 0.0)
     if not aps:
         return None, None, None, 0, skipped
     return np.mean(cmcs, axis=0), float(np.mean(aps)), float(np.mean(inps)), len(aps), skipped
@@ -215,6 +220,23 @@ def test_equals_reference_loop_signed_zero_and_inf(problem):
 def test_equals_reference_loop_float32(problem):
     distmat, *rest = problem
     check_against_reference((distmat.astype(np.float32), *rest))
+
+
+@settings(max_examples=200, deadline=None)
+@given(rank_problems(values=SPECIAL))
+def test_truncated_rankings_count_unretrieved_matches_as_missed(problem):
+    distmat, q_pids, g_pids, q_cams, g_cams, max_rank, chunk = problem
+    cmc, m_ap, m_inp, valid, _ = reference_rank(
+        distmat, q_pids, g_pids, q_cams, g_cams, max_rank, inf_is_missed=True
+    )
+    if valid == 0:
+        return
+    res = evaluate_rank(
+        distmat, q_pids, g_pids, q_cams, g_cams, max_rank, chunk_size=chunk, inf_is_missed=True
+    )
+    np.testing.assert_allclose(res.cmc, cmc, atol=1e-6, rtol=0)
+    assert res.mAP == pytest.approx(m_ap, abs=1e-6)
+    assert res.mINP == pytest.approx(m_inp, abs=1e-6)
 
 
 def test_equals_reference_loop_larger_random():
