@@ -31,6 +31,10 @@ class PreprocessError(ValueError):
     """An input image cannot be preprocessed (wrong shape, dtype or not decodable)."""
 
 
+class ImageTooLargeError(PreprocessError):
+    """An encoded image has more pixels than allowed (found from its header)."""
+
+
 @dataclass(frozen=True)
 class PreprocessConfig:
     """How a model expects its input: ``[N, 3, height, width]`` float32, RGB, normalised."""
@@ -132,14 +136,15 @@ def decode_image_bytes(data: bytes, max_pixels: int | None = None) -> np.ndarray
         with Image.open(BytesIO(data)) as image:
             width, height = image.size
             if max_pixels is not None and width * height > max_pixels:
-                raise PreprocessError(
+                raise ImageTooLargeError(
                     f"image is {width}x{height} = {width * height} pixels; "
                     f"the limit is {max_pixels}"
                 )
             image.load()
             rgb = image.convert("RGB")
     except Image.DecompressionBombError as exc:
-        raise PreprocessError(f"image is too large ({exc})") from None
+        limit = f" (the limit is {max_pixels})" if max_pixels is not None else ""
+        raise ImageTooLargeError(f"image has too many pixels{limit}: {exc}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         if isinstance(exc, PreprocessError):
             raise

@@ -15,11 +15,9 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from io import BytesIO
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from gallery import (
     EntryMetadata,
@@ -29,7 +27,12 @@ from gallery import (
     Match,
     SearchFilters,
 )
-from reid.preprocess import PreprocessError, decode_image_bytes, preprocess_batch
+from reid.preprocess import (
+    ImageTooLargeError,
+    PreprocessError,
+    decode_image_bytes,
+    preprocess_batch,
+)
 from reid.runtimes import Runtime
 from server.batching import MicroBatcher
 from server.errors import (
@@ -183,22 +186,10 @@ class SearchService:
         label = f"image {index}"
         if not data:
             raise BadInputError(f"{label}: empty file (0 bytes)")
-        limit = self.settings.max_pixels
-        try:
-            with Image.open(BytesIO(data)) as probe:  # header only: refuse before decoding
-                width, height = probe.size
-        except Image.DecompressionBombError:
-            raise PayloadTooLargeError(
-                f"{label}: image has too many pixels (limit {limit})"
-            ) from None
-        except Exception:  # undecodable: let the decoder give the precise message
-            width = height = 0
-        if width * height > limit:
-            raise PayloadTooLargeError(
-                f"{label}: {width}x{height} = {width * height} pixels; the limit is {limit}"
-            )
-        try:
-            return decode_image_bytes(data, max_pixels=limit)
+        try:  # the pixel limit is checked from the header, before decoding
+            return decode_image_bytes(data, max_pixels=self.settings.max_pixels)
+        except ImageTooLargeError as exc:
+            raise PayloadTooLargeError(f"{label}: {exc}") from None
         except PreprocessError as exc:
             raise BadInputError(f"{label}: {exc}") from None
 

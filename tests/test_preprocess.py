@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from reid.preprocess import (
+    ImageTooLargeError,
     PreprocessConfig,
     PreprocessError,
     decode_image_bytes,
@@ -105,7 +106,7 @@ def test_truncated_jpeg_is_rejected():
 def test_oversized_images_are_refused_from_the_header_before_decoding():
     buffer = io.BytesIO()
     Image.new("RGB", (3000, 2000)).save(buffer, format="PNG")
-    with pytest.raises(PreprocessError, match="3000x2000"):
+    with pytest.raises(ImageTooLargeError, match="3000x2000"):  # a PreprocessError
         decode_image_bytes(buffer.getvalue(), max_pixels=1_000_000)
 
 
