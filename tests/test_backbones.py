@@ -14,6 +14,7 @@ from reid.models.backbones import (
     Backbone,
     PretrainedWeightsError,
     build_backbone,
+    register_backbone,
 )
 from reid.models.backbones import weights as weights_module
 
@@ -221,6 +222,12 @@ def test_unknown_name_lists_available_backbones():
         build_backbone("resnet51")
     for name in BACKBONES:
         assert name in str(info.value)
+
+
+def test_a_backbone_name_cannot_be_registered_twice():
+    with pytest.raises(ValueError, match="backbone 'resnet18' is registered twice"):
+        register_backbone("resnet18")(build_backbone)
+    assert BACKBONES["resnet18"].factory.__module__ == "reid.models.backbones.resnet"
 
 
 def test_invalid_last_stride():

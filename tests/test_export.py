@@ -18,12 +18,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from model_cases import covering_models
 
 from export.cli import main
 from reid.data import load_dataset
 from reid.data.io import read_image_rgb
 from reid.manifest import FAILED_MARKER, ExportManifest, ManifestError, load_manifest
-from reid.models import build_model, list_models
+from reid.models import build_model
 from reid.preprocess import preprocess_batch
 from trainer.checkpoint import build_checkpoint, save_checkpoint
 
@@ -94,15 +95,15 @@ def gate_images(spec: str, count: int) -> np.ndarray:
     return preprocess_batch([read_image_rgb(r.path) for r in records], manifest_config)
 
 
-# --- every registered encoder ------------------------------------------------------
+# --- every head and every backbone (tests/model_cases.py) ----------------------------
 
 
 def _case(name: str) -> object:
     return pytest.param(name, marks=pytest.mark.slow) if any(h in name for h in HEAVY) else name
 
 
-@pytest.mark.parametrize("name", [_case(n) for n in list_models()])
-def test_every_registered_encoder_exports_and_passes_the_gate(name, tmp_path, gate_spec, capsys):
+@pytest.mark.parametrize("name", [_case(n) for n in covering_models()])
+def test_every_head_and_backbone_exports_and_passes_the_gate(name, tmp_path, gate_spec, capsys):
     checkpoint = make_checkpoint(tmp_path / "ckpt.pt", name)
     code = export(
         "--checkpoint",

@@ -1,32 +1,46 @@
 """The encoder contract, checked for every registered model.
 
-Every name in ``list_models()`` is covered automatically: a new method file gets
-these tests by registering its encoders. Models on ResNet-50-sized backbones are
-marked ``slow`` (they still run in CI).
+Every name in ``list_models()`` is built and checked automatically: a new head or
+backbone file gets these tests by registering itself. The full contract runs on
+the covering set of ``tests/model_cases.py`` (each head and each backbone at least
+once, plus every name that existed before heads and backbones were composed,
+checked against the state dicts those names built then). Models on
+ResNet-50-sized backbones are marked ``slow`` (they still run in CI).
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import io
 import itertools
 import json
 import logging
+import sys
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from model_cases import LEGACY_STATE_DICTS, covering_models
 
 from reid.data.synthetic.generate import GeneratorParams, plan_dataset, render_job
 from reid.models import (
+    HEADS,
     EncoderStateError,
     TrainOutput,
+    UnknownModelError,
+    UnsupportedBackboneError,
     build_model,
     build_model_from_spec,
     first_conv,
     list_models,
     load_encoder_state,
+    register_head,
+    resolve_model,
 )
+from reid.models.backbones import BACKBONES, BUNDLED_WEIGHTS, STAGES
+from reid.models.baseline import BaselineEncoder
 from reid.models.neck import BNNeck
 from reid.models.onnx_util import cosine_parity, export_onnx, onnx_session, run_onnx
 from reid.models.part import stripe_bounds
@@ -45,7 +59,8 @@ def _case(name: str) -> object:
     return pytest.param(name, marks=pytest.mark.slow) if heavy else name
 
 
-ALL_MODELS = [_case(name) for name in list_models()]
+ALL_MODELS = [_case(name) for name in list_models(aliases=False)]
+COVERED_MODELS = [_case(name) for name in covering_models()]
 
 
 @pytest.fixture(autouse=True)
@@ -91,7 +106,7 @@ def wake_and_calibrate(model: torch.nn.Module, images: torch.Tensor) -> torch.nn
     return model.eval()
 
 
-# --- the contract, for every registered model ---------------------------------
+# --- the contract: every registered model, then the covering set ---------------
 
 
 @pytest.mark.parametrize("name", ALL_MODELS)
@@ -108,7 +123,7 @@ def test_encoder_maps_images_to_unit_embeddings_deterministically(name, crops):
     assert model(crops[:2]).shape == (2, model.embedding_dim)  # train mode: same return type
 
 
-@pytest.mark.parametrize("name", ALL_MODELS)
+@pytest.mark.parametrize("name", COVERED_MODELS)
 def test_model_describes_how_to_rebuild_and_feed_it(name):
     model = make(name)
     assert model.build_spec["name"] == name
@@ -119,7 +134,7 @@ def test_model_describes_how_to_rebuild_and_feed_it(name):
     assert model.metadata()["embedding_dim"] == model.embedding_dim > 0
 
 
-@pytest.mark.parametrize("name", ALL_MODELS)
+@pytest.mark.parametrize("name", COVERED_MODELS)
 def test_gradients_reach_the_first_conv_through_forward_train(name, crops):
     model = make(name).train()
     out = model.forward_train(crops[:4])
@@ -139,7 +154,7 @@ def test_gradients_reach_the_first_conv_through_forward_train(name, crops):
 # (through python -m export, with the parity gate on real images).
 
 
-@pytest.mark.parametrize("name", ALL_MODELS)
+@pytest.mark.parametrize("name", COVERED_MODELS)
 def test_state_dict_round_trip_through_build_spec_gives_identical_outputs(name, crops):
     model = wake_and_calibrate(make(name), crops[:4])
     buffer = io.BytesIO()
@@ -175,13 +190,35 @@ def test_embedding_dimensions_follow_the_papers(name, dim):
     assert make(name).embedding_dim == dim
 
 
-def test_every_method_is_registered_on_resnet50_mobilenetv2_and_resnet18():
+def test_every_head_is_composed_with_every_backbone():
     names = set(list_models())
-    for method in ("aff", "frifm", "part", "patchnet"):
-        for trunk in ("resnet50", "mobilenetv2", "resnet18"):
-            assert f"{method}_{trunk}" in names
-    assert {"resnet50", "resnet18", "mobilenetv2", "efficientnet_lite0"} <= names
-    assert {"se_resnet50_fusion", "fusion_resnet18", "fusion_mobilenetv2"} <= names
+    assert {"baseline", "aff", "frifm", "fusion", "part", "patchnet"} <= set(HEADS)
+    for head in HEADS.values():
+        for backbone in BACKBONES:
+            assert head.model_name(backbone) in names
+            assert resolve_model(head.model_name(backbone)) == (head.name, backbone)
+    assert {"resnet34", "aff_resnet34", "fusion_resnet34"} <= names  # no head file lists it
+
+
+def _state_dict_digest(model: torch.nn.Module) -> tuple[str, int]:
+    items = sorted((k, list(v.shape)) for k, v in model.state_dict().items())
+    return hashlib.sha256(json.dumps(items).encode()).hexdigest()[:16], len(items)
+
+
+@pytest.mark.parametrize("name", sorted(LEGACY_STATE_DICTS))
+def test_legacy_names_build_the_same_state_dict_as_before(name):
+    model = build_model(name, pretrained=None)
+    assert _state_dict_digest(model) == LEGACY_STATE_DICTS[name]
+    assert model.build_spec == {"name": name, "kwargs": {"pretrained": None}}
+    assert build_model_from_spec(model.build_spec).build_spec["name"] == name
+
+
+def test_the_paper_name_of_a_combination_is_an_alias_of_its_composed_name():
+    assert resolve_model("se_resnet50_fusion") == resolve_model("fusion_se_resnet50")
+    assert "se_resnet50_fusion" in list_models()
+    assert "se_resnet50_fusion" not in list_models(aliases=False)
+    legacy, composed = make("se_resnet50_fusion"), make("fusion_se_resnet50")
+    assert _state_dict_digest(legacy) == _state_dict_digest(composed)
 
 
 def test_unknown_model_name_lists_the_available_ones():
@@ -193,12 +230,119 @@ def test_unknown_model_name_lists_the_available_ones():
         assert name in message
 
 
+@pytest.mark.parametrize("name", ["sift_resnet18", "aff_resnet51"])
+def test_unknown_head_or_backbone_lists_the_valid_heads_and_backbones(name):
+    with pytest.raises(UnknownModelError) as info:
+        build_model(name)
+    message = str(info.value)
+    assert name in message
+    assert "heads: aff, baseline, frifm, fusion, part, patchnet" in message
+    assert "backbones: efficientnet_lite0, mobilenetv2, resnet18, resnet34, " in message
+
+
 def test_a_name_cannot_be_registered_twice():
     def resnet50() -> torch.nn.Module:
         raise AssertionError("never built")
 
     with pytest.raises(ValueError, match="registered twice"):
         register_model(resnet50)
+    with pytest.raises(ValueError, match="head 'aff' is registered twice"):
+        register_head("aff")(BaselineEncoder)
+
+
+# A backbone file as a contributor would write it: registering is all it takes.
+NEW_BACKBONE_FILE = """
+from torch import nn
+
+from reid.models.backbones import Backbone, register_backbone
+
+
+def _conv(cin, cout, stride):
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout))
+
+
+class TinyNet(Backbone):
+    def __init__(self, last_stride=1):
+        super().__init__()
+        self.stem = _conv(3, 8, 2)
+        self.stages = nn.ModuleList(
+            [_conv(8, 16, 2), _conv(16, 32, 2), _conv(32, 48, 2), _conv(48, 64, last_stride)]
+        )
+        self.stage_channels = (16, 32, 48, 64)
+        self.stage_strides = (4, 8, 16, 16 * last_stride)
+
+
+class FlatNet(Backbone):
+    \"\"\"Only a last feature map: no stages for the heads that read them.\"\"\"
+
+    out_channels = 64
+
+    def __init__(self, last_stride=1):
+        super().__init__()
+        self.body = nn.Sequential(_conv(3, 32, 4), nn.ReLU(), _conv(32, 64, 4 * last_stride))
+
+    def forward(self, images):
+        return self.body(images)
+
+
+@register_backbone("tinynet")
+def tinynet(last_stride=1):
+    \"\"\"A four-stage toy backbone, 64 output channels.\"\"\"
+    return TinyNet(last_stride)
+
+
+@register_backbone("flatnet", provides=())
+def flatnet(last_stride=1):
+    \"\"\"A toy backbone without stages.\"\"\"
+    return FlatNet(last_stride)
+"""
+
+
+@pytest.fixture
+def new_backbone_file(tmp_path):
+    """Import ``NEW_BACKBONE_FILE`` as a new module; the registry is restored afterwards."""
+    saved = dict(BACKBONES), dict(BUNDLED_WEIGHTS)
+    path = tmp_path / "toy_backbones.py"
+    path.write_text(NEW_BACKBONE_FILE)
+    spec = importlib.util.spec_from_file_location("toy_backbones", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["toy_backbones"] = module
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop("toy_backbones", None)
+        for registry, before in zip((BACKBONES, BUNDLED_WEIGHTS), saved, strict=True):
+            registry.clear()
+            registry.update(before)
+
+
+def test_a_backbone_registered_in_one_new_file_is_built_under_every_head(new_backbone_file, crops):
+    assert list_models("*tinynet") == sorted(h.model_name("tinynet") for h in HEADS.values())
+    for head in HEADS.values():
+        name = head.model_name("tinynet")
+        model = make(name).eval()
+        assert isinstance(model, head.encoder) and type(model.backbone).__name__ == "TinyNet"
+        with torch.no_grad():
+            embedding = model(crops[:2])
+        assert embedding.shape == (2, model.embedding_dim)
+        torch.testing.assert_close(embedding.norm(dim=1), torch.ones(2), atol=1e-5, rtol=0)
+        assert build_model_from_spec(model.build_spec).build_spec["name"] == name
+
+
+def test_a_head_that_reads_the_stages_refuses_a_backbone_without_them(new_backbone_file, crops):
+    staged = {name for name, head in HEADS.items() if STAGES in head.requires}
+    assert staged == {"frifm", "fusion"}
+    flat = set(list_models("*flatnet"))
+    assert flat == {h.model_name("flatnet") for n, h in HEADS.items() if n not in staged}
+    for name in flat:
+        with torch.no_grad():
+            assert make(name).eval()(crops[:1]).shape[0] == 1
+    with pytest.raises(UnsupportedBackboneError) as info:
+        build_model("frifm_flatnet")
+    message = str(info.value)
+    assert "'frifm' needs backbone feature(s) stages" in message
+    assert "'flatnet' does not provide" in message and "tinynet" in message
 
 
 def test_preprocessing_follows_the_backbone_weights_normalisation():

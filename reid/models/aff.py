@@ -1,4 +1,8 @@
-"""AFF: attention-guided fine-grained features (seed 002, "AFF_SCL", Sensors 2022).
+"""AFF: attention-guided fine-grained features (the AFF network of AFF_SCL).
+
+From Wu, Yang and Wang, "Unsupervised Person Re-Identification with
+Attention-Guided Fine-Grained Features and Symmetric Contrast Learning",
+Sensors 22(18):6978, 2022.
 
 On the last feature map (ResNet-50 layer4 without down-sampling):
 
@@ -9,24 +13,22 @@ On the last feature map (ResNet-50 layer4 without down-sampling):
   by its own SE-style channel attention (CAM, eqs. 5-6), and the halves are
   concatenated again: ``L = [G1 * CAM1(G1); G2 * CAM2(G2)]``.
 
-Inference embedding: ``L2(BN(pool(L)))``, ``D = C`` (2048 on ResNet-50): the
-seed's "final people-feature representation" is the concatenation of the two
-attended halves.
+Inference embedding: ``L2(BN(pool(L)))``, ``D = C`` (2048 on ResNet-50, the
+paper's ``aff_resnet50``; 512 on ResNet-18): the paper's "final people-feature
+representation" is the concatenation of the two attended halves.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from .attention import CBAM, SEGate
 from .backbones.base import Backbone
-from .encoder import ReIDEncoder, TrainOutput, build_encoder
+from .encoder import ReIDEncoder, TrainOutput
 from .neck import EmbeddingHead
 from .pooling import build_pooling
-from .registry import register_model
+from .registry import register_head
 
 
 class AFFModule(nn.Module):
@@ -49,6 +51,7 @@ class AFFModule(nn.Module):
         return out, {"spatial": spatial, "local1": gate1, "local2": gate2}
 
 
+@register_head("aff")
 class AFFEncoder(ReIDEncoder):
     """Backbone -> ``AFFModule`` -> pool -> BN neck -> L2.
 
@@ -74,21 +77,3 @@ class AFFEncoder(ReIDEncoder):
     def forward_train(self, images: Tensor) -> TrainOutput:
         fmap, attention = self.aff(self.backbone(images))
         return self.pooled_output(fmap, attention)
-
-
-@register_model
-def aff_resnet50(**kwargs: Any) -> AFFEncoder:
-    """AFF on ResNet-50 (seed 002), D = 2048."""
-    return build_encoder(AFFEncoder, "resnet50", **kwargs)
-
-
-@register_model
-def aff_resnet18(**kwargs: Any) -> AFFEncoder:
-    """AFF on ResNet-18, D = 512."""
-    return build_encoder(AFFEncoder, "resnet18", **kwargs)
-
-
-@register_model
-def aff_mobilenetv2(**kwargs: Any) -> AFFEncoder:
-    """AFF on MobileNetV2."""
-    return build_encoder(AFFEncoder, "mobilenetv2", **kwargs)

@@ -1,5 +1,8 @@
 """Attention blocks shared by the method heads (CBAM channel/spatial, SE gate).
 
+"AFF" below is Wu, Yang and Wang, "Unsupervised Person Re-Identification with
+Attention-Guided Fine-Grained Features and Symmetric Contrast Learning" (Sensors 2022).
+
 Each block returns its *gate* (values in (0, 1)); the caller multiplies, so the
 gates can also be returned as training-time attention maps.
 """
@@ -17,7 +20,7 @@ def _hidden(channels: int, reduction: int) -> int:
 class ChannelGate(nn.Module):
     """CBAM channel attention: shared MLP on the avg- and max-pooled map, summed, sigmoid.
 
-    ``[B, C, h, w] -> [B, C, 1, 1]`` (Woo et al. 2018, eq. 2; seed 002 eq. 1).
+    ``[B, C, h, w] -> [B, C, 1, 1]`` (Woo et al. 2018, eq. 2; AFF eq. 1).
     """
 
     def __init__(self, channels: int, reduction: int = 16) -> None:
@@ -38,7 +41,7 @@ class ChannelGate(nn.Module):
 class SpatialGate(nn.Module):
     """CBAM spatial attention: ``k x k`` conv over the channel-wise max and mean, sigmoid.
 
-    ``[B, C, h, w] -> [B, 1, h, w]`` (seed 002 eq. 3, ``k = 7``).
+    ``[B, C, h, w] -> [B, 1, h, w]`` (AFF eq. 3, ``k = 7``).
     """
 
     def __init__(self, kernel_size: int = 7) -> None:
@@ -52,7 +55,7 @@ class SpatialGate(nn.Module):
 
 
 class SEGate(nn.Module):
-    """Squeeze-and-excitation gate: avg pool -> FC -> ReLU -> FC -> sigmoid (seed 002 eq. 5).
+    """Squeeze-and-excitation gate: avg pool -> FC -> ReLU -> FC -> sigmoid (AFF eq. 5).
 
     ``[B, C, h, w] -> [B, C, 1, 1]``.
     """

@@ -1,22 +1,22 @@
 """The baseline encoder: backbone -> pooling -> (projection) -> BN neck -> L2.
 
 This is the cluster-contrast / strong-baseline encoder: the inference embedding
-is the L2-normalised BN-neck feature.
+is the L2-normalised BN-neck feature. Its models are named by the backbone alone
+(``resnet50``: D = 2048, ``resnet18``: D = 512, ``mobilenetv2``: D = 1280, ...).
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from torch import Tensor
 
 from .backbones.base import Backbone
-from .encoder import ReIDEncoder, TrainOutput, build_encoder
+from .encoder import ReIDEncoder, TrainOutput
 from .neck import EmbeddingHead
 from .pooling import build_pooling
-from .registry import register_model
+from .registry import register_head
 
 
+@register_head("baseline", prefix="")
 class BaselineEncoder(ReIDEncoder):
     """Global pooling + BN neck on the last feature map; ``D = C`` or ``embedding_dim``."""
 
@@ -35,27 +35,3 @@ class BaselineEncoder(ReIDEncoder):
 
     def forward_train(self, images: Tensor) -> TrainOutput:
         return self.pooled_output(self.backbone(images))
-
-
-@register_model
-def resnet50(**kwargs: Any) -> BaselineEncoder:
-    """ResNet-50 baseline, D = 2048."""
-    return build_encoder(BaselineEncoder, "resnet50", **kwargs)
-
-
-@register_model
-def resnet18(**kwargs: Any) -> BaselineEncoder:
-    """ResNet-18 baseline, D = 512 (fast tests and CPU training)."""
-    return build_encoder(BaselineEncoder, "resnet18", **kwargs)
-
-
-@register_model
-def mobilenetv2(**kwargs: Any) -> BaselineEncoder:
-    """MobileNetV2 baseline, D = the backbone's last channels."""
-    return build_encoder(BaselineEncoder, "mobilenetv2", **kwargs)
-
-
-@register_model
-def efficientnet_lite0(**kwargs: Any) -> BaselineEncoder:
-    """EfficientNet-Lite0 baseline, D = the backbone's last channels."""
-    return build_encoder(BaselineEncoder, "efficientnet_lite0", **kwargs)

@@ -115,13 +115,6 @@ class ReIDEncoder(nn.Module):
         }
 
 
-def make_backbone(name: str, *, pretrained: str | None, last_stride: int) -> Backbone:
-    """``reid.models.backbones.build_backbone``, imported when a model is built."""
-    from .backbones import build_backbone
-
-    return build_backbone(name, pretrained=pretrained, last_stride=last_stride)
-
-
 def first_conv(model: nn.Module) -> nn.Conv2d:
     """The first ``Conv2d`` applied to the image (the backbone stem's first conv)."""
     root = getattr(getattr(model, "backbone", model), "stem", model)
@@ -174,22 +167,3 @@ def load_encoder_state(model: nn.Module, state_dict: Mapping[str, Tensor]) -> No
         )
     with torch.no_grad():
         model.load_state_dict(state, strict=False)
-
-
-def build_encoder(
-    cls: type[ReIDEncoder],
-    backbone: str,
-    *,
-    pretrained: str | None = None,
-    last_stride: int = 1,
-    input_size: tuple[int, int] | list[int] = (256, 128),
-    **head_kwargs: Any,
-) -> ReIDEncoder:
-    """Build backbone ``backbone`` and wrap it in encoder class ``cls``.
-
-    The common keyword arguments of every registered model: ``pretrained``
-    (``None`` | ``"imagenet"`` | checkpoint path, passed to ``build_backbone``),
-    ``last_stride`` and ``input_size`` (H, W); the rest go to ``cls``.
-    """
-    trunk = make_backbone(backbone, pretrained=pretrained, last_stride=last_stride)
-    return cls(trunk, input_size=(int(input_size[0]), int(input_size[1])), **head_kwargs)

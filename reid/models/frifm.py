@@ -1,9 +1,12 @@
-"""FRIFM: feature refinement information fusion modules between backbone stages (seed 000).
+"""FRIFM: feature refinement information fusion modules between backbone stages.
 
-The seed's description of the module (section 1.2) survives only as its
-abstract: "a feature refinement information fusion module is designed and
-embedded into different layers of ResNet50 to enhance the ability of the network
-to extract key information". Our reading, one ``FRIFM`` after each chosen stage:
+From Chen Yuanmei, Wang Fengsui and Wang Luyao, "Unsupervised person
+re-identification of adversarial disentangling learning guided by refined
+features" (FRIFM + ADL). The paper's description of the module (section 1.2)
+survives only as its abstract: "a feature refinement information fusion module
+is designed and embedded into different layers of ResNet50 to enhance the
+ability of the network to extract key information". Our reading, one ``FRIFM``
+after each chosen stage (so the head requires the backbone's stages):
 
 * information fusion: the previous FRIFM's output is pooled to this stage's grid
   and projected (``1x1 conv + BN``), then added to the stage output
@@ -21,18 +24,17 @@ pooled and passed through the BN neck like the baseline.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .attention import CBAM
-from .backbones.base import Backbone
-from .encoder import ReIDEncoder, TrainOutput, build_encoder
+from .backbones.base import STAGES, Backbone
+from .encoder import ReIDEncoder, TrainOutput
 from .neck import EmbeddingHead
 from .pooling import build_pooling
-from .registry import register_model
+from .registry import register_head
 
 
 class FRIFM(nn.Module):
@@ -71,6 +73,7 @@ class FRIFM(nn.Module):
         return z + self.gamma * refined, gate
 
 
+@register_head("frifm", requires=[STAGES])
 class FRIFMEncoder(ReIDEncoder):
     """Backbone with an FRIFM after each stage in ``frifm_stages``; pool + BN neck on the last map.
 
@@ -121,21 +124,3 @@ class FRIFMEncoder(ReIDEncoder):
                 x, attention[f"stage{index + 1}"] = self.frifm[str(index)](x, prev)
                 prev = x
         return self.pooled_output(x, attention)
-
-
-@register_model
-def frifm_resnet50(**kwargs: Any) -> FRIFMEncoder:
-    """FRIFM on ResNet-50 (seed 000), D = 2048."""
-    return build_encoder(FRIFMEncoder, "resnet50", **kwargs)
-
-
-@register_model
-def frifm_resnet18(**kwargs: Any) -> FRIFMEncoder:
-    """FRIFM on ResNet-18, D = 512."""
-    return build_encoder(FRIFMEncoder, "resnet18", **kwargs)
-
-
-@register_model
-def frifm_mobilenetv2(**kwargs: Any) -> FRIFMEncoder:
-    """FRIFM on MobileNetV2."""
-    return build_encoder(FRIFMEncoder, "mobilenetv2", **kwargs)

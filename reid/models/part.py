@@ -1,4 +1,5 @@
-"""Global + horizontal-stripe heads (seed 003, selective contrastive learning).
+"""Global + horizontal-stripe heads, from Pang et al., "Fully Unsupervised Person
+Re-Identification via Selective Contrastive Learning" (ACM TOMM, 2022).
 
 As in the reference code (pangbo1997/Unsup_ReID, ``modeling/end2end.py``): a
 global feature ``g = L2(BN(Linear(C, C)(GAP(F))))`` and ``P = 8`` local features
@@ -11,7 +12,7 @@ encoder)::
 
 Because ``g`` and every ``l_i`` are unit vectors, ``|e| = 1`` before the final
 renormalisation and ``cos(e, e') = w * cos(g, g') + (1 - w) * mean_i cos(l_i, l_i')``:
-the squared Euclidean form of the seed's test/selection distance
+the squared Euclidean form of the paper's test/selection distance
 ``w * d_global + (1 - w) * mean_i d_local_i`` with ``w = lambda_g = 0.5``.
 (The reference evaluation sums unsquared distances, which no single vector
 reproduces exactly; the ranking is close and the embedding stays a plain cosine.)
@@ -20,16 +21,15 @@ reproduces exactly; the ranking is close and the embedding stays a plain cosine.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .backbones.base import Backbone
-from .encoder import ReIDEncoder, TrainOutput, build_encoder
+from .encoder import ReIDEncoder, TrainOutput
 from .pooling import build_pooling
-from .registry import register_model
+from .registry import register_head
 
 
 def stripe_bounds(height: int, parts: int) -> list[tuple[int, int]]:
@@ -45,14 +45,15 @@ def _linear_bn(in_dim: int, out_dim: int) -> nn.Sequential:
     return nn.Sequential(linear, nn.BatchNorm1d(out_dim))
 
 
+@register_head("part")
 class PartEncoder(ReIDEncoder):
     """Global branch + ``num_stripes`` stripe branches on the last feature map.
 
     Args:
-        num_stripes: horizontal stripes ``P`` (seed: 8).
-        part_dim: dimension of each stripe feature (seed: 256).
-        embedding_dim: dimension of the global feature (seed: ``C``, the default).
-        global_weight: ``w`` in the embedding above (seed's ``lambda_g``: 0.5).
+        num_stripes: horizontal stripes ``P`` (paper: 8).
+        part_dim: dimension of each stripe feature (paper: 256).
+        embedding_dim: dimension of the global feature (paper: ``C``, the default).
+        global_weight: ``w`` in the embedding above (paper's ``lambda_g``: 0.5).
         pooling: pooling of the global map and of each stripe.
 
     ``D = embedding_dim + num_stripes * part_dim`` (ResNet-50: 2048 + 8 * 256 = 4096).
@@ -107,21 +108,3 @@ class PartEncoder(ReIDEncoder):
             part_feats=torch.stack(parts, dim=1),
             aux={"global_embedding": global_emb},
         )
-
-
-@register_model
-def part_resnet50(**kwargs: Any) -> PartEncoder:
-    """Global + 8 stripes on ResNet-50 (seed 003), D = 2048 + 8 * 256 = 4096."""
-    return build_encoder(PartEncoder, "resnet50", **kwargs)
-
-
-@register_model
-def part_resnet18(**kwargs: Any) -> PartEncoder:
-    """Global + 8 stripes on ResNet-18, D = 512 + 8 * 256 = 2560."""
-    return build_encoder(PartEncoder, "resnet18", **kwargs)
-
-
-@register_model
-def part_mobilenetv2(**kwargs: Any) -> PartEncoder:
-    """Global + 8 stripes on MobileNetV2."""
-    return build_encoder(PartEncoder, "mobilenetv2", **kwargs)

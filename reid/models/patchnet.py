@@ -1,4 +1,7 @@
-"""PatchNet: patch generation network + per-patch features (seed 004, PAUL, CVPR 2019).
+"""PatchNet: patch generation network + per-patch features (PAUL).
+
+From Yang, Yu, Wu and Zheng, "Patch-based Discriminative Feature Learning for
+Unsupervised Person Re-identification", CVPR 2019.
 
 As in the authors' code (QizeYang/PAUL, ``src/models/patchnet.py``): a
 localisation network on the last feature map regresses ``P = 6`` affine
@@ -20,16 +23,14 @@ half-rows of the top and bottom stripes are not blended with zeros.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .backbones.base import Backbone
-from .encoder import ReIDEncoder, TrainOutput, build_encoder
+from .encoder import ReIDEncoder, TrainOutput
 from .pooling import build_pooling
-from .registry import register_model
+from .registry import register_head
 
 
 def stripe_thetas(parts: int) -> Tensor:
@@ -74,12 +75,13 @@ def sample_patch(fmap: Tensor, theta: Tensor) -> Tensor:
     return F.grid_sample(fmap, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
+@register_head("patchnet")
 class PatchNetEncoder(ReIDEncoder):
     """Backbone -> patch generator -> ``P`` patch features -> concatenated embedding.
 
     Args:
-        num_patches: ``P`` (seed: 6; its table 4 compares 4, 6 and 8).
-        patch_dim: dimension of each patch feature (seed: 256).
+        num_patches: ``P`` (paper: 6; its table 4 compares 4, 6 and 8).
+        patch_dim: dimension of each patch feature (paper: 256).
         loc_channels, loc_hidden: localisation-network width (see module docstring).
         pooling: pooling of each patch.
 
@@ -126,21 +128,3 @@ class PatchNetEncoder(ReIDEncoder):
             patch_feats=torch.stack(patches, dim=1),
             aux={"theta": theta},
         )
-
-
-@register_model
-def patchnet_resnet50(**kwargs: Any) -> PatchNetEncoder:
-    """PatchNet on ResNet-50 (seed 004), D = 6 * 256 = 1536."""
-    return build_encoder(PatchNetEncoder, "resnet50", **kwargs)
-
-
-@register_model
-def patchnet_resnet18(**kwargs: Any) -> PatchNetEncoder:
-    """PatchNet on ResNet-18, D = 1536."""
-    return build_encoder(PatchNetEncoder, "resnet18", **kwargs)
-
-
-@register_model
-def patchnet_mobilenetv2(**kwargs: Any) -> PatchNetEncoder:
-    """PatchNet on MobileNetV2, D = 1536."""
-    return build_encoder(PatchNetEncoder, "mobilenetv2", **kwargs)

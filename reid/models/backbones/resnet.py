@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from ...preprocess import IMAGENET_MEAN, IMAGENET_STD
 from .base import Backbone
+from .registry import register_backbone
 
 
 def set_views(module: Backbone, stem: nn.Module, stages: list[nn.Module]) -> None:
@@ -156,21 +157,25 @@ class ResNet(Backbone):
         )
 
 
+@register_backbone("resnet18")
 def resnet18(last_stride: int = 1) -> ResNet:
     """ResNet-18: BasicBlock x [2, 2, 2, 2], 512 output channels."""
     return ResNet(BasicBlock, (2, 2, 2, 2), last_stride=last_stride)
 
 
+@register_backbone("resnet34")
 def resnet34(last_stride: int = 1) -> ResNet:
     """ResNet-34: BasicBlock x [3, 4, 6, 3], 512 output channels."""
     return ResNet(BasicBlock, (3, 4, 6, 3), last_stride=last_stride)
 
 
+@register_backbone("resnet50")
 def resnet50(last_stride: int = 1) -> ResNet:
     """ResNet-50: Bottleneck x [3, 4, 6, 3], 2048 output channels."""
     return ResNet(Bottleneck, (3, 4, 6, 3), last_stride=last_stride)
 
 
+@register_backbone("se_resnet50")
 def se_resnet50(last_stride: int = 1) -> ResNet:
     """SE-ResNet-50: ResNet-50 with squeeze-and-excitation (reduction 16) in every block."""
     return ResNet(Bottleneck, (3, 4, 6, 3), last_stride=last_stride, se=True)

