@@ -99,14 +99,15 @@ def _rss_mb() -> float:
 
 def _child(task: str, path: str, p: Problem, queue: mp.Queue) -> None:
     from reid.rerank import jaccard_distance
-    from trainer.clustering import cluster_pseudo_labels
+    from trainer.clustering import ClusteringParams, cluster_pseudo_labels
 
     feats = np.load(path)
     base = _rss_mb()
     start = time.perf_counter()
     out: dict[str, object] = {}
     if task == "cluster":
-        result = cluster_pseudo_labels(feats, p.eps, p.min_samples, p.k1, p.k2)
+        params = ClusteringParams(eps=p.eps, min_samples=p.min_samples, k1=p.k1, k2=p.k2)
+        result = cluster_pseudo_labels(feats, params)
         out = {"labels": result.labels, "num_clusters": result.num_clusters}
         out["outlier_ratio"] = result.outlier_ratio
     else:

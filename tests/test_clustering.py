@@ -18,7 +18,7 @@ def _blobs(num: int, size: int, dim: int = 32, noise: float = 0.05, seed: int = 
 
 def test_separated_blobs_give_their_clusters() -> None:
     feats = _blobs(num=6, size=20)
-    result = cluster_pseudo_labels(feats, eps=0.6, min_samples=4, k1=20, k2=6)
+    result = cluster_pseudo_labels(feats, ClusteringParams(eps=0.6, min_samples=4, k1=20, k2=6))
     assert isinstance(result, ClusterResult)
     assert result.num_clusters == 6
     assert result.outlier_ratio == 0.0
@@ -31,7 +31,7 @@ def test_separated_blobs_give_their_clusters() -> None:
 def test_isolated_points_are_outliers() -> None:
     # k2=1: no query expansion (which would pull a lone point towards its neighbours' blob)
     feats = np.concatenate([_blobs(num=3, size=30), _blobs(num=4, size=1, seed=5)])
-    result = cluster_pseudo_labels(feats, eps=0.6, min_samples=4, k1=20, k2=1)
+    result = cluster_pseudo_labels(feats, ClusteringParams(eps=0.6, min_samples=4, k1=20, k2=1))
     assert result.num_clusters == 3
     np.testing.assert_array_equal(result.labels[-4:], -1)
     assert result.outlier_ratio >= 4 / 94
@@ -39,9 +39,10 @@ def test_isolated_points_are_outliers() -> None:
 
 def test_torch_input_and_shuffled_order_give_the_same_partition() -> None:
     feats = _blobs(num=5, size=12, seed=1)
-    base = cluster_pseudo_labels(torch.from_numpy(feats).float(), eps=0.6, k1=10, k2=3)
+    params = ClusteringParams(eps=0.6, k1=10, k2=3)
+    base = cluster_pseudo_labels(torch.from_numpy(feats).float(), params)
     perm = np.random.default_rng(3).permutation(len(feats))
-    shuffled = cluster_pseudo_labels(feats[perm], eps=0.6, k1=10, k2=3)
+    shuffled = cluster_pseudo_labels(feats[perm], params)
     assert base.num_clusters == shuffled.num_clusters == 5
     # same partition: identical co-membership matrices
     same_base = base.labels[perm][:, None] == base.labels[perm][None, :]
@@ -55,7 +56,7 @@ def test_torch_input_and_shuffled_order_give_the_same_partition() -> None:
 def test_all_outliers_gives_zero_clusters() -> None:
     rng = np.random.default_rng(0)
     feats = rng.standard_normal((40, 64))
-    result = cluster_pseudo_labels(feats, eps=1e-4, min_samples=4, k1=10, k2=3)
+    result = cluster_pseudo_labels(feats, ClusteringParams(eps=1e-4, min_samples=4, k1=10, k2=3))
     assert result.num_clusters == 0
     assert result.outlier_ratio == 1.0
     np.testing.assert_array_equal(result.labels, -1)
@@ -70,8 +71,15 @@ def test_relabel_is_deterministic_and_by_first_member() -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"eps": 0.0}, {"eps": 1.5}, {"min_samples": 0}, {"k1": 0}, {"k2": 0}]
+    "kwargs",
+    [{"eps": 0.0}, {"eps": 1.5}, {"min_samples": 0}, {"k1": 0}, {"k2": 0}, {"k1": "30"}, {"e": 1}],
 )
 def test_params_are_validated(kwargs: dict) -> None:
     with pytest.raises(ValueError):
         ClusteringParams(**kwargs)
+
+
+def test_params_are_immutable_once_validated() -> None:
+    params = ClusteringParams(eps=0.5)
+    with pytest.raises(ValueError, match="frozen"):
+        params.eps = 0.0

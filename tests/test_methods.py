@@ -1,4 +1,9 @@
-"""The clustering methods on a tiny fake epoch: cluster_contrast, aff_scl, frifm_adl."""
+"""Every registered method on a tiny fake epoch, then the clustering methods' details.
+
+``test_every_registered_method_prepares_steps_and_resumes`` runs over
+``trainer.methods.METHODS``, so a new method is covered as soon as it is registered;
+the other tests pin cluster_contrast, aff_scl and frifm_adl (every ablation switch).
+"""
 
 from __future__ import annotations
 
@@ -11,11 +16,13 @@ import torch
 import torch.nn.functional as F
 
 from reid.models import build_model
-from trainer.methods import METHODS, build_method
-from trainer.methods._clustered import NoClustersWarning
+from trainer.checkpoint import load_method_state, method_state
+from trainer.config import Params
+from trainer.methods import METHODS, build_method, register_method
 from trainer.methods.aff_scl import AffScl
 from trainer.methods.base import EpochContext, Method, TrainInfo
 from trainer.methods.frifm_adl import FrifmAdl
+from trainer.methods.supervised import Supervised
 
 NUM_IDS, PER_ID, NUM_CAMS = 6, 8, 3
 N = NUM_IDS * PER_ID
@@ -51,11 +58,13 @@ def _make(method: str, model: str, params: dict, seed: int = 0) -> Method:
     info = TrainInfo(
         num_train=N,
         num_cameras=NUM_CAMS,
-        num_classes=None,
+        num_classes=NUM_IDS,  # the true identity count (only supervised methods use it)
         embedding_dim=encoder.embedding_dim,
         device=torch.device("cpu"),
     )
-    return build_method(method, encoder, {**CLUSTERING, **params}, info)
+    fields = METHODS[method].params_cls.model_fields
+    tiny = {k: v for k, v in CLUSTERING.items() if k in fields}  # for the 48-image epoch
+    return build_method(method, encoder, {**tiny, **params}, info)
 
 
 def _features(dim: int, seed: int = 0) -> torch.Tensor:
@@ -65,10 +74,18 @@ def _features(dim: int, seed: int = 0) -> torch.Tensor:
     return F.normalize(centres.repeat_interleave(PER_ID, 0) + noise, dim=1)
 
 
-def _context(features: torch.Tensor, epoch: int = 0, run_once: Callable | None = None):
+TRUE_LABELS = np.repeat(np.arange(NUM_IDS), PER_ID)
+
+
+def _context(
+    features: torch.Tensor | None,
+    epoch: int = 0,
+    run_once: Callable | None = None,
+    true_labels: np.ndarray | None = None,
+):
     kwargs = {} if run_once is None else {"run_once": run_once}
     camids = np.arange(N) % NUM_CAMS
-    return EpochContext(epoch, [], camids, None, features, **kwargs)
+    return EpochContext(epoch, [], camids, true_labels, features, **kwargs)
 
 
 def _batch(labels: np.ndarray, seed: int = 1) -> dict[str, dict[str, torch.Tensor]]:
@@ -94,7 +111,57 @@ def _grad_norm(module: torch.nn.Module) -> float:
 
 
 def test_methods_are_registered() -> None:
-    assert {"cluster_contrast", "aff_scl", "frifm_adl"} <= set(METHODS)
+    assert {"supervised", "cluster_contrast", "aff_scl", "frifm_adl"} <= set(METHODS)
+    for name, cls in METHODS.items():
+        assert cls.name == name and issubclass(cls.params_cls, Params)
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_registered_method_prepares_steps_and_resumes(name: str) -> None:
+    """The method contract of ``trainer.methods.base`` for each method, default params."""
+    m = _make(name, "resnet18", {})
+    feats = _features(m.info.embedding_dim) if m.needs_features else None
+    labels = TRUE_LABELS if m.needs_labels else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a well-separated epoch gives no warning
+        plan = m.prepare_epoch(_context(feats, true_labels=labels))
+    assert plan.labels.shape == (N,) and np.issubdtype(plan.labels.dtype, np.integer)
+    assert (plan.labels >= 0).all() and all(isinstance(v, float) for v in plan.stats.values())
+
+    batch = _batch(plan.labels)
+    m.train()
+    out = m.training_step(batch)
+    assert out.losses and all(torch.isfinite(v) and v.ndim == 0 for v in out.losses.values())
+    sum(out.losses.values()).backward()
+    assert _grad_norm(m.encoder) > 0
+    for p in m.extra_parameters():  # the method's own parameters are trained too
+        assert p.grad is not None
+    m.after_step(batch, out)
+
+    fresh = _make(name, "resnet18", {}, seed=1)  # resume: the state is all in state_dict
+    load_method_state(fresh, method_state(m))
+    for key, value in method_state(m).items():
+        torch.testing.assert_close(method_state(fresh)[key], value, rtol=0, atol=0, msg=key)
+
+
+def test_registering_a_method_is_one_decorator() -> None:
+    class NoopParams(Params):
+        scale: float = 1.0
+
+    @register_method
+    class Noop(Supervised):
+        name = "test_noop"
+        params_cls = NoopParams
+
+    try:
+        assert METHODS["test_noop"] is Noop
+        assert register_method(Noop) is Noop  # idempotent
+        with pytest.raises(ValueError, match="'test_noop' is taken"):
+            register_method(type("Other", (Supervised,), {"name": "test_noop"}))
+        with pytest.raises(TypeError, match="params_cls must be"):
+            register_method(type("Bad", (Supervised,), {"name": "bad", "params_cls": dict}))
+    finally:
+        del METHODS["test_noop"]
 
 
 @pytest.mark.parametrize(("method", "model", "params"), CASES)
@@ -226,25 +293,26 @@ def test_frifm_adl_rejects_bad_camera_ids() -> None:
         m.training_step(batch)
 
 
-def test_all_outliers_keeps_previous_labels_or_plans_nothing() -> None:
+def test_all_outliers_plan_nothing_and_the_state_before_is_restorable() -> None:
+    """No cluster: an all ``-1`` plan with the clustering's own statistics, no warning
+    (the loop warns once and restores the state it saved before ``prepare_epoch``)."""
     m = _make("cluster_contrast", "resnet18", {})
     dim = m.info.embedding_dim
+    first = m.prepare_epoch(_context(_features(dim)))
+    saved = method_state(m)
     noise = F.normalize(torch.randn(N, dim, generator=torch.Generator().manual_seed(9)), dim=1)
-    m.params.eps, m.params.min_samples = 1e-4, 4  # no core point in random noise
-    with pytest.warns(NoClustersWarning, match="no previous labels"):
-        plan = m.prepare_epoch(_context(noise))
-    assert (plan.labels == -1).all() and plan.stats["num_clusters"] == 0
+    m.params = m.params.model_copy(update={"eps": 1e-4, "min_samples": 4})  # noise: no core
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plan = m.prepare_epoch(_context(noise, epoch=1))
+    assert (plan.labels == -1).all()
+    assert plan.stats == {"num_clusters": 0.0, "outlier_ratio": 1.0}
     assert m.memory.num_slots == 0
 
-    m.params.eps, m.params.min_samples = CLUSTERING["eps"], CLUSTERING["min_samples"]
-    first = m.prepare_epoch(_context(_features(dim)))
-    m.params.eps, m.params.min_samples = 1e-4, 4
-    with pytest.warns(NoClustersWarning, match="keeping the previous"):
-        plan = m.prepare_epoch(_context(noise, epoch=1))
-    np.testing.assert_array_equal(plan.labels, first.labels)
-    assert plan.stats["num_clusters"] == 0 and plan.stats["kept_previous_labels"] == 1.0
-    assert m.memory.num_slots == NUM_IDS  # memories rebuilt on the new features
-    torch.testing.assert_close(m.memory.features[0], F.normalize(noise[:PER_ID].mean(0), dim=0))
+    load_method_state(m, saved)  # what the loop does with such a plan
+    assert m.memory.num_slots == NUM_IDS
+    np.testing.assert_array_equal(m.pseudo_labels.numpy(), first.labels)
+    torch.testing.assert_close(m.memory.features, saved["memory.features"], rtol=0, atol=0)
 
 
 def test_bad_params_are_rejected() -> None:

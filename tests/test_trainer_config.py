@@ -1,4 +1,10 @@
-"""Trainer configuration, overrides, method params, schedules, CSV logs (no training)."""
+"""Trainer configuration, overrides, inheritance, method params, schedules, CSV logs.
+
+No training here. The config specification: every shipped config resolves and
+validates; ``_base_`` inheritance merges mappings and replaces everything else; each
+problem is reported once, naming the dotted key and, for an unknown key, the valid
+keys of its section and the closest one.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from pydantic import ValidationError
 
 from trainer.config import (
     ALIASES,
@@ -23,13 +30,16 @@ from trainer.methods import METHODS, TrainInfo, UnknownMethodError, build_method
 from trainer.methods.supervised import SupervisedParams
 from trainer.optim import LRSchedule, build_optimizer, param_groups
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "trainer" / "configs").glob("*.yaml"))
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "trainer" / "configs"
+CONFIGS = sorted(p for p in CONFIG_DIR.glob("*.yaml") if not p.name.startswith("_"))
+BASES = sorted(CONFIG_DIR.glob("_*.yaml"))
 MINIMAL = {"method": {"name": "supervised"}}
 
 
-def write(tmp_path: Path, raw: dict) -> Path:
-    path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump(raw))
+def write(tmp_path: Path, raw: dict, name: str = "c.yaml") -> Path:
+    path = tmp_path / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
 
 
@@ -43,9 +53,34 @@ def test_every_shipped_config_loads_and_round_trips(path: Path, tmp_path: Path) 
 
 
 def test_configs_readme_lists_every_config() -> None:
-    readme = (CONFIGS[0].parent / "README.md").read_text()
-    for path in CONFIGS:
+    readme = (CONFIG_DIR / "README.md").read_text()
+    for path in [*CONFIGS, *BASES]:
         assert path.name in readme, path.name
+
+
+def test_the_twelve_configs_and_their_bases_are_shipped() -> None:
+    names = {p.stem for p in CONFIGS}
+    methods = ("supervised", "cluster_contrast", "aff_scl", "frifm_adl")
+    assert names == {f"{m}_{d}" for m in methods for d in ("synthetic", "market1501", "dukemtmc")}
+    assert [p.name for p in BASES] == ["_base_real.yaml", "_base_synthetic.yaml"]
+    for base in BASES:  # a base is not a runnable config: it names no method
+        with pytest.raises(ConfigError, match="'method' needs a name"):
+            load_config(base)
+
+
+@pytest.mark.parametrize("method", ["supervised", "cluster_contrast", "aff_scl", "frifm_adl"])
+def test_dataset_configs_state_only_what_differs(method: str) -> None:
+    """Each DukeMTMC-reID config is its Market-1501 config plus the paper's Duke eps."""
+    market = load_config(CONFIG_DIR / f"{method}_market1501.yaml").to_dict()
+    duke = load_config(CONFIG_DIR / f"{method}_dukemtmc.yaml").to_dict()
+    duke_raw = yaml.safe_load((CONFIG_DIR / f"{method}_dukemtmc.yaml").read_text())
+    assert duke_raw["_base_"] == f"{method}_market1501.yaml"
+    if method == "supervised":
+        assert duke == market and set(duke_raw) == {"_base_"}
+    else:
+        assert duke_raw["method"] == {"eps": 0.7}
+        assert market["method"]["eps"] != 0.7
+        assert duke == {**market, "method": {**market["method"], "eps": 0.7}}
 
 
 def test_defaults_are_the_cluster_contrast_ones() -> None:
@@ -98,10 +133,13 @@ def test_overrides_aliases_and_yaml_values(tmp_path: Path) -> None:
         ({"method": {"name": "nope"}}, [], r"unknown method 'nope'; available methods: .*superv"),
         ({}, [], r"'method' needs a name"),
         (MINIMAL, ["train.epochs=three"], r"train\.epochs: expected an integer"),
-        (MINIMAL, ["train.sampler=random"], r"'random' is not one of 'pk', 'pk_camera'"),
-        (MINIMAL, ["optim.lr=fast"], r"optim\.lr: expected a number"),
-        (MINIMAL, ["batch_size=30"], r"multiple of train\.num_instances"),
-        (MINIMAL, ["method.label_smoothing=1.5"], r"label_smoothing must be in \[0, 1\)"),
+        (MINIMAL, ["train.sampler=random"], r"train\.sampler: expected 'pk' or 'pk_camera', got"),
+        (MINIMAL, ["optim.lr=fast"], r"optim\.lr: expected a number, got 'fast'"),
+        (MINIMAL, ["optim.lr=0"], r"optim\.lr must be > 0, got 0"),
+        (MINIMAL, ["batch_size=30"], r"train: batch_size \(30\) must be a multiple of num_inst"),
+        (MINIMAL, ["method.label_smoothing=1.5"], r"method\.label_smoothing must be < 1, got 1\.5"),
+        (MINIMAL, ["train.device=gpu"], r"train\.device: expected auto, cpu, cuda or cuda:N"),
+        (MINIMAL, ["schedule.milestones=[40, 20]"], r"schedule\.milestones: must be increasing"),
         (MINIMAL, ["epochs"], r"not KEY=VALUE"),
         (
             {**MINIMAL, "train": {"epochs": 3}},
@@ -130,8 +168,184 @@ def test_parse_override_keeps_strings() -> None:
 def test_to_dict_flattens_method_params() -> None:
     config = config_from_dict({"method": {"name": "supervised", "ce_weight": 0.5}})
     raw = config.to_dict()
-    assert raw["method"] == {"name": "supervised", **vars(SupervisedParams(ce_weight=0.5))}
+    assert raw["method"] == {"name": "supervised", **SupervisedParams(ce_weight=0.5).model_dump()}
     assert isinstance(config_from_dict(raw), TrainerConfig)
+    assert config_from_dict(raw) == config
+
+
+# ----------------------------------------------------------------------------- messages
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["train.epoch=3"], r"; did you mean train\.epochs\?$"),
+        (["optim.lrate=0.1"], r"; did you mean optim\.lr\?$"),
+        (["method.smoothing=0.2"], r"did you mean method\.label_smoothing\?$"),
+        (["data.transforms.flipp=true"], r"did you mean data\.transforms\.flip\?$"),
+        (["trainer.epochs=3"], r"unknown config section\(s\) 'trainer'.*did you mean 'train'\?$"),
+        (
+            ["train.epoch=3", "train.sed=1"],
+            r"did you mean train\.epochs \(for train\.epoch\), train\.seed \(for train\.sed\)\?",
+        ),
+    ],
+)
+def test_unknown_keys_suggest_the_closest_valid_key(
+    tmp_path: Path, overrides: list[str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, MINIMAL), overrides)
+
+
+def test_unknown_key_without_a_close_match_lists_the_valid_keys_only(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, MINIMAL), ["eval.zzzz=1"])
+    assert str(info.value) == (
+        "unknown key(s) eval.zzzz; valid keys in 'eval': every, rerank, metric, batch_size"
+    )
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.transforms.flip=3", "data.transforms.flip: expected true or false, got 3"),
+        ("train.amp=1", "train.amp: expected true or false, got 1"),
+        ("train.seed='3'", "train.seed: expected an integer, got '3'"),
+        ("train.epochs=2.5", "train.epochs: expected an integer, got 2.5"),
+        ("schedule.milestones=[20, x]", "schedule.milestones[1]: expected an integer, got 'x'"),
+        ("schedule.milestones=20", "schedule.milestones: expected a list, got 20"),
+        ("model.name=3", "model.name: expected a string, got 3"),
+        ("model.kwargs=3", "model.kwargs: expected a mapping, got 3"),
+        ("train=3", "train: expected a mapping of keys, got 3"),
+        ("train.progress=sometimes", "train.progress: expected true or false or 'auto', got"),
+        ("train.iters_per_epoch=0", "train.iters_per_epoch must be >= 1, got 0"),
+        ("optim.lr=.inf", "optim.lr: expected a finite number, got inf"),
+    ],
+)
+def test_a_wrong_value_names_its_dotted_key(tmp_path: Path, override: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, MINIMAL), [override])
+    assert str(info.value).startswith(message)
+
+
+def test_method_params_are_validated_by_the_methods_own_model(tmp_path: Path) -> None:
+    path = write(tmp_path, {"method": {"name": "cluster_contrast"}})
+    with pytest.raises(ConfigError, match=r"method\.eps must be <= 1, got 1\.5"):
+        load_config(path, ["method.eps=1.5"])
+    with pytest.raises(ConfigError, match=r"method\.k1: expected an integer"):
+        load_config(path, ["method.k1=many"])
+    config = load_config(path, ["method.eps=0.45"])
+    assert config.method.params.eps == 0.45 and config.method.params.k1 == 30
+    with pytest.raises(ValidationError, match="frozen"):
+        config.method.params.eps = 0.5  # validated once, then immutable
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, MINIMAL), ["epochs=x", "optim.lr=-1", "eval.metric=l1"])
+    assert str(info.value).splitlines() == [
+        "train.epochs: expected an integer, got 'x'",
+        "optim.lr must be > 0, got -1",
+        "eval.metric: expected 'cosine', 'euclidean' or 'sqeuclidean', got 'l1'",
+    ]
+
+
+def test_yaml_numbers_without_a_dot_are_numbers(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("method: {name: supervised}\noptim: {lr: 1e-4, weight_decay: 5E-4}\n")
+    config = load_config(path, ["optim.momentum=9e-1"])
+    assert (config.optim.lr, config.optim.weight_decay, config.optim.momentum) == (1e-4, 5e-4, 0.9)
+
+
+def test_assignment_is_validated_too() -> None:
+    config = config_from_dict(MINIMAL)
+    config.data.spec = "synthetic:/data"
+    with pytest.raises(ValidationError):
+        config.train.epochs = "many"
+
+
+# ----------------------------------------------------------------------------- _base_
+
+
+def test_base_file_settings_are_overridden_by_the_file(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        {
+            "model": {"name": "resnet18", "kwargs": {"pretrained": None, "last_stride": 1}},
+            "method": {"name": "cluster_contrast", "eps": 0.6, "k1": 20},
+            "train": {"epochs": 30, "batch_size": 32},
+            "schedule": {"milestones": [10, 20]},
+        },
+        "base.yaml",
+    )
+    child = {
+        "_base_": "base.yaml",
+        "model": {"kwargs": {"input_size": [64, 32]}},
+        "method": {"eps": 0.7},
+        "train": {"epochs": 5},
+        "schedule": {"milestones": [3]},
+    }
+    config = load_config(write(tmp_path, child, "child.yaml"), ["seed=4"])
+    assert config.model.name == "resnet18"  # inherited
+    assert config.model.kwargs == {"pretrained": None, "last_stride": 1, "input_size": [64, 32]}
+    assert (config.method.name, config.method.params.eps, config.method.params.k1) == (
+        "cluster_contrast",
+        0.7,  # the file wins over its base
+        20,
+    )
+    assert (config.train.epochs, config.train.batch_size, config.train.seed) == (5, 32, 4)
+    assert config.schedule.milestones == [3]  # lists are replaced, not merged
+
+
+def test_base_chain_resolves_relative_to_each_file(tmp_path: Path) -> None:
+    write(tmp_path, {"method": {"name": "supervised"}, "train": {"epochs": 1}}, "a/root.yaml")
+    write(tmp_path, {"_base_": "../a/root.yaml", "train": {"seed": 2}}, "b/mid.yaml")
+    leaf = write(tmp_path, {"_base_": "b/mid.yaml", "train": {"batch_size": 8}}, "leaf.yaml")
+    config = load_config(leaf)
+    assert (config.train.epochs, config.train.seed, config.train.batch_size) == (1, 2, 8)
+    save_config(config, tmp_path / "resolved.yaml")  # saved resolved: no _base_ left
+    saved = yaml.safe_load((tmp_path / "resolved.yaml").read_text())
+    assert "_base_" not in saved and load_config(tmp_path / "resolved.yaml") == config
+
+
+def test_a_null_in_the_file_replaces_the_bases_value(tmp_path: Path) -> None:
+    write(tmp_path, {**MINIMAL, "train": {"iters_per_epoch": 50, "grad_clip": 1.0}}, "b.yaml")
+    config = load_config(write(tmp_path, {"_base_": "b.yaml", "train": {"grad_clip": None}}))
+    assert (config.train.iters_per_epoch, config.train.grad_clip) == (50, None)
+
+
+@pytest.mark.parametrize(
+    ("bases", "cycle"),
+    [
+        ({"a": "a"}, "a -> a"),  # itself
+        ({"a": "b", "b": "a"}, "a -> b -> a"),
+        ({"a": "b", "b": "c", "c": "b"}, "a -> b -> c -> b"),  # a cycle further up
+    ],
+)
+def test_base_cycles_are_an_error(tmp_path: Path, bases: dict[str, str], cycle: str) -> None:
+    for name, base in bases.items():
+        write(tmp_path, {**MINIMAL, "_base_": f"{base}.yaml"}, f"{name}.yaml")
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "a.yaml")
+    message = str(info.value).replace(f"{tmp_path}/", "").replace(".yaml", "")
+    assert message == f"_base_ cycle: {cycle}"
+
+
+def test_missing_base_names_the_file_that_wants_it(tmp_path: Path) -> None:
+    path = write(tmp_path, {**MINIMAL, "_base_": "nowhere.yaml"})
+    with pytest.raises(ConfigError, match=r"nowhere\.yaml not found \(the _base_ of .*c\.yaml\)"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("base", [["a.yaml"], 3, ""])
+def test_base_must_be_one_file_name(tmp_path: Path, base: object) -> None:
+    with pytest.raises(ConfigError, match="_base_ must be a file name"):
+        load_config(write(tmp_path, {**MINIMAL, "_base_": base}))
+
+
+def test_base_is_not_a_config_key_elsewhere(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) train\._base_"):
+        load_config(write(tmp_path, {**MINIMAL, "train": {"_base_": "x.yaml"}}))
 
 
 # ----------------------------------------------------------------------------- methods

@@ -20,7 +20,14 @@ from reid.checkpoint import CheckpointError, load_encoder, read_checkpoint
 from reid.data import load_dataset
 from trainer.cli import main
 from trainer.config import load_config
-from trainer.engine import NoLabelsWarning, SmallBatchWarning, build_trainer
+from trainer.distributed import DistInfo
+from trainer.engine import (
+    NoLabelsWarning,
+    SmallBatchWarning,
+    TrainerError,
+    build_trainer,
+    resolve_device,
+)
 from trainer.methods import METHODS
 
 TINY = {
@@ -253,6 +260,24 @@ def build(tmp_path: Path, data: Path, method: dict, **train: object):
     cfg = load_config(config)
     cfg.data.spec = f"synthetic:{data}"
     return build_trainer(cfg, load_dataset(cfg.data.spec), tmp_path / "run")
+
+
+def test_resolve_device_is_the_librarys_plus_the_ddp_local_rank(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("cpu", DistInfo()) == torch.device("cpu")
+    assert resolve_device("auto", DistInfo(rank=1, world_size=2, local_rank=1)).type == "cpu"
+    with pytest.raises(TrainerError, match="no CUDA GPU"):
+        resolve_device("cuda:1", DistInfo())
+    with pytest.raises(TrainerError, match="auto, cpu or cuda"):
+        resolve_device("tpu", DistInfo())
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto", DistInfo()) == torch.device("cuda")
+    assert resolve_device("cuda:1", DistInfo()) == torch.device("cuda", 1)
+    assert resolve_device("cuda", DistInfo(rank=1, world_size=2, local_rank=1)) == torch.device(
+        "cuda", 1
+    )
 
 
 def test_all_outlier_epochs_are_skipped_without_previous_labels(

@@ -16,7 +16,6 @@ Run as a script (under torchrun) it registers the fakes and calls the trainer CL
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -24,12 +23,12 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from trainer.config import Params
 from trainer.methods import METHODS
 from trainer.methods.base import EpochContext, EpochPlan, Method, StepOutput, TrainInfo
 
 
-@dataclass
-class FakeMemoryParams:
+class FakeMemoryParams(Params):
     mode: str = "true"
     momentum: float = 0.5
     temperature: float = 0.1

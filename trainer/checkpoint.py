@@ -34,6 +34,7 @@ from reid.checkpoint import (
     load_encoder,
     read_checkpoint,
 )
+from reid.jsonable import to_jsonable
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -79,7 +80,7 @@ def build_checkpoint(
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
         "encoder": {k: v.detach().cpu() for k, v in encoder.state_dict().items()},
-        "metadata": plain(metadata),
+        "metadata": to_jsonable(metadata),  # plain types: torch.load(weights_only=True)
     }
     if training is not None:
         data["training"] = dict(training)
@@ -188,21 +189,3 @@ def load_method_state(method: nn.Module, state: Mapping[str, Any]) -> None:
         if buffer_name in module._buffers:
             module._buffers[buffer_name] = current.new_empty(value.shape)
     method.load_state_dict({**dict(state)}, strict=False)
-
-
-def plain(value: Any) -> Any:
-    """numpy scalars/arrays -> Python numbers/lists, tuples -> lists, recursively.
-
-    Keeps checkpoints loadable with ``torch.load(weights_only=True)``.
-    """
-    if isinstance(value, Mapping):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [plain(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Path | str):
-        return str(value)  # also str subclasses such as torch's TorchVersion
-    return value

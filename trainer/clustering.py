@@ -14,36 +14,29 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from pydantic import Field
 from sklearn.cluster import DBSCAN
 
 from reid.rerank import jaccard_distance
+from trainer.config import Params
 
 __all__ = ["ClusterResult", "ClusteringParams", "cluster_pseudo_labels", "relabel"]
 
-# Paper settings per dataset (eps); min_samples=4, k1=30, k2=6 everywhere.
-PAPER_EPS = {"market1501": 0.6, "dukemtmc": 0.7}
 
+class ClusteringParams(Params):
+    """DBSCAN on the k-reciprocal Jaccard distance (validated once, here).
 
-@dataclass(frozen=True)
-class ClusteringParams:
-    """DBSCAN on the k-reciprocal Jaccard distance.
-
-    ``eps``: 0.6 on Market-1501, 0.7 on DukeMTMC-reID (cluster-contrast; AFF_SCL uses
-    0.65 on Market); the synthetic configs set their own measured value.
+    ``eps``: in ``(0, 1]`` (Jaccard distances); 0.6 on Market-1501, 0.7 on
+    DukeMTMC-reID (the cluster-contrast configs; AFF_SCL uses 0.65 on Market); the
+    synthetic configs set their own measured value. ``min_samples``: DBSCAN's
+    core-point threshold (the point itself included); ``k1`` / ``k2``: k-reciprocal
+    neighbourhood and query-expansion sizes.
     """
 
-    eps: float = 0.6
-    min_samples: int = 4
-    k1: int = 30
-    k2: int = 6
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.eps <= 1.0:
-            raise ValueError(f"eps must be in (0, 1] (Jaccard distances), got {self.eps}")
-        if self.min_samples < 1:
-            raise ValueError(f"min_samples must be >= 1, got {self.min_samples}")
-        if self.k1 < 1 or self.k2 < 1:
-            raise ValueError(f"k1 and k2 must be >= 1, got {self.k1}, {self.k2}")
+    eps: float = Field(0.6, gt=0, le=1)
+    min_samples: int = Field(4, ge=1)
+    k1: int = Field(30, ge=1)
+    k2: int = Field(6, ge=1)
 
 
 @dataclass(frozen=True)
@@ -77,10 +70,7 @@ def relabel(labels: np.ndarray) -> np.ndarray:
 
 def cluster_pseudo_labels(
     features: np.ndarray | torch.Tensor,
-    eps: float,
-    min_samples: int = 4,
-    k1: int = 30,
-    k2: int = 6,
+    params: ClusteringParams,
     *,
     n_jobs: int | None = -1,
 ) -> ClusterResult:
@@ -88,20 +78,18 @@ def cluster_pseudo_labels(
 
     Args:
         features: train-set embeddings (L2-normalised here in any case).
-        eps: DBSCAN neighbourhood radius on the Jaccard distance (in ``[0, 1]``).
-        min_samples: DBSCAN core-point threshold (the point itself included).
-        k1, k2: k-reciprocal neighbourhood and query-expansion sizes.
+        params: ``eps``, ``min_samples``, ``k1``, ``k2`` (already validated).
         n_jobs: DBSCAN's neighbour-search workers (-1: all cores).
 
     Returns:
         A :class:`ClusterResult`; ``num_clusters == 0`` when every sample is an
         outlier (the caller decides what to do with such an epoch).
     """
-    ClusteringParams(eps, min_samples, k1, k2)  # validates
     if isinstance(features, torch.Tensor):
         features = features.detach().to("cpu", torch.float32).numpy()
-    dist = jaccard_distance(np.asarray(features, dtype=np.float32), k1=k1, k2=k2)
-    raw = DBSCAN(eps=eps, min_samples=min_samples, metric="precomputed", n_jobs=n_jobs)
+    p = params
+    dist = jaccard_distance(np.asarray(features, dtype=np.float32), k1=p.k1, k2=p.k2)
+    raw = DBSCAN(eps=p.eps, min_samples=p.min_samples, metric="precomputed", n_jobs=n_jobs)
     labels = relabel(raw.fit_predict(dist))
     del dist
     num_clusters = int(labels.max()) + 1 if labels.size else 0

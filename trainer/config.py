@@ -1,9 +1,10 @@
-"""Typed training configuration, and the only place that reads YAML.
+"""Typed training configuration (pydantic models), and the only place that reads YAML.
 
 A config file has these sections (every key optional except ``method.name``)::
 
+    _base_:     other.yaml        # optional: start from that file (relative path)
     model:      {name, kwargs: {pretrained, last_stride, pooling, input_size, ...}}
-    method:     {name, ...the method's own parameters (its params dataclass)}
+    method:     {name, ...the method's own parameters (its params model)}
     data:       {spec, num_workers, transforms: {flip, pad, erasing_p, color_jitter}}
     train:      {epochs, iters_per_epoch, batch_size, num_instances, sampler, grad_clip,
                  amp, channels_last, device, seed, progress, find_unused_parameters,
@@ -13,25 +14,37 @@ A config file has these sections (every key optional except ``method.name``)::
     eval:       {every, rerank, metric, batch_size}
     checkpoint: {every, keep_last}
 
-Command-line overrides are dotted keys (``optim.lr=1e-4``) or the short aliases of
-``ALIASES`` (``epochs=``, ``iters_per_epoch=``, ``batch_size=``, ``device=``,
-``seed=``, ``lr=``); values are parsed as YAML scalars. Unknown keys, in the file or
-in an override, raise ``ConfigError`` listing the valid keys of that section.
-Library code takes these dataclasses (or plain arguments), never YAML.
+``_base_`` names a file whose settings this one starts from (chains allowed): mappings
+are merged key by key, anything else (lists included) is replaced. Command-line
+overrides are dotted keys (``optim.lr=1e-4``) or the short aliases of ``ALIASES``
+(``epochs=``, ``iters_per_epoch=``, ``batch_size=``, ``device=``, ``seed=``,
+``lr=``); values are parsed as YAML. Every value is validated here, once: unknown
+keys raise ``ConfigError`` listing the valid keys of their section (and the closest
+one), wrong types and out-of-range values name the dotted key. Library code takes
+these models (or plain arguments), never YAML.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
-import types
-import typing
+import copy
+import difflib
+import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails, PydanticCustomError
+
+from reid.jsonable import to_jsonable
 
 ALIASES: dict[str, str] = {
     "epochs": "train.epochs",
@@ -43,32 +56,96 @@ ALIASES: dict[str, str] = {
 }
 """Short override names that work for every method."""
 
+BASE_KEY = "_base_"
+"""Top-level key of a config file naming the file it starts from."""
+
 
 class ConfigError(ValueError):
     """A configuration value or key is invalid; the message names it and the valid choices."""
 
 
+# ----------------------------------------------------------------------------- base models
+
+
+class Section(BaseModel):
+    """A config section: unknown keys rejected, no silent type changes, finite numbers.
+
+    Types are strict (``"3"`` is not an integer, ``1`` is not ``true``) except that an
+    integer is a valid float; ``null`` for a whole section means its defaults.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid", strict=True, allow_inf_nan=False, validate_assignment=True
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        if data is None:
+            return {}
+        if isinstance(data, Mapping):
+            unknown = [str(k) for k in data if k not in cls.model_fields]
+            if unknown:
+                raise PydanticCustomError(
+                    "unknown_keys",
+                    "unknown keys {unknown}",
+                    {"unknown": unknown, "valid": list(cls.model_fields)},
+                )
+        return data
+
+
+class Params(Section):
+    """Settings handed inward once validated (method params, clustering): immutable."""
+
+    model_config = ConfigDict(frozen=True)
+
+
 # ----------------------------------------------------------------------------- sections
 
 
-@dataclass
-class ModelConfig:
-    """The encoder: a ``reid.models`` registry name and its keyword arguments."""
+class ModelConfig(Section):
+    """The encoder: a ``reid.models`` registry name and its keyword arguments.
+
+    ``kwargs`` is free-form here; ``build_model`` checks it against the encoder.
+    """
 
     name: str = "resnet50"
-    kwargs: dict[str, Any] = field(default_factory=dict)
+    kwargs: dict[str, Any] = {}
 
 
-@dataclass
-class MethodConfig:
-    """The training method (a key of ``trainer.methods.METHODS``) and its typed params."""
+class MethodConfig(Section):
+    """The training method (a key of ``trainer.methods.METHODS``) and its typed params.
+
+    In a file the section is flat, ``{name, **params}``; ``params`` is validated by
+    the method's own params model (``Method.params_cls``).
+    """
 
     name: str
-    params: Any = None
+    params: Params
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:  # replaces Section's: the keys depend on the name
+        from trainer.methods import METHODS
+
+        available = ", ".join(sorted(METHODS))
+        if not isinstance(data, Mapping) or not data.get("name"):
+            raise PydanticCustomError(
+                "method_name",
+                f"config section 'method' needs a name; available methods: {available}",
+            )
+        name, params = data["name"], {k: v for k, v in data.items() if k != "name"}
+        if not isinstance(name, str) or name not in METHODS:
+            raise PydanticCustomError(
+                "unknown_method", f"unknown method {name!r}; available methods: {available}"
+            )
+        params_cls = METHODS[name].params_cls
+        if isinstance(params.get("params"), params_cls) and len(params) == 1:
+            return {"name": name, "params": params["params"]}  # MethodConfig(name=, params=)
+        return {"name": name, "params": params_cls.model_validate(params)}
 
 
-@dataclass
-class TransformConfig:
+class TransformConfig(Section):
     """Training augmentation (see ``reid.data.transforms.build_train_transform``)."""
 
     flip: bool = True
@@ -77,17 +154,15 @@ class TransformConfig:
     color_jitter: float = 0.0
 
 
-@dataclass
-class DataConfig:
+class DataConfig(Section):
     """Data loading; ``spec`` is set from ``--data`` (``FORMAT:PATH``)."""
 
     spec: str | None = None
-    num_workers: int = 4
-    transforms: TransformConfig = field(default_factory=TransformConfig)
+    num_workers: int = Field(4, ge=0)
+    transforms: TransformConfig = TransformConfig()
 
 
-@dataclass
-class TrainConfig:
+class TrainConfig(Section):
     """The loop. ``batch_size`` is global (split over DDP processes): P x K images.
 
     ``iters_per_epoch``: optimiser steps per epoch (``null``: about one pass of the
@@ -97,12 +172,12 @@ class TrainConfig:
     DDP, BatchNorm statistics over the global batch instead of each process's share.
     """
 
-    epochs: int = 50
-    iters_per_epoch: int | None = 200
-    batch_size: int = 64
-    num_instances: int = 4
+    epochs: int = Field(50, ge=1)
+    iters_per_epoch: int | None = Field(200, ge=1)
+    batch_size: int = Field(64, ge=1)
+    num_instances: int = Field(4, ge=1)
     sampler: Literal["pk", "pk_camera"] = "pk"
-    grad_clip: float | None = None
+    grad_clip: float | None = Field(None, gt=0)
     amp: bool = True
     channels_last: bool = True
     device: str = "auto"
@@ -111,21 +186,35 @@ class TrainConfig:
     find_unused_parameters: bool = True
     sync_bn: bool = False
 
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, device: str) -> str:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+            raise ValueError(f"expected auto, cpu, cuda or cuda:N, got {device!r}")
+        return device
 
-@dataclass
-class OptimConfig:
+    @model_validator(mode="after")
+    def _whole_identities(self) -> TrainConfig:
+        if self.batch_size % self.num_instances:
+            raise ValueError(
+                f"batch_size ({self.batch_size}) must be a multiple of num_instances "
+                f"({self.num_instances}): a batch is P identities x K instances"
+            )
+        return self
+
+
+class OptimConfig(Section):
     """Optimiser; the backbone's learning rate is ``lr * backbone_lr_mult``."""
 
     name: Literal["adam", "adamw", "sgd"] = "adam"
-    lr: float = 3.5e-4
+    lr: float = Field(3.5e-4, gt=0)
     weight_decay: float = 5e-4
     momentum: float = 0.9
     nesterov: bool = False
     backbone_lr_mult: float = 1.0
 
 
-@dataclass
-class ScheduleConfig:
+class ScheduleConfig(Section):
     """Learning-rate schedule over epochs, with optional linear warm-up.
 
     ``step``: multiply by ``gamma`` at each epoch of ``milestones`` (0-based epoch
@@ -134,69 +223,53 @@ class ScheduleConfig:
     """
 
     name: Literal["step", "cosine", "constant"] = "step"
-    warmup_epochs: float = 0.0
-    warmup_factor: float = 0.01
-    milestones: list[int] = field(default_factory=lambda: [20])
+    warmup_epochs: float = Field(0.0, ge=0)
+    warmup_factor: float = Field(0.01, gt=0, le=1)
+    milestones: list[int] = [20]
     gamma: float = 0.1
     min_lr_factor: float = 0.0
 
+    @field_validator("milestones")
+    @classmethod
+    def _increasing(cls, milestones: list[int]) -> list[int]:
+        if sorted(milestones) != milestones:
+            raise ValueError(f"must be increasing, got {milestones}")
+        return milestones
 
-@dataclass
-class EvalConfig:
+
+class EvalConfig(Section):
     """Evaluation on query/gallery every ``every`` epochs (and after the last; 0 = never)."""
 
-    every: int = 5
+    every: int = Field(5, ge=0)
     rerank: bool = False
     metric: Literal["cosine", "euclidean", "sqeuclidean"] = "cosine"
-    batch_size: int = 128
+    batch_size: int = Field(128, ge=1)
 
 
-@dataclass
-class CheckpointConfig:
+class CheckpointConfig(Section):
     """``checkpoint_last.pt`` every epoch; ``checkpoint_epoch{N}.pt`` every ``every``
     epochs keeping the newest ``keep_last`` (``null`` keeps all, 0 writes none)."""
 
-    every: int = 10
-    keep_last: int | None = 2
+    every: int = Field(10, ge=0)
+    keep_last: int | None = Field(2, ge=0)
 
 
-@dataclass
-class TrainerConfig:
+class TrainerConfig(Section):
     """The whole resolved configuration of one training run."""
 
-    method: MethodConfig
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    method: MethodConfig = Field(None, validate_default=True)  # None: "needs a name"
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+    optim: OptimConfig = OptimConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    eval: EvalConfig = EvalConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
 
     def to_dict(self) -> dict[str, Any]:
         """Plain YAML/JSON-ready dict; ``method`` is flattened to ``{name, **params}``."""
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.name == "method":
-                params = dataclasses.asdict(value.params) if value.params is not None else {}
-                out["method"] = {"name": value.name, **params}
-            else:
-                out[f.name] = dataclasses.asdict(value)
-        return _plain(out)
-
-
-SECTIONS: dict[str, type] = {
-    "model": ModelConfig,
-    "data": DataConfig,
-    "train": TrainConfig,
-    "optim": OptimConfig,
-    "schedule": ScheduleConfig,
-    "eval": EvalConfig,
-    "checkpoint": CheckpointConfig,
-}
-FREE_FORM = {"model.kwargs"}
-"""Dict-valued fields whose keys are checked by their consumer (``build_model``)."""
+        method = {"name": self.method.name, **self.method.params.model_dump()}
+        return to_jsonable({"method": method, **self.model_dump(exclude={"method"})})
 
 
 # ----------------------------------------------------------------------------- loading
@@ -206,7 +279,7 @@ def load_config(
     path: str | Path | None, overrides: Sequence[str] = (), base: Mapping[str, Any] | None = None
 ) -> TrainerConfig:
     """Read a YAML file (or start from ``base``), apply ``key=value`` overrides, validate."""
-    raw: dict[str, Any] = _deep_copy(base) if base is not None else {}
+    raw: dict[str, Any] = copy.deepcopy(dict(base)) if base is not None else {}
     if path is not None:
         raw = read_yaml(path)
     for text in overrides:
@@ -215,20 +288,75 @@ def load_config(
     return config_from_dict(raw)
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    """A YAML mapping from ``path``; ``ConfigError`` when missing or malformed."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"config file {path} not found")
+def config_from_dict(raw: Mapping[str, Any]) -> TrainerConfig:
+    """Validate a plain dict (YAML file, saved ``config.yaml``) into a ``TrainerConfig``."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError("config must be a mapping of sections")
+    return validate(TrainerConfig, raw)
+
+
+def validate(model: type[Section], data: Any, section: str = "") -> Any:
+    """``model.model_validate(data)``; a ``ValidationError`` becomes one ``ConfigError``
+    whose lines name the dotted keys (prefixed by ``section``)."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError("\n".join(describe_errors(exc, section))) from None
+
+
+def save_config(config: TrainerConfig, path: str | Path) -> None:
+    """Write the resolved config as YAML (re-loadable with ``load_config``)."""
+    text = yaml.safe_dump(config.to_dict(), sort_keys=False, default_flow_style=None)
+    Path(path).write_text(text, encoding="utf-8")
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading ``1e-4`` as a number (YAML 1.2) instead of a string."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """The mapping in ``path`` merged over its ``_base_`` chain; ``ConfigError`` when a
+    file is missing or malformed, or the chain is a cycle."""
+    return _read_chain(Path(path).expanduser(), ())
+
+
+def _read_chain(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    """``path`` merged over its bases; ``chain``: the files that led here, top first."""
+    where = f" (the {BASE_KEY} of {chain[-1]})" if chain else ""
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found{where}")
+    if path.resolve() in {p.resolve() for p in chain}:
+        raise ConfigError(f"{BASE_KEY} cycle: {' -> '.join(map(str, (*chain, path)))}")
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot parse config file {path}: {exc}") from None
+        raise ConfigError(f"cannot parse config file {path}{where}: {exc}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of sections, got a list/scalar")
-    return data
+    base = data.pop(BASE_KEY, None)
+    if base is None:
+        return data
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{path}: {BASE_KEY} must be a file name (relative to its folder)")
+    return deep_merge(_read_chain(path.parent / Path(base).expanduser(), (*chain, path)), data)
+
+
+def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``update`` on top: mappings merged recursively, other values replaced."""
+    merged = dict(base)
+    for key, value in update.items():
+        both = isinstance(value, Mapping) and isinstance(merged.get(key), Mapping)
+        merged[key] = deep_merge(merged[key], value) if both else value
+    return merged
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -242,7 +370,7 @@ def parse_override(text: str) -> tuple[str, Any]:
         )
     key = ALIASES.get(key, key)
     try:
-        value = yaml.safe_load(value_text) if value_text.strip() else None
+        value = yaml.load(value_text, Loader=_Loader) if value_text.strip() else None
     except yaml.YAMLError:
         value = value_text
     return key, value
@@ -263,213 +391,68 @@ def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def config_from_dict(raw: Mapping[str, Any]) -> TrainerConfig:
-    """Validate a plain dict (YAML file, saved ``config.yaml``) into a ``TrainerConfig``."""
-    if not isinstance(raw, Mapping):
-        raise ConfigError("config must be a mapping of sections")
-    valid = ["method", *SECTIONS]
-    unknown = [k for k in raw if k not in valid]
-    if unknown:
-        raise ConfigError(
-            f"unknown config section(s) {', '.join(map(repr, unknown))}; "
-            f"valid sections: {', '.join(valid)}"
-        )
-    sections = {
-        name: dataclass_from_dict(cls, raw.get(name) or {}, name) for name, cls in SECTIONS.items()
-    }
-    method = method_config_from_dict(raw.get("method"))
-    config = TrainerConfig(method=method, **sections)
-    check_config(config)
-    return config
+# ----------------------------------------------------------------------------- messages
+
+_EXPECTED = {
+    "int_type": "an integer",
+    "float_type": "a number",
+    "finite_number": "a finite number",
+    "bool_type": "true or false",
+    "string_type": "a string",
+    "list_type": "a list",
+    "dict_type": "a mapping",
+    "model_type": "a mapping of keys",
+    "none_required": "null",
+}
+_BOUNDS = {
+    "greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<=",
+}  # fmt: skip
+_UNION_TAGS = {"bool", "int", "float", "str", "none", "list", "dict"}
 
 
-def method_config_from_dict(raw: Any) -> MethodConfig:
-    """``{name, **params}`` -> ``MethodConfig`` with the method's typed params."""
-    from trainer.methods import METHODS
-
-    if not isinstance(raw, Mapping) or not raw.get("name"):
-        raise ConfigError(
-            f"config section 'method' needs a name; available methods: {', '.join(METHODS)}"
-        )
-    params = dict(raw)
-    name = str(params.pop("name"))
-    if name not in METHODS:
-        raise ConfigError(f"unknown method {name!r}; available methods: {', '.join(METHODS)}")
-    return MethodConfig(name, dataclass_from_dict(METHODS[name].params_cls, params, "method"))
-
-
-def check_config(config: TrainerConfig) -> None:
-    """Range checks that need more than one field; ``ConfigError`` on the first problem."""
-    t = config.train
-    _positive("train.epochs", t.epochs)
-    _positive("train.batch_size", t.batch_size)
-    _positive("train.num_instances", t.num_instances)
-    if t.iters_per_epoch is not None:
-        _positive("train.iters_per_epoch", t.iters_per_epoch)
-    if t.batch_size % t.num_instances:
-        raise ConfigError(
-            f"train.batch_size ({t.batch_size}) must be a multiple of train.num_instances "
-            f"({t.num_instances}): a batch is P identities x K instances"
-        )
-    if t.grad_clip is not None and t.grad_clip <= 0:
-        raise ConfigError(f"train.grad_clip must be > 0 or null, got {t.grad_clip}")
-    if config.data.num_workers < 0:
-        raise ConfigError(f"data.num_workers must be >= 0, got {config.data.num_workers}")
-    if config.optim.lr <= 0:
-        raise ConfigError(f"optim.lr must be > 0, got {config.optim.lr}")
-    s = config.schedule
-    if s.warmup_epochs < 0 or not 0 < s.warmup_factor <= 1:
-        raise ConfigError("schedule.warmup_epochs must be >= 0 and warmup_factor in (0, 1]")
-    if sorted(s.milestones) != list(s.milestones):
-        raise ConfigError(f"schedule.milestones must be increasing, got {s.milestones}")
-    if config.eval.every < 0 or config.checkpoint.every < 0:
-        raise ConfigError("eval.every and checkpoint.every must be >= 0 (0 = never)")
-    _positive("eval.batch_size", config.eval.batch_size)
-    if config.checkpoint.keep_last is not None and config.checkpoint.keep_last < 0:
-        raise ConfigError("checkpoint.keep_last must be >= 0 or null (keep all)")
+def describe_errors(exc: ValidationError, section: str = "") -> list[str]:
+    """One line per invalid key of a pydantic ``ValidationError``, naming the dotted key."""
+    by_key: dict[str, list[ErrorDetails]] = {}
+    for error in exc.errors():
+        parts = [section] if section else []
+        for part in error["loc"]:
+            if isinstance(part, int) and parts:  # a list index: "schedule.milestones[1]"
+                parts[-1] += f"[{part}]"
+            elif part.isidentifier() and part not in _UNION_TAGS:  # not a union member's tag
+                parts.append(part)
+        by_key.setdefault(".".join(parts), []).append(error)
+    return [_describe(key, errors) for key, errors in by_key.items()]
 
 
-def save_config(config: TrainerConfig, path: str | Path) -> None:
-    """Write the resolved config as YAML (re-loadable with ``load_config``)."""
-    text = yaml.safe_dump(config.to_dict(), sort_keys=False, default_flow_style=None)
-    Path(path).write_text(text, encoding="utf-8")
+def _describe(key: str, errors: list[ErrorDetails]) -> str:
+    error = errors[0]
+    kind, ctx, value = error["type"], error.get("ctx") or {}, error.get("input")
+    if kind == "unknown_keys":
+        return _unknown_keys(key, ctx["unknown"], ctx["valid"])
+    if kind in ("method_name", "unknown_method"):
+        return error["msg"]
+    if kind in _BOUNDS:
+        return f"{key} must be {_BOUNDS[kind]} {next(iter(ctx.values())):g}, got {value!r}"
+    if kind == "value_error":
+        return f"{key}: {ctx['error']}"
+    if kind == "missing":
+        return f"{key} is required"
+    expected = [_EXPECTED.get(e["type"]) or (e.get("ctx") or {}).get("expected") for e in errors]
+    if all(expected):  # type mismatches (several when the key accepts a union of types)
+        return f"{key}: expected {' or '.join(expected)}, got {value!r}"
+    return f"{key}: {error['msg']}"
 
 
-# ----------------------------------------------------------------------------- dataclasses
+def _unknown_keys(section: str, unknown: list[str], valid: list[str]) -> str:
+    def dotted(k: str) -> str:
+        return f"{section}.{k}" if section else repr(k)
 
-
-def dataclass_from_dict(cls: type, data: Any, section: str) -> Any:
-    """Build dataclass ``cls`` from a mapping, checking keys and coercing value types.
-
-    Unknown keys raise ``ConfigError`` naming the section and listing its valid keys;
-    nested dataclass fields are built recursively (``section.field``).
-    """
-    if data is None:
-        data = {}
-    if not isinstance(data, Mapping):
-        raise ConfigError(
-            f"config section {section!r} must be a mapping, got {type(data).__name__}"
-        )
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = [k for k in data if k not in fields]
-    if unknown:
-        raise ConfigError(
-            f"unknown key(s) {', '.join(f'{section}.{k}' for k in unknown)}; "
-            f"valid keys in {section!r}: {', '.join(fields)}"
-        )
-    hints = typing.get_type_hints(cls)
-    values = {}
-    for name, value in data.items():
-        key = f"{section}.{name}"
-        values[name] = value if key in FREE_FORM else _coerce(value, hints[name], key)
-    try:
-        return cls(**values)
-    except TypeError as exc:  # a required field without default is missing
-        raise ConfigError(f"config section {section!r}: {exc}") from None
-    except ValueError as exc:  # a __post_init__ check of the dataclass
-        raise ConfigError(f"config section {section!r}: {exc}") from None
-
-
-def _coerce(value: Any, hint: Any, key: str) -> Any:
-    """Check ``value`` against type ``hint``; accept ints for floats and '1e-4' strings."""
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if hint is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        # Literals and bools before numbers: "auto" stays a string, True stays a bool.
-        for arg in sorted((a for a in args if a is not type(None)), key=_union_order):
-            try:
-                return _coerce(value, arg, key)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        if len(errors) == 1:
-            raise ConfigError(errors[0])
-        raise ConfigError(f"{key}: invalid value {value!r} (expected {_describe(hint)})")
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, args))}")
-        return value
-    if dataclasses.is_dataclass(hint):
-        return dataclass_from_dict(hint, value, key)
-    if origin in (list, tuple, Sequence):
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        inner = args[0] if args else Any
-        items = [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
-    if origin in (dict, Mapping):
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return dict(value)
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if hint is float:
-        return _to_float(value, key)
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return value
-    return value
-
-
-def _describe(hint: Any) -> str:
-    """``int | None`` -> ``"int or null"``; Literals list their values."""
-    if typing.get_origin(hint) is Literal:
-        return " or ".join(map(repr, typing.get_args(hint)))
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        return " or ".join(_describe(a) for a in typing.get_args(hint))
-    if hint is type(None):
-        return "null"
-    return getattr(hint, "__name__", str(hint))
-
-
-def _union_order(arg: Any) -> int:
-    if typing.get_origin(arg) is Literal:
-        return 0
-    return {bool: 1, int: 2, float: 3}.get(arg, 4)
-
-
-def _to_float(value: Any, key: str) -> float:
-    if isinstance(value, bool):
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
-        try:
-            number = float(value)
-        except ValueError:
-            pass
-        else:
-            if math.isfinite(number):
-                return number
-    raise ConfigError(f"{key}: expected a number, got {value!r}")
-
-
-def _positive(key: str, value: int) -> None:
-    if value < 1:
-        raise ConfigError(f"{key} must be >= 1, got {value}")
-
-
-def _plain(value: Any) -> Any:
-    """Tuples -> lists, Paths -> str, recursively (YAML-safe)."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def _deep_copy(data: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: _deep_copy(v) if isinstance(v, Mapping) else v for k, v in data.items()}
+    where = f"valid keys in {section!r}" if section else "valid sections"
+    what = "key(s)" if section else "config section(s)"
+    text = f"unknown {what} {', '.join(map(dotted, unknown))}; {where}: {', '.join(valid)}"
+    guesses = [
+        f"{dotted(match[0])} (for {dotted(k)})" if len(unknown) > 1 else dotted(match[0])
+        for k in unknown
+        if (match := difflib.get_close_matches(k, valid, n=1, cutoff=0.5))
+    ]
+    return text + (f"; did you mean {', '.join(guesses)}?" if guesses else "")

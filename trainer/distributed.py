@@ -9,7 +9,7 @@ How the loop shares work (see ``trainer.engine``):
 
 * train-set / query / gallery features: each rank embeds a contiguous shard of the
   records and :func:`all_gather_rows` reassembles the full matrix on every rank;
-* clustering: :func:`run_once` computes on rank 0 and broadcasts the array;
+* clustering: :func:`run_once` computes on rank 0 and broadcasts the result;
 * batches: the P x K sampler gives each rank a disjoint share (``rank``,
   ``world_size``);
 * checkpoints, logs and metrics are written by rank 0 only.
@@ -21,10 +21,12 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TypeVar
 
-import numpy as np
 import torch
 import torch.distributed as dist
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -109,8 +111,8 @@ def broadcast_object(obj: object, src: int = 0) -> object:
     return box[0]
 
 
-def run_once(compute: Callable[[], np.ndarray]) -> np.ndarray:
-    """Run ``compute`` on rank 0 only and give its array to every rank.
+def run_once(compute: Callable[[], T]) -> T:
+    """Run ``compute`` on rank 0 only and give its (picklable) result to every rank.
 
     This is ``EpochContext.run_once`` under DDP; an exception on rank 0 is sent to
     the other ranks and raised everywhere, so no rank hangs.
@@ -120,7 +122,7 @@ def run_once(compute: Callable[[], np.ndarray]) -> np.ndarray:
     result: object = None
     if dist.get_rank() == 0:
         try:
-            result = np.asarray(compute())
+            result = compute()
         except Exception as exc:
             result = exc
     result = broadcast_object(result)

@@ -1,4 +1,4 @@
-"""The one training loop every method runs (ARCHITECTURE.md, "One loop, many methods").
+"""The one training loop every method runs (docs/ARCHITECTURE.md, "One loop, many methods").
 
 Per epoch::
 
@@ -15,10 +15,11 @@ Per epoch::
 Robustness rules: a plan with no labelled sample (clustering found nothing) keeps
 the previous epoch's labels and restores the method state saved before
 ``prepare_epoch`` (so memories match those labels), or skips the epoch's training
-when there are none yet; too few clusters for P identities per batch lowers P for
-that epoch with a warning. Randomness is reseeded from ``(seed, epoch, rank)`` at
-the start of every epoch and sampling/augmentation are keyed by ``(seed, epoch)``,
-so a resumed run continues exactly like an uninterrupted one.
+when there are none yet, with one ``NoLabelsWarning`` either way; too few clusters
+for P identities per batch lowers P for that epoch with a warning. Randomness is
+reseeded from ``(seed, epoch, rank)`` at the start of every epoch and
+sampling/augmentation are keyed by ``(seed, epoch)``, so a resumed run continues
+exactly like an uninterrupted one.
 
 DDP: the method (which owns the encoder and its extra parameters) is wrapped in
 ``DistributedDataParallel`` through :class:`StepModule`, whose ``forward`` is
@@ -48,6 +49,8 @@ from reid.data.samplers import PKCameraSampler, PKSampler
 from reid.data.torch_dataset import ImageDataset, KeyedSampler
 from reid.data.transforms import build_train_transform
 from reid.models import build_model, load_encoder_state
+from reid.runtimes import RuntimeUnavailableError
+from reid.runtimes import resolve_device as resolve_device_kind
 from trainer import distributed
 from trainer.checkpoint import (
     build_checkpoint,
@@ -112,16 +115,19 @@ class StepModule(nn.Module):
 
 
 def resolve_device(name: str, dist: DistInfo) -> torch.device:
-    """``auto`` -> CUDA when available else CPU; under DDP each process takes GPU ``LOCAL_RANK``."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise TrainerError(f"device {name!r} requested but CUDA is not available (use cpu)")
-        if dist.enabled:
-            device = torch.device("cuda", dist.local_rank)
-    return device
+    """``auto`` / ``cpu`` / ``cuda`` as ``reid.runtimes.resolve_device`` (``auto``: CUDA
+    when available), ``cuda:N`` keeps its index; under DDP each process takes GPU
+    ``LOCAL_RANK``."""
+    kind, _, index = name.partition(":")
+    try:
+        resolved = resolve_device_kind(kind)
+    except (ValueError, RuntimeUnavailableError) as exc:
+        raise TrainerError(str(exc)) from None
+    if resolved != "cuda":
+        return torch.device(resolved)
+    if dist.enabled:
+        return torch.device("cuda", dist.local_rank)
+    return torch.device("cuda", int(index) if index.isdigit() else None)
 
 
 def seed_everything(seed: int, *extra: int) -> None:
@@ -303,19 +309,26 @@ class Trainer:
         labels = labels.astype(np.int64)
         self.epoch_record.update({k: float(v) for k, v in plan.stats.items()})
         if not (labels >= 0).any():
-            labels = self._no_labels(epoch, snapshot)
+            labels = self._no_labels(epoch, snapshot, plan.stats)
             if labels is None:
                 return None
         self.epoch_record["labelled_ratio"] = float((labels >= 0).mean())
         self.state.last_labels = labels
         return labels
 
-    def _no_labels(self, epoch: int, snapshot: dict[str, Any]) -> np.ndarray | None:
+    def _no_labels(
+        self, epoch: int, snapshot: dict[str, Any], stats: dict[str, float]
+    ) -> np.ndarray | None:
+        facts = ", ".join(f"{k} {v:g}" for k, v in stats.items())
+        what = (
+            f"epoch {epoch + 1}: {self.method.name} gave no labelled sample "
+            f"({facts + '; ' if facts else ''}clustering found no cluster? a larger "
+            "method.eps or smaller method.min_samples gives clusters)"
+        )
         previous = self.state.last_labels
         if previous is not None and (previous >= 0).any():
             warnings.warn(
-                f"epoch {epoch + 1}: {self.method.name} gave no labelled sample (clustering "
-                "found no cluster?); keeping the previous epoch's labels and method state",
+                f"{what}; keeping the previous epoch's labels and method state",
                 NoLabelsWarning,
                 stacklevel=3,
             )
@@ -323,8 +336,7 @@ class Trainer:
             self.epoch_record["kept_previous_labels"] = 1.0
             return previous
         warnings.warn(
-            f"epoch {epoch + 1}: {self.method.name} gave no labelled sample (clustering found "
-            "no cluster?) and there are no previous labels: skipping this epoch's training",
+            f"{what} and there are no previous labels: skipping this epoch's training",
             NoLabelsWarning,
             stacklevel=3,
         )

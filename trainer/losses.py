@@ -3,13 +3,19 @@
 * :func:`cross_entropy_label_smooth` and :func:`batch_hard_triplet`: the supervised
   identity losses (Szegedy et al. label smoothing; Hermans et al. batch-hard triplet).
 * :func:`info_nce_over_memory`: cross-entropy of ``feature . memory^T / T`` (cluster
-  contrast, Dai et al.; seed 002 eq. (4)/(5)).
-* :func:`balance_loss`: seed 002's balanced-L1 loss (eq. (14)) between the mean and
+  contrast, Dai et al.; AFF_SCL eq. (4)/(5)).
+* :func:`balance_loss`: AFF_SCL's balanced-L1 loss (eq. (14)) between the mean and
   hard memory slots of each sample's cluster.
 * :func:`jsd_mutual_information`: the Jensen-Shannon lower bound of mutual
-  information (f-GAN / Deep InfoMax; seed 000 eq. (8)).
+  information (f-GAN / Deep InfoMax; FRIFM + ADL eq. (8)).
 * :class:`GradientReversal` / :func:`grad_reverse`: identity forward, ``-coeff * grad``
-  backward (Ganin & Lempitsky), for the adversarial disentangling of seed 000.
+  backward (Ganin & Lempitsky), for the adversarial disentangling of FRIFM + ADL.
+
+AFF_SCL: Wu, Yang and Wang, "Unsupervised Person Re-Identification with
+Attention-Guided Fine-Grained Features and Symmetric Contrast Learning" (Sensors
+2022). FRIFM + ADL: Chen Yuanmei, Wang Fengsui and Wang Luyao, "Unsupervised person
+re-identification of adversarial disentangling learning guided by refined features".
+Equation numbers are those papers'.
 """
 
 from __future__ import annotations
@@ -132,7 +138,7 @@ def balance_loss(
     gamma: float = 1.5,
     scale: float = 0.25,
 ) -> Tensor:
-    """Seed 002's balance loss ``L_b`` (eq. (14)) between the mean and hard memory slots.
+    """AFF_SCL's balance loss ``L_b`` (eq. (14)) between the mean and hard memory slots.
 
     Eq. (14) is ``L_b(x) = L_b(c - q_hard) = 1/4 * balanced_l1(x)`` (Libra R-CNN,
     ``alpha = 0.9``, ``gamma = alpha * ln(b + 1) = 1.5``, ``beta = 1``). Both memories

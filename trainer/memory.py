@@ -8,11 +8,15 @@ size (the buffer takes the saved shape), so a resumed run restores them exactly.
 * :class:`ClusterMemory`: the cluster-contrast memory. Initialised from the
   normalised cluster means; per step, each cluster present in the batch moves
   towards the mean of its batch features:
-  ``c <- normalise(m * c + (1 - m) * mean_batch(c))`` (seed 002 eq. (10)).
-* :class:`HardSampleMemory`: seed 002's hard-sample memory. Per step and per
+  ``c <- normalise(m * c + (1 - m) * mean_batch(c))`` (AFF_SCL eq. (10)).
+* :class:`HardSampleMemory`: the hard-sample memory of AFF_SCL. Per step and per
   cluster ``i`` in the batch, the hard sample is the batch instance least similar
   to the cluster centre ``c_i`` (eq. (12), dot product), and
   ``h_i <- normalise(m * h_i + (1 - m) * hard_i)`` (eq. (13)).
+
+AFF_SCL: Wu, Yang and Wang, "Unsupervised Person Re-Identification with
+Attention-Guided Fine-Grained Features and Symmetric Contrast Learning" (Sensors
+2022); equation numbers are that paper's.
 """
 
 from __future__ import annotations
@@ -101,7 +105,7 @@ class _SlotMemory(nn.Module):
 
 
 class ClusterMemory(_SlotMemory):
-    """Mean-feature memory (cluster contrast; seed 002 eqs. (9)-(10))."""
+    """Mean-feature memory (cluster contrast; AFF_SCL eqs. (9)-(10))."""
 
     @torch.no_grad()
     def init_from(self, features: Tensor, labels: Tensor, num_clusters: int) -> None:
@@ -123,13 +127,13 @@ class ClusterMemory(_SlotMemory):
 
 
 class HardSampleMemory(_SlotMemory):
-    """Hard-sample memory (seed 002 eqs. (11)-(13))."""
+    """Hard-sample memory (AFF_SCL eqs. (11)-(13))."""
 
     @torch.no_grad()
     def init_from(self, features: Tensor, labels: Tensor, num_clusters: int) -> None:
         """Slots = normalised cluster means, as in HHCL; they turn hard after one step.
 
-        Seed 002 does not say how the slots start; the cluster mean is the safe
+        The AFF_SCL paper does not say how the slots start; the cluster mean is the safe
         choice (the hardest member of a noisy cluster is often a wrong member).
         """
         self.reset(cluster_means(features.to(self.features.device), labels, num_clusters))

@@ -1,60 +1,37 @@
 """What every clustering-based method shares: pseudo-labels each epoch, memory init.
 
 ``ClusteredMethod.prepare_epoch`` clusters the epoch's train features once (under
-DDP through ``context.run_once``: rank 0 computes, every rank gets the labels),
+DDP through ``context.run_once``: rank 0 computes, every rank gets the result),
 keeps the labels in a buffer (so checkpoints carry them) and lets the subclass
 initialise its memories from the same features. An epoch where DBSCAN finds no
-cluster keeps the previous epoch's labels (memories re-initialised from the new
-features) with a warning; with no previous labels it returns an all ``-1`` plan,
-which the loop reports and skips.
+cluster gives an all ``-1`` plan with its statistics; the loop then keeps the
+previous epoch's labels and method state, or skips the epoch (``trainer.engine``).
 """
 
 from __future__ import annotations
 
-import warnings
-from dataclasses import dataclass
-from typing import Any
-
-import numpy as np
 import torch
 import torch.distributed as dist
+from pydantic import Field
 from torch import Tensor, nn
 
-from trainer.clustering import ClusteringParams, cluster_pseudo_labels
+from trainer.clustering import ClusteringParams, ClusterResult, cluster_pseudo_labels
 from trainer.methods.base import EpochContext, EpochPlan, Method, TrainInfo
 
-__all__ = ["ClusterParams", "ClusteredMethod", "NoClustersWarning", "gather_batch"]
+__all__ = ["ClusterParams", "ClusteredMethod", "gather_batch"]
 
 
-class NoClustersWarning(RuntimeWarning):
-    """DBSCAN found no cluster this epoch (every train image is an outlier)."""
-
-
-@dataclass
-class ClusterParams:
+class ClusterParams(ClusteringParams):
     """Clustering and cluster-memory settings common to the clustering methods.
 
-    ``eps``/``min_samples``/``k1``/``k2``: DBSCAN on the k-reciprocal Jaccard distance;
-    ``temperature``: InfoNCE temperature; ``momentum``: memory update
-    ``m * old + (1 - m) * new`` (cluster-contrast uses 0.1 to 0.2).
+    ``eps``/``min_samples``/``k1``/``k2``: DBSCAN on the k-reciprocal Jaccard distance
+    (``trainer.clustering.ClusteringParams``); ``temperature``: InfoNCE temperature;
+    ``momentum``: memory update ``m * old + (1 - m) * new`` (cluster-contrast uses
+    0.1 to 0.2).
     """
 
-    eps: float = 0.6
-    min_samples: int = 4
-    k1: int = 30
-    k2: int = 6
-    temperature: float = 0.05
-    momentum: float = 0.1
-
-    def __post_init__(self) -> None:
-        self.clustering()  # validates
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        if not 0.0 <= self.momentum <= 1.0:
-            raise ValueError(f"momentum must be in [0, 1], got {self.momentum}")
-
-    def clustering(self) -> ClusteringParams:
-        return ClusteringParams(self.eps, self.min_samples, self.k1, self.k2)
+    temperature: float = Field(0.05, gt=0)
+    momentum: float = Field(0.1, ge=0, le=1)
 
 
 def gather_batch(features: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
@@ -81,7 +58,7 @@ class ClusteredMethod(Method):
 
     needs_features = True
 
-    def __init__(self, encoder: nn.Module, params: Any, info: TrainInfo) -> None:
+    def __init__(self, encoder: nn.Module, params: ClusterParams, info: TrainInfo) -> None:
         super().__init__(encoder, params, info)
         self.register_buffer("pseudo_labels", torch.full((info.num_train,), -1, dtype=torch.long))
 
@@ -94,45 +71,15 @@ class ClusteredMethod(Method):
         if context.features is None:
             raise ValueError(f"{self.name} needs the train-set features in the EpochContext")
         features = context.features
-        params = self.params.clustering()
 
-        def compute() -> np.ndarray:
-            return cluster_pseudo_labels(
-                features, params.eps, params.min_samples, params.k1, params.k2
-            ).labels
+        def compute() -> ClusterResult:
+            return cluster_pseudo_labels(features, self.params)
 
-        labels = np.asarray(context.run_once(compute), dtype=np.int64)
-        if len(labels) != len(features):
-            raise ValueError(f"{len(labels)} labels for {len(features)} features")
-        stats = {"num_clusters": float(labels.max(initial=-1) + 1)}
-        stats["outlier_ratio"] = float((labels < 0).mean()) if len(labels) else 0.0
-        if stats["num_clusters"] == 0:
-            labels = self._no_clusters(context.epoch)
-            stats["kept_previous_labels"] = float(bool((labels >= 0).any()))
-        num_clusters = int(labels.max(initial=-1) + 1)
-        self.pseudo_labels.copy_(torch.from_numpy(labels))
+        result: ClusterResult = context.run_once(compute)
+        self.pseudo_labels.copy_(torch.from_numpy(result.labels))
         memory_feats = features.to(self.pseudo_labels.device, torch.float32)
-        self.init_memories(memory_feats, self.pseudo_labels, num_clusters)
-        return EpochPlan(labels=labels, stats=stats)
-
-    def _no_clusters(self, epoch: int) -> np.ndarray:
-        previous = self.pseudo_labels.cpu().numpy().copy()
-        if (previous >= 0).any():
-            warnings.warn(
-                f"epoch {epoch}: clustering found no cluster (all outliers; eps "
-                f"{self.params.eps} too small?); keeping the previous pseudo-labels",
-                NoClustersWarning,
-                stacklevel=3,
-            )
-        else:
-            warnings.warn(
-                f"epoch {epoch}: clustering found no cluster (all outliers; eps "
-                f"{self.params.eps} too small?) and there are no previous labels: "
-                "nothing to train on this epoch",
-                NoClustersWarning,
-                stacklevel=3,
-            )
-        return previous
+        self.init_memories(memory_feats, self.pseudo_labels, result.num_clusters)
+        return EpochPlan(labels=result.labels, stats=result.stats())
 
     @staticmethod
     def target(batch: dict[str, dict[str, Tensor]]) -> tuple[Tensor, Tensor]:

@@ -1,4 +1,8 @@
-"""``aff_scl``: symmetric contrast learning on the AFF encoder (seed 002, AFF_SCL).
+"""``aff_scl``: symmetric contrast learning on the AFF encoder (AFF_SCL).
+
+From Wu, Yang and Wang, "Unsupervised Person Re-Identification with Attention-Guided
+Fine-Grained Features and Symmetric Contrast Learning" (Sensors 2022); equation
+numbers below are that paper's.
 
 Two memories per pseudo-identity (``trainer.memory``):
 
@@ -22,23 +26,20 @@ The encoder is whatever the config's ``model.name`` builds; the paper's is
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal
 
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
 from trainer.losses import balance_loss, info_nce_over_memory
 from trainer.memory import ClusterMemory, HardSampleMemory
 from trainer.methods._clustered import ClusteredMethod, ClusterParams, gather_batch
-from trainer.methods.base import StepOutput, TrainInfo
+from trainer.methods.base import StepOutput, TrainInfo, register_method
 
 __all__ = ["AffScl", "AffSclParams"]
 
-MEMORY_MODES = ("mean", "hard", "both")
 
-
-@dataclass
 class AffSclParams(ClusterParams):
     """AFF_SCL settings (defaults: the paper's; its Market eps is 0.65, Duke 0.7).
 
@@ -47,24 +48,16 @@ class AffSclParams(ClusterParams):
     ``L_b`` (1 in the paper); ``balance_alpha``/``balance_gamma``: eq. (14).
     """
 
-    eps: float = 0.65
+    eps: float = Field(0.65, gt=0, le=1)
     memories: Literal["mean", "hard", "both"] = "both"
-    w_hard: float = 0.75
-    w_mean: float = 0.25
-    balance_weight: float = 1.0
-    balance_alpha: float = 0.9
-    balance_gamma: float = 1.5
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.memories not in MEMORY_MODES:
-            raise ValueError(f"memories must be one of {MEMORY_MODES}, got {self.memories!r}")
-        if min(self.w_hard, self.w_mean, self.balance_weight) < 0:
-            raise ValueError("loss weights must be >= 0")
-        if self.balance_alpha <= 0 or self.balance_gamma <= 0:
-            raise ValueError("balance_alpha and balance_gamma must be > 0")
+    w_hard: float = Field(0.75, ge=0)
+    w_mean: float = Field(0.25, ge=0)
+    balance_weight: float = Field(1.0, ge=0)
+    balance_alpha: float = Field(0.9, gt=0)
+    balance_gamma: float = Field(1.5, gt=0)
 
 
+@register_method
 class AffScl(ClusteredMethod):
     """Symmetric contrast learning: mean memory + hard-sample memory + balance loss."""
 

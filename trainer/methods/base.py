@@ -29,6 +29,8 @@ What the loop guarantees and expects (``trainer.engine``; additions to the above
   one result; ``after_step`` gets this rank's batch, so a method that updates
   memories gathers the batch itself (``_clustered.gather_batch``) to keep them
   identical. DDP does not broadcast buffers.
+* An epoch without labels (every label ``-1``, e.g. clustering found no cluster) is
+  the loop's to handle, not the method's: it warns once (``NoLabelsWarning``).
 * State lives in the module's ``state_dict`` (buffers, or ``get_extra_state``
   holding tensors and plain containers): checkpoints save it, ``--resume`` restores
   it, and when a plan has no labelled sample the loop restores the state it had
@@ -41,16 +43,37 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch
 from torch import nn
 
 from reid.data.base import ImageRecord
+from trainer.config import Params
+
+T = TypeVar("T")
+M = TypeVar("M", bound="type[Method]")
+
+METHODS: dict[str, type[Method]] = {}
+"""Registered methods by name (filled by :func:`register_method`)."""
 
 
-def run_here(compute: Callable[[], np.ndarray]) -> np.ndarray:
+def register_method(cls: M) -> M:
+    """Class decorator: register a ``Method`` subclass in ``METHODS`` under ``cls.name``."""
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"{cls.__name__} needs a class attribute name = '...'")
+    params_cls = getattr(cls, "params_cls", None)
+    if not (isinstance(params_cls, type) and issubclass(params_cls, Params)):
+        raise TypeError(f"{cls.__name__}.params_cls must be a trainer.config.Params model")
+    if METHODS.get(name, cls) is not cls:
+        raise ValueError(f"method name {name!r} is taken by {METHODS[name].__qualname__}")
+    METHODS[name] = cls
+    return cls
+
+
+def run_here(compute: Callable[[], T]) -> T:
     """Single-process ``EpochContext.run_once``: just compute."""
     return compute()
 
@@ -80,9 +103,9 @@ class EpochContext:
     features: torch.Tensor | None
     """L2-normalised train-set embeddings ``[N, D]`` (on the training device) from
     the encoder in eval mode, when ``method.needs_features``; identical on every rank."""
-    run_once: Callable[[Callable[[], np.ndarray]], np.ndarray] = run_here
+    run_once: Callable[[Callable[[], Any]], Any] = run_here
     """Run an expensive deterministic computation (clustering) once and share its
-    array result with every process; under DDP rank 0 computes and broadcasts."""
+    (picklable) result with every process; under DDP rank 0 computes and broadcasts."""
 
 
 @dataclass
@@ -107,20 +130,21 @@ class StepOutput:
 
 
 class Method(nn.Module):
-    """Base class of training methods; subclasses register in ``trainer.methods``.
+    """Base class of training methods; a method is registered with ``@register_method``.
 
-    Each method has a typed parameter dataclass (``params_cls``); only the CLI
-    reads YAML and turns the ``method:`` section into it (unknown keys rejected).
+    Each method has a typed parameter model (``params_cls``, a ``trainer.config.Params``
+    defined in the method's file); ``trainer.config`` validates the ``method:`` section
+    of a config into it, once (unknown keys, types and ranges).
     """
 
     name: ClassVar[str]
-    params_cls: ClassVar[type[Any]]
+    params_cls: ClassVar[type[Params]]
     needs_features: ClassVar[bool] = True
     """Whether ``prepare_epoch`` needs the train-set features (clustering methods)."""
     needs_labels: ClassVar[bool] = False
     """Whether the method trains on true identity labels (supervised)."""
 
-    def __init__(self, encoder: nn.Module, params: Any, info: TrainInfo) -> None:
+    def __init__(self, encoder: nn.Module, params: Params, info: TrainInfo) -> None:
         super().__init__()
         self.encoder = encoder
         self.params = params

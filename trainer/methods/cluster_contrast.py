@@ -9,24 +9,22 @@ cluster's slot moves to its batch mean with momentum (explicit, in ``after_step`
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor, nn
 
 from trainer.losses import info_nce_over_memory
 from trainer.memory import ClusterMemory
 from trainer.methods._clustered import ClusteredMethod, ClusterParams, gather_batch
-from trainer.methods.base import StepOutput, TrainInfo
+from trainer.methods.base import StepOutput, TrainInfo, register_method
 
 __all__ = ["ClusterContrast", "ClusterContrastParams"]
 
 
-@dataclass
 class ClusterContrastParams(ClusterParams):
     """Cluster-contrast settings: only the shared clustering / memory ones."""
 
 
+@register_method
 class ClusterContrast(ClusteredMethod):
     """InfoNCE against a momentum-updated cluster-centroid memory."""
 

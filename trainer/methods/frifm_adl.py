@@ -1,4 +1,8 @@
-"""``frifm_adl``: adversarial disentangling of identity and camera (seed 000, FRIFM + ADL).
+"""``frifm_adl``: adversarial disentangling of identity and camera (FRIFM + ADL).
+
+From Chen Yuanmei, Wang Fengsui and Wang Luyao, "Unsupervised person
+re-identification of adversarial disentangling learning guided by refined
+features"; equation numbers below are that paper's.
 
 On the cluster-contrast base (DBSCAN pseudo-labels, cluster memory, InfoNCE,
 ``ClusteredMethod``), with two switches:
@@ -14,7 +18,7 @@ On the cluster-contrast base (DBSCAN pseudo-labels, cluster memory, InfoNCE,
     default it reads a detached map (``camera_detach``), so camera supervision
     never teaches the encoder camera cues;
   - a *statistics network* ``T(z_id, z_c)`` (an MLP on the concatenation) that
-    maximises the Jensen-Shannon MI lower bound (seed 000 eqs. (8)-(9))
+    maximises the Jensen-Shannon MI lower bound (eqs. (8)-(9))
     ``I_JS = E_joint[-softplus(-T)] - E_marginal[softplus(T)]``, joint pairs being
     ``(z_id_i, z_c_i)`` and marginal pairs ``(z_id_i, z_c_perm(i))`` (camera features
     shuffled in the batch);
@@ -28,21 +32,19 @@ Losses: ``contrast`` (InfoNCE), ``camera`` (``camera_weight * CE``), ``adl``
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 
 from trainer.losses import grad_reverse, info_nce_over_memory, jsd_mutual_information
 from trainer.memory import ClusterMemory
 from trainer.methods._clustered import ClusteredMethod, ClusterParams, gather_batch
-from trainer.methods.base import StepOutput, TrainInfo
+from trainer.methods.base import StepOutput, TrainInfo, register_method
 
 __all__ = ["CameraBranch", "FrifmAdl", "FrifmAdlParams", "StatisticsNetwork"]
 
 
-@dataclass
 class FrifmAdlParams(ClusterParams):
     """FRIFM + ADL settings (the FRIFM switch is the encoder: see the module doc).
 
@@ -53,19 +55,12 @@ class FrifmAdlParams(ClusterParams):
     """
 
     adl: bool = True
-    adl_weight: float = 0.5
-    camera_weight: float = 1.0
-    grl_coeff: float = 1.0
-    camera_dim: int = 256
-    mi_hidden: int = 512
+    adl_weight: float = Field(0.5, ge=0)
+    camera_weight: float = Field(1.0, ge=0)
+    grl_coeff: float = Field(1.0, ge=0)
+    camera_dim: int = Field(256, ge=1)
+    mi_hidden: int = Field(512, ge=1)
     camera_detach: bool = True
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if min(self.adl_weight, self.camera_weight, self.grl_coeff) < 0:
-            raise ValueError("adl_weight, camera_weight and grl_coeff must be >= 0")
-        if self.camera_dim < 1 or self.mi_hidden < 1:
-            raise ValueError("camera_dim and mi_hidden must be >= 1")
 
 
 class CameraBranch(nn.Module):
@@ -113,6 +108,7 @@ def _feature_channels(encoder: nn.Module) -> int:
     return int(channels)
 
 
+@register_method
 class FrifmAdl(ClusteredMethod):
     """Cluster contrast + camera branch + JS-MI adversarial disentangling."""
 

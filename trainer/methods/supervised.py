@@ -10,35 +10,34 @@ split (``TrainInfo.num_classes``) and no train-set features.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
+from trainer.config import Params
 from trainer.losses import batch_hard_triplet, cross_entropy_label_smooth
-from trainer.methods.base import EpochContext, EpochPlan, Method, StepOutput, TrainInfo
+from trainer.methods.base import (
+    EpochContext,
+    EpochPlan,
+    Method,
+    StepOutput,
+    TrainInfo,
+    register_method,
+)
 
 __all__ = ["Supervised", "SupervisedParams"]
 
 
-@dataclass
-class SupervisedParams:
+class SupervisedParams(Params):
     """Loss settings. ``triplet_margin: null`` uses the soft margin; weight 0 drops a term."""
 
-    label_smoothing: float = 0.1
-    triplet_margin: float | None = 0.3
-    ce_weight: float = 1.0
-    triplet_weight: float = 1.0
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.triplet_margin is not None and self.triplet_margin < 0:
-            raise ValueError(f"triplet_margin must be >= 0 or null, got {self.triplet_margin}")
-        if self.ce_weight < 0 or self.triplet_weight < 0:
-            raise ValueError("ce_weight and triplet_weight must be >= 0")
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    triplet_margin: float | None = Field(0.3, ge=0)
+    ce_weight: float = Field(1.0, ge=0)
+    triplet_weight: float = Field(1.0, ge=0)
 
 
+@register_method
 class Supervised(Method):
     """ID loss on the BN feature through the method's classifier + triplet on the global one."""
 
