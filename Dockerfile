@@ -29,6 +29,7 @@ COPY trainer ./trainer
 COPY export ./export
 COPY server ./server
 COPY gallery ./gallery
+COPY client ./client
 RUN PY=/opt/venv/bin/python CONSTRAINTS=constraints/cpu.txt bash scripts/install.sh \
     && mkdir -p /models /gallery && chown 10001:10001 /gallery
 

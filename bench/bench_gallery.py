@@ -41,8 +41,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import machine_summary, today, update_section
 
-from gallery import EntryMetadata, Gallery
-from gallery.index import IndexSettings, VectorIndex
+from reid.gallery import EntryMetadata, Gallery
+from reid.gallery.index import IndexSettings, VectorIndex
 
 SECTION = "## Gallery search (gallery)"
 COMMAND = ".venv/bin/python bench/bench_gallery.py"

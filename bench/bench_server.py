@@ -119,7 +119,7 @@ def raw_throughput(
 
 
 def fill_gallery(directory: Path, dim: int, size: int) -> None:
-    from gallery import EntryMetadata, Gallery
+    from reid.gallery import EntryMetadata, Gallery
 
     rng = np.random.default_rng(1)
     with Gallery.open(directory, dim, index="flat") as gallery:

@@ -1,27 +1,6 @@
-"""Gallery library: durable FAISS search over re-ID embeddings with SQLite metadata.
+"""``python -m gallery``: tools that use the search server through its API.
 
-See ``docs/GALLERY.md`` for the design (durability, locking, index choice, recall).
+They are clients of the served API (``reid_client``) and never open the gallery store
+(``reid.gallery``), which the server owns: ``evaluate`` computes CMC / mAP through the
+API and compares them with the offline numbers of the same export.
 """
-
-from gallery.gallery import Gallery, measure_recall
-from gallery.index import IndexSettings
-from gallery.types import (
-    Entry,
-    EntryMetadata,
-    GalleryClosedError,
-    GalleryError,
-    Match,
-    SearchFilters,
-)
-
-__all__ = [
-    "Entry",
-    "EntryMetadata",
-    "Gallery",
-    "GalleryClosedError",
-    "GalleryError",
-    "IndexSettings",
-    "Match",
-    "SearchFilters",
-    "measure_recall",
-]

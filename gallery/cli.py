@@ -15,16 +15,15 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gallery.http_client import ReIDHttpClient, ServerError
+from reid_client import ReIDClient, ReIDGrpcClient, ServerError
+from reid_client.schemas import ModelInfo
 
 if TYPE_CHECKING:
-    from gallery.evaluate import Evaluation
-
-EXPORT_DIR_KEYS = ("export_dir", "export_directory", "directory", "model_dir")
-"""Keys of ``GET /v1/model`` that may name the served export directory."""
+    from gallery.evaluate import Evaluation, SearchBackend
 
 
 class CliError(RuntimeError):
@@ -47,8 +46,8 @@ def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--model",
         metavar="EXPORT_DIR",
-        help="export for the offline reference (default: the directory the server reports "
-        "in GET /v1/model)",
+        help="export for the offline reference (default: model.export_dir of GET /v1/model, "
+        "which the server reports when started with --expose-export-dir)",
     )
     p.add_argument("--no-offline", action="store_true", help="skip the offline reference")
     p.add_argument("--runtime", default="onnxruntime", help="offline runtime (default %(default)s)")
@@ -73,34 +72,26 @@ def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run_evaluate)
 
 
-def export_dir_from_server(info: dict[str, Any]) -> Path | None:
-    """The export directory ``GET /v1/model`` reports (top level or under ``model``), if any."""
-    for where in (info, info.get("model") or {}):
-        for key in EXPORT_DIR_KEYS:
-            value = where.get(key) if isinstance(where, dict) else None
-            if isinstance(value, str) and value:
-                return Path(value)
-    return None
-
-
-def request_batch(wanted: int, info: dict[str, Any], log: Callable[[str], None]) -> int:
-    """``wanted``, lowered to the server's ``limits.max_images`` when it reports a smaller one."""
-    limit = (info.get("limits") or {}).get("max_images")
-    if isinstance(limit, int) and 0 < limit < wanted:
+def request_batch(wanted: int, info: ModelInfo, log: Callable[[str], None]) -> int:
+    """``wanted``, lowered to the server's ``limits.max_images`` when that is smaller."""
+    limit = info.limits.max_images
+    if 0 < limit < wanted:
         log(f"The server takes at most {limit} images per request; using --batch {limit}.")
         return limit
     return wanted
 
 
-def _offline_model(args: argparse.Namespace, info: dict[str, Any]) -> Any:
+def _offline_model(args: argparse.Namespace, info: ModelInfo) -> Any:
     from reid.manifest import ManifestError
     from reid.runtimes import RuntimeUnavailableError, load_runtime
 
-    export = Path(args.model) if args.model else export_dir_from_server(info)
+    served_dir = info.model.export_dir
+    export = Path(args.model) if args.model else Path(served_dir) if served_dir else None
     if export is None:
         raise CliError(
             "the offline reference needs the export directory: pass --model EXPORT_DIR "
-            "(the server's GET /v1/model does not report one), or --no-offline"
+            "(this server does not report its own; start it with --expose-export-dir to "
+            "allow that), or --no-offline"
         )
     try:
         runtime = load_runtime(export, args.runtime, device=args.device)
@@ -112,9 +103,9 @@ def _offline_model(args: argparse.Namespace, info: dict[str, Any]) -> Any:
     return runtime
 
 
-def check_same_export(local_sha256: str | None, info: dict[str, Any], export: Path) -> None:
+def check_same_export(local_sha256: str | None, info: ModelInfo, export: Path) -> None:
     """Refuse an offline reference built from another checkpoint than the served one."""
-    served = (info.get("model") or {}).get("checkpoint_sha256")
+    served = info.model.checkpoint_sha256
     if served and local_sha256 and served != local_sha256:
         raise CliError(
             f"--model {export} was exported from checkpoint {local_sha256[:12]}, but the "
@@ -123,15 +114,16 @@ def check_same_export(local_sha256: str | None, info: dict[str, Any], export: Pa
         )
 
 
-def _backend(args: argparse.Namespace, client: ReIDHttpClient) -> Any:
+def _backend(args: argparse.Namespace, client: ReIDClient, stack: ExitStack) -> SearchBackend:
+    """The HTTP client, or with ``--grpc`` the searches over gRPC and the writes over HTTP."""
     if not args.grpc:
         return client
-    from gallery.grpc_backend import GrpcQueryBackend, GrpcUnavailableError
+    from gallery.evaluate import GrpcQueries
 
-    try:
-        return GrpcQueryBackend(client, args.grpc, api_key=args.api_key)
-    except GrpcUnavailableError as exc:
-        raise CliError(str(exc)) from None
+    grpc = stack.enter_context(
+        ReIDGrpcClient(args.grpc, api_key=args.api_key, timeout=args.timeout)
+    )
+    return GrpcQueries(client, grpc)
 
 
 def format_text(evaluation: Evaluation) -> str:
@@ -165,25 +157,23 @@ def run_evaluate(args: argparse.Namespace) -> int:
         dataset = load_dataset(args.data)
     except DatasetError as exc:
         raise CliError(str(exc)) from None
-    with ReIDHttpClient(args.server, api_key=args.api_key, timeout=args.timeout) as client:
+    with ExitStack() as stack:
+        client = stack.enter_context(
+            ReIDClient(args.server, api_key=args.api_key, timeout=args.timeout)
+        )
         client.wait_ready(timeout=args.ready_timeout)
         info = client.model_info()
         offline = None if args.no_offline else _offline_model(args, info)
-        backend = _backend(args, client)
-        try:
-            evaluation = evaluate_served(
-                backend,
-                dataset,
-                offline_model=offline,
-                k=args.k,
-                batch=request_batch(args.batch, info, log),
-                keep_gallery=args.keep_gallery,
-                progress=not args.no_progress,
-                log=log,
-            )
-        finally:
-            if backend is not client:
-                backend.close()
+        evaluation = evaluate_served(
+            _backend(args, client, stack),
+            dataset,
+            offline_model=offline,
+            k=args.k,
+            batch=request_batch(args.batch, info, log),
+            keep_gallery=args.keep_gallery,
+            progress=not args.no_progress,
+            log=log,
+        )
     report = write_report(evaluation, dataset, args.report) if args.report else None
     if args.json:
         out = evaluation.to_dict()

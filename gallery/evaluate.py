@@ -5,9 +5,11 @@
 2. Every query image is searched, by default with ``full_ranking=true``; a score
    (cosine) becomes the distance ``1 - score``. Gallery entries that are not ours
    (already on the server) are ignored, entries not returned get distance ``inf``.
-3. CMC / mAP / mINP come from :func:`reid.metrics.evaluate_rank` (full ranking) or
-   :func:`gallery.topk.evaluate_returned` (top-k, see that module for how truncation
-   changes mAP), so the protocol is exactly the offline one.
+3. CMC / mAP / mINP come from :func:`reid.metrics.evaluate_rank`, so the protocol is
+   exactly the offline one. In the top-k mode (``k``) an entry that was not returned
+   counts as not retrieved (``inf_is_missed``): AP@k adds nothing for a match beyond
+   rank k but still counts it in its denominator (a lower bound of AP), INP@k is 0
+   unless every match was returned, CMC is exact up to the returned depth.
 4. The offline reference embeds the same files with the same export and runtime
    (:func:`reid.metrics.evaluate_features`); the served numbers must match within
    :data:`TOLERANCE`.
@@ -23,11 +25,22 @@ from typing import Any, Protocol
 import numpy as np
 from tqdm import tqdm
 
-from gallery.http_client import Match
-from gallery.topk import evaluate_returned, truncate_distmat
 from reid.data.base import ImageRecord, ReIDDataset, label_arrays
-from reid.metrics import RankResult, evaluate_features, evaluate_rank, pairwise_distance
+from reid.metrics import (
+    RankResult,
+    evaluate_features,
+    evaluate_rank,
+    pairwise_distance,
+    truncate_distmat,
+)
 from reid.preprocess import PreprocessConfig, decode_image_bytes, preprocess_batch
+from reid_client import ReIDClient, ReIDGrpcClient
+from reid_client.schemas import (
+    DeleteManyResponse,
+    EntryMetadataIn,
+    SearchParams,
+    SearchResponse,
+)
 
 TOLERANCE = 1e-4
 MAX_RANK = 50
@@ -35,15 +48,34 @@ DELETE_BATCH = 1000  # ids per delete request (the API takes up to 10,000)
 
 
 class SearchBackend(Protocol):
-    """What the harness needs from a server (HTTP client, gRPC adapter or a test fake)."""
+    """What the harness needs from a server: the typed client's methods it calls.
 
-    def add_gallery(self, images: Sequence[bytes], metadata: Sequence[dict]) -> list[int | str]: ...
+    :class:`reid_client.ReIDClient` is one; :class:`GrpcQueries` sends the searches over
+    gRPC instead.
+    """
 
-    def search(
-        self, images: Sequence[bytes], *, k: int = 10, full_ranking: bool = False
-    ) -> list[list[Match]]: ...
+    def add(self, images: Sequence[bytes], metadata: Sequence[EntryMetadataIn]) -> list[int]: ...
 
-    def delete_gallery(self, ids: Sequence[int | str]) -> list[int | str]: ...
+    def search(self, images: Sequence[bytes], params: SearchParams) -> SearchResponse: ...
+
+    def delete(self, ids: Sequence[int]) -> DeleteManyResponse: ...
+
+
+class GrpcQueries:
+    """A :class:`SearchBackend`: searches over gRPC, gallery adds and deletes over HTTP."""
+
+    def __init__(self, http: ReIDClient, grpc: ReIDGrpcClient) -> None:
+        self.http = http
+        self.grpc = grpc
+
+    def add(self, images: Sequence[bytes], metadata: Sequence[EntryMetadataIn]) -> list[int]:
+        return self.http.add(images, metadata)
+
+    def search(self, images: Sequence[bytes], params: SearchParams) -> SearchResponse:
+        return self.grpc.search(images, params)
+
+    def delete(self, ids: Sequence[int]) -> DeleteManyResponse:
+        return self.http.delete(ids)
 
 
 class Embedder(Protocol):
@@ -59,7 +91,7 @@ class ServedRankings:
     """What the server returned, as a ``[Q, G]`` distance matrix over the dataset gallery."""
 
     distmat: np.ndarray
-    gallery_ids: list[int | str]
+    gallery_ids: list[int]
     foreign_matches: int = 0
     """Returned entries that are not part of this dataset's upload (ignored)."""
     seconds_upload: float = 0.0
@@ -131,13 +163,14 @@ def read_bytes(records: Sequence[ImageRecord]) -> list[bytes]:
     return [r.path.read_bytes() for r in records]
 
 
-def gallery_metadata(record: ImageRecord) -> dict[str, Any]:
+def gallery_metadata(record: ImageRecord) -> EntryMetadataIn:
     """Per-image metadata for ``POST /v1/gallery``; labels ride along in ``extra``."""
-    meta: dict[str, Any] = {"camera": record.camid, "source": str(record.path)}
-    if record.timestamp is not None:
-        meta["timestamp"] = record.timestamp
-    meta["extra"] = {"pid": record.pid, "frame": record.frame}
-    return meta
+    return EntryMetadataIn(
+        camera=record.camid,
+        source=str(record.path),
+        timestamp=record.timestamp,
+        extra={"pid": record.pid, "frame": record.frame},
+    )
 
 
 def _batches(n: int, size: int) -> list[range]:
@@ -154,8 +187,8 @@ def upload_gallery(
     records: Sequence[ImageRecord],
     batch: int,
     progress: bool = True,
-    ids: list[int | str] | None = None,
-) -> list[int | str]:
+    ids: list[int] | None = None,
+) -> list[int]:
     """Add every gallery record; returns the server ids in record order.
 
     ``ids``, when given, is filled as batches succeed (so a failed upload can be undone).
@@ -163,7 +196,7 @@ def upload_gallery(
     ids = [] if ids is None else ids
     for rows in _progress(_batches(len(records), batch), "upload gallery", progress):
         chunk = [records[i] for i in rows]
-        ids.extend(backend.add_gallery(read_bytes(chunk), [gallery_metadata(r) for r in chunk]))
+        ids.extend(backend.add(read_bytes(chunk), [gallery_metadata(r) for r in chunk]))
     if len(set(ids)) != len(ids):
         raise RuntimeError("the server returned duplicate gallery ids for distinct images")
     return ids
@@ -172,7 +205,7 @@ def upload_gallery(
 def search_queries(
     backend: SearchBackend,
     records: Sequence[ImageRecord],
-    gallery_ids: Sequence[int | str],
+    gallery_ids: Sequence[int],
     *,
     batch: int,
     k: int | None,
@@ -187,14 +220,11 @@ def search_queries(
     index = {gid: i for i, gid in enumerate(gallery_ids)}
     distmat = np.full((len(records), len(gallery_ids)), np.inf, dtype=np.float64)
     foreign = 0
+    params = SearchParams(full_ranking=True) if k is None else SearchParams(k=k)
     for rows in _progress(_batches(len(records), batch), "search queries", progress):
-        images = read_bytes([records[i] for i in rows])
-        if k is None:
-            results = backend.search(images, full_ranking=True)
-        else:
-            results = backend.search(images, k=k, full_ranking=False)
-        for row, matches in zip(rows, results, strict=True):
-            for match in matches:
+        answer = backend.search(read_bytes([records[i] for i in rows]), params)
+        for row, result in zip(rows, answer.results, strict=True):
+            for match in result.matches:
                 column = index.get(match.id)
                 if column is None:
                     foreign += 1
@@ -223,7 +253,7 @@ def served_rankings(
 ) -> ServedRankings:
     """Upload the gallery, search every query, and (unless ``keep_gallery``) delete it again."""
     t0 = t1 = time.perf_counter()
-    gallery_ids: list[int | str] = []
+    gallery_ids: list[int] = []
     try:
         upload_gallery(backend, dataset.gallery, batch, progress, ids=gallery_ids)
         t1 = time.perf_counter()
@@ -233,7 +263,7 @@ def served_rankings(
     finally:
         if gallery_ids and not keep_gallery:
             for rows in _batches(len(gallery_ids), DELETE_BATCH):
-                backend.delete_gallery(gallery_ids[rows.start : rows.stop])
+                backend.delete(gallery_ids[rows.start : rows.stop])
             log(f"Removed the {len(gallery_ids)} uploaded gallery entries from the server.")
     return ServedRankings(
         distmat,
@@ -277,7 +307,10 @@ def offline_results(
     if k is None:
         return full, full
     distmat = truncate_distmat(pairwise_distance(q_feats, g_feats, "cosine"), k)
-    return evaluate_returned(distmat, q_pids, g_pids, q_camids, g_camids, MAX_RANK), full
+    truncated = evaluate_rank(
+        distmat, q_pids, g_pids, q_camids, g_camids, MAX_RANK, inf_is_missed=True
+    )
+    return truncated, full
 
 
 # ----------------------------------------------------------------------------- the whole run
@@ -302,11 +335,9 @@ def evaluate_served(
     rankings = served_rankings(
         backend, dataset, batch=batch, k=k, keep_gallery=keep_gallery, progress=progress, log=log
     )
-    args = (q_pids, g_pids, q_camids, g_camids, MAX_RANK)
-    if k is None:
-        served = evaluate_rank(rankings.distmat, *args)
-    else:
-        served = evaluate_returned(rankings.distmat, *args)
+    served = evaluate_rank(
+        rankings.distmat, q_pids, g_pids, q_camids, g_camids, MAX_RANK, inf_is_missed=k is not None
+    )
     evaluation = Evaluation(
         mode="full" if k is None else "top-k",
         k=k,
@@ -348,7 +379,7 @@ def add_offline_reference(
 
 
 def truncation_note(k: int) -> str:
-    """One sentence on what top-k truncation does to the metrics (see gallery.topk)."""
+    """One sentence on what top-k truncation does to the metrics (see the module doc)."""
     return (
         f"truncated ranking (top {k} per query): matches beyond rank {k} count as not "
         f"retrieved, so mAP@{k} and mINP@{k} are lower bounds of the full-ranking values "

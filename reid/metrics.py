@@ -221,6 +221,23 @@ def pairwise_distance(a: np.ndarray, b: np.ndarray, metric: Metric = "cosine") -
 # ----------------------------------------------------------------------------- validation
 
 
+def truncate_distmat(distmat: np.ndarray, k: int) -> np.ndarray:
+    """Keep each row's ``k`` smallest distances (ties by index), set the rest to ``+inf``.
+
+    What a search API answering its top ``k`` reveals, applied to offline distances;
+    evaluate the result with ``evaluate_rank(..., inf_is_missed=True)`` to compare a
+    served top-k ranking with the offline one under the same truncation.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    distmat = np.asarray(distmat, dtype=np.float64)
+    out = np.full_like(distmat, np.inf)
+    order = np.argsort(distmat, axis=1, kind="stable")[:, :k]
+    rows = np.arange(len(distmat))[:, None]
+    out[rows, order] = distmat[rows, order]
+    return out
+
+
 def _check_distmat(distmat: np.ndarray) -> np.ndarray:
     distmat = np.asarray(distmat)
     if distmat.ndim != 2:

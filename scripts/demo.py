@@ -225,10 +225,10 @@ def start_server(paths: Paths, http_port: int) -> subprocess.Popen:
 
 def wait_ready(server: subprocess.Popen, url: str, paths: Paths, timeout: float) -> None:
     """Poll ``/readyz``; stop with the server log's tail if it exits or times out."""
-    from gallery.http_client import ReIDHttpClient, ServerUnreachableError
+    from reid_client import ReIDClient, ServerUnreachableError
 
     deadline = time.monotonic() + timeout
-    with ReIDHttpClient(url, timeout=5) as client:
+    with ReIDClient(url, timeout=5) as client:
         while time.monotonic() < deadline:
             if server.poll() is not None:
                 break

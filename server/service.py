@@ -12,14 +12,15 @@ import asyncio
 import contextlib
 import hmac
 import logging
-import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
-from gallery import (
+from reid.gallery import (
+    Entry,
     EntryMetadata,
     Gallery,
     GalleryClosedError,
@@ -27,6 +28,7 @@ from gallery import (
     Match,
     SearchFilters,
 )
+from reid.jsonable import to_jsonable
 from reid.preprocess import (
     ImageTooLargeError,
     PreprocessError,
@@ -34,6 +36,7 @@ from reid.preprocess import (
     preprocess_batch,
 )
 from reid.runtimes import Runtime
+from reid_client.schemas import GalleryStats, ModelInfo, ModelSummary, RuntimeInfo
 from server.batching import MicroBatcher
 from server.errors import (
     BadInputError,
@@ -49,11 +52,17 @@ from server.thumbnails import make_thumbnail
 
 log = logging.getLogger("server.service")
 _NO_FILTERS = SearchFilters()
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class SearchOptions:
-    """How to search: top-k (``None`` = full ranking) and filters."""
+    """How to search: top-k (``None`` = full ranking) and filters.
+
+    The front ends build it from a validated request (``server.wire.search_options``);
+    the service checks ``k`` against ``max_k`` and ``query_cameras`` against the number
+    of queries. ``exclude_same_camera`` excludes nothing for a query without a camera.
+    """
 
     k: int | None = 10
     filters: SearchFilters = field(default_factory=SearchFilters)
@@ -144,41 +153,48 @@ class SearchService:
         if not ok:
             raise ForbiddenError(f"the API key is not valid for {action}")
 
-    # -- validation ------------------------------------------------------------------
+    # -- request checks ------------------------------------------------------------
+    # Each public operation checks its request once, against the service's limits, then
+    # calls the unchecked helpers below. Field syntax and consistency were checked where
+    # the request entered the server (server.wire); the gallery checks its own inputs.
 
-    def validate_k(self, k: int | None) -> int | None:
-        """``k`` in ``1..max_k``; ``None`` (full ranking) becomes ``max_full_ranking``."""
-        if k is None:
-            return self.settings.max_full_ranking
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-            raise BadInputError(f"k must be an integer, got {k!r}")
-        if not 1 <= k <= self.settings.max_k:
+    def _check_count(self, count: int, noun: str) -> None:
+        """1..max_images images (or query embeddings) per request."""
+        if count == 0:
+            raise BadInputError(f"no {noun} in the request (send at least one)")
+        if count > self.settings.max_images:
+            raise PayloadTooLargeError(
+                f"{count} {noun} in one request; the limit is {self.settings.max_images}"
+            )
+
+    def _check_search(self, options: SearchOptions, count: int) -> int | None:
+        """The ``k`` to ask the gallery for (``max_full_ranking`` for a full ranking)."""
+        k = options.k
+        if k is not None and not 1 <= k <= self.settings.max_k:
             raise BadInputError(
                 f"k must be between 1 and {self.settings.max_k} (got {k}); "
                 "ask for a full ranking instead of a huge k"
             )
-        return int(k)
-
-    def check_images(self, images: Sequence[object]) -> None:
-        """1..max_images images, else ``BadInputError`` / ``PayloadTooLargeError``."""
-        if len(images) == 0:
-            raise BadInputError("no images in the request (send at least one)")
-        if len(images) > self.settings.max_images:
-            raise PayloadTooLargeError(
-                f"{len(images)} images in one request; the limit is {self.settings.max_images}"
-            )
-
-    def _check_filters(self, options: SearchOptions, count: int) -> None:
-        f = options.filters
-        if f.time_from is not None and f.time_to is not None and f.time_from > f.time_to:
-            raise BadInputError(f"time_from ({f.time_from}) is after time_to ({f.time_to})")
         if options.query_cameras is not None and len(options.query_cameras) != count:
             raise BadInputError(
                 f"query_cameras has {len(options.query_cameras)} values for {count} queries "
                 "(give one camera per query image)"
             )
-        if options.exclude_same_camera and options.query_cameras is None:
-            raise BadInputError("exclude_same_camera needs query_cameras (one per query image)")
+        return self.settings.max_full_ranking if k is None else k
+
+    def _check_embeddings(self, embeddings: np.ndarray) -> np.ndarray:
+        """Query embeddings from outside: ``float32[Q, D]``, finite, 1..max_images rows."""
+        try:
+            queries = np.asarray(embeddings, dtype=np.float32)
+        except (TypeError, ValueError) as exc:
+            raise BadInputError(f"embeddings are not numbers: {exc}") from None
+        dim = self.runtime.embedding_dim
+        if queries.ndim != 2 or queries.shape[1] != dim or len(queries) == 0:
+            raise BadInputError(f"embeddings must be float32[Q, {dim}], got {list(queries.shape)}")
+        self._check_count(len(queries), "queries")
+        if not np.isfinite(queries).all():
+            raise BadInputError("embeddings contain NaN or infinite values")
+        return queries
 
     # -- decoding --------------------------------------------------------------------
 
@@ -200,10 +216,10 @@ class SearchService:
         """Decode + preprocess with the manifest's settings (runs in a thread)."""
         return preprocess_batch(self._decode(images), self.runtime.manifest.preprocess)
 
-    async def _gallery(self, method: str, *args: object) -> Any:
-        """Call a blocking gallery method in a thread, mapping its errors."""
+    async def _call(self, method: Callable[..., T], *args: object) -> T:
+        """Run a blocking gallery method in a thread, mapping its errors."""
         try:
-            return await asyncio.to_thread(getattr(self.gallery, method), *args)
+            return await asyncio.to_thread(method, *args)
         except GalleryClosedError:
             raise NotReadyError("the gallery is closed (the server is shutting down)") from None
         except GalleryError as exc:
@@ -214,17 +230,19 @@ class SearchService:
     async def embed(self, images: Sequence[bytes]) -> np.ndarray:
         """Encoded images -> ``float32[N, D]`` embeddings (micro-batched)."""
         self._check_ready()
-        self.check_images(images)
+        self._check_count(len(images), "images")
+        return await self._embed(images)
+
+    async def _embed(self, images: Sequence[bytes]) -> np.ndarray:
         batch = await asyncio.to_thread(self._prepare, images)
         return await self.batcher.embed(batch)
 
     async def search(self, images: Sequence[bytes], options: SearchOptions) -> list[list[Match]]:
         """Embed the query images and search the gallery (one result list per image)."""
-        self.check_images(images)
-        self.validate_k(options.k)
-        self._check_filters(options, len(images))
-        embeddings = await self.embed(images)
-        return await self.search_embeddings(embeddings, options)
+        self._check_ready()
+        self._check_count(len(images), "images")
+        k = self._check_search(options, len(images))
+        return await self._search(await self._embed(images), options, k)
 
     async def search_embeddings(
         self, embeddings: np.ndarray, options: SearchOptions
@@ -232,32 +250,19 @@ class SearchService:
         """Search with ready embeddings ``float32[Q, D]``."""
         self._check_ready()
         queries = self._check_embeddings(embeddings)
-        k = self.validate_k(options.k)
-        self._check_filters(options, len(queries))
-        groups = self._filter_groups(options, len(queries))
+        k = self._check_search(options, len(queries))
+        return await self._search(queries, options, k)
+
+    async def _search(
+        self, queries: np.ndarray, options: SearchOptions, k: int | None
+    ) -> list[list[Match]]:
         results: list[list[Match]] = [[] for _ in range(len(queries))]
-        for filters, rows in groups:
+        for filters, rows in self._filter_groups(options, len(queries)):
             chosen = None if filters == _NO_FILTERS else filters  # the gallery's fast path
-            found = await self._gallery("search", queries[rows], k, chosen)
+            found = await self._call(self.gallery.search, queries[rows], k, chosen)
             for row, matches in zip(rows, found, strict=True):
                 results[row] = list(matches)
         return results
-
-    def _check_embeddings(self, embeddings: np.ndarray) -> np.ndarray:
-        try:
-            queries = np.asarray(embeddings, dtype=np.float32)
-        except (TypeError, ValueError) as exc:
-            raise BadInputError(f"embeddings are not numbers: {exc}") from None
-        dim = self.runtime.embedding_dim
-        if queries.ndim != 2 or queries.shape[1] != dim or len(queries) == 0:
-            raise BadInputError(f"embeddings must be float32[Q, {dim}], got {list(queries.shape)}")
-        if len(queries) > self.settings.max_images:
-            raise PayloadTooLargeError(
-                f"{len(queries)} queries; the limit is {self.settings.max_images}"
-            )
-        if not np.isfinite(queries).all():
-            raise BadInputError("embeddings contain NaN or infinite values")
-        return queries
 
     @staticmethod
     def _filter_groups(options: SearchOptions, count: int) -> list[tuple[SearchFilters, list[int]]]:
@@ -279,8 +284,8 @@ class SearchService:
     async def add(self, images: Sequence[bytes], metadata: Sequence[EntryMetadata]) -> list[int]:
         """Embed and store images with their metadata and thumbnails; durable on return."""
         self._check_ready()
-        self.check_images(images)
-        if len(metadata) != len(images):
+        self._check_count(len(images), "images")
+        if len(metadata) != len(images):  # before the embedding work (the gallery checks too)
             raise BadInputError(
                 f"{len(metadata)} metadata objects for {len(images)} images (give one per image)"
             )
@@ -288,7 +293,7 @@ class SearchService:
         config = self.runtime.manifest.preprocess
         batch, thumbs = await asyncio.to_thread(self._batch_and_thumbnails, decoded, config)
         embeddings = await self.batcher.embed(batch)
-        ids = await self._gallery("add", embeddings, list(metadata), thumbs)
+        ids = await self._call(self.gallery.add, embeddings, list(metadata), thumbs)
         self._update_size_gauge()
         return [int(i) for i in ids]
 
@@ -304,20 +309,20 @@ class SearchService:
         self._check_ready()
         if len(ids) == 0:
             raise BadInputError("no ids to delete")
-        deleted, missing = await self._gallery("delete", [int(i) for i in ids])
+        deleted, missing = await self._call(self.gallery.delete, [int(i) for i in ids])
         self._update_size_gauge()
         return [int(i) for i in deleted], [int(i) for i in missing]
 
-    async def get_entry(self, entry_id: int) -> object:
-        """One stored entry (``gallery.Entry``); ``NotFoundError`` if unknown."""
-        (entry,) = await self._gallery("get", [int(entry_id)])
+    async def get_entry(self, entry_id: int) -> Entry:
+        """One stored entry; ``NotFoundError`` if unknown."""
+        (entry,) = await self._call(self.gallery.get, [int(entry_id)])
         if entry is None:
             raise NotFoundError(f"no gallery entry with id {entry_id}")
         return entry
 
     async def thumbnail(self, entry_id: int) -> bytes:
         """The entry's JPEG thumbnail; ``NotFoundError`` if the entry or thumbnail is absent."""
-        path = await self._gallery("thumbnail_path", int(entry_id))
+        path = await self._call(self.gallery.thumbnail_path, int(entry_id))
         if path is None:
             raise NotFoundError(f"no thumbnail for gallery id {entry_id}")
         try:
@@ -325,11 +330,11 @@ class SearchService:
         except FileNotFoundError:
             raise NotFoundError(f"no thumbnail for gallery id {entry_id}") from None
 
-    async def stats(self) -> dict:
+    async def stats(self) -> GalleryStats:
         """Gallery statistics (size, dimension, index, cameras...)."""
-        stats = dict(await self._gallery("stats"))
+        stats = await self._call(self.gallery.stats)
         self._update_size_gauge()
-        return stats
+        return GalleryStats.model_validate(to_jsonable(stats, nonfinite_as_none=True))
 
     def gallery_size(self) -> int:
         """Entries in the gallery; ``NotReadyError`` once it is closed."""
@@ -342,39 +347,34 @@ class SearchService:
         with contextlib.suppress(GalleryClosedError):
             self.metrics.gallery_size.set(len(self.gallery))
 
-    def model_info(self) -> dict:
-        """Manifest summary, runtime description and serving settings."""
+    def model_info(self) -> ModelInfo:
+        """Manifest summary, runtime description and serving settings.
+
+        The export directory is reported only with ``expose_export_dir`` (a path on the
+        server, which an evaluation client on the same machine can load).
+        """
         m = self.runtime.manifest
-        return {
-            "model": {
-                "name": m.model_name,
-                "method": m.method,
-                "embedding_dim": m.embedding_dim,
-                "normalized": m.normalized,
-                "input_size": [m.preprocess.height, m.preprocess.width],
-                "preprocess": m.preprocess.to_dict(),
-                "precision": dict(m.precision),
-                "created": m.created,
-                "checkpoint_sha256": m.source.get("sha256"),
-            },
-            "runtime": _jsonable(self.runtime.describe()),
-            **self.settings.public_summary(),
-        }
-
-
-def _jsonable(value: object) -> object:
-    """Describe dicts may hold numpy scalars or tuples; make them JSON-friendly."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    return str(value)
+        export_dir = None
+        if self.settings.expose_export_dir and m.directory is not None:
+            export_dir = str(Path(m.directory).resolve())
+        model = ModelSummary(
+            name=m.model_name,
+            method=m.method,
+            embedding_dim=m.embedding_dim,
+            normalized=m.normalized,
+            input_size=[m.preprocess.height, m.preprocess.width],
+            preprocess=to_jsonable(m.preprocess.to_dict(), nonfinite_as_none=True),
+            precision=dict(m.precision),
+            created=m.created,
+            checkpoint_sha256=m.source.get("sha256"),
+            export_dir=export_dir,
+        )
+        runtime = RuntimeInfo.model_validate(
+            to_jsonable(self.runtime.describe(), nonfinite_as_none=True)
+        )
+        return ModelInfo.model_validate(
+            {"model": model, "runtime": runtime, **self.settings.public_summary()}
+        )
 
 
 def build_service(settings: ServerSettings) -> SearchService:

@@ -2,19 +2,20 @@
 
 ``ColourRuntime`` embeds an image by its mean colour per channel, projected to D
 dimensions, so a red query is closest to red gallery crops. ``MemoryGallery``
-implements the ``gallery.Gallery`` contract in memory (cosine, filters, thumbnails).
+implements the ``reid.gallery.Gallery`` contract in memory (cosine, filters, thumbnails).
 """
 
 from __future__ import annotations
 
 import io
 import threading
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from gallery import Entry, EntryMetadata, GalleryError, Match, SearchFilters
+from reid.gallery import Entry, EntryMetadata, GalleryError, Match, SearchFilters
 from reid.manifest import ExportManifest
 from reid.preprocess import PreprocessConfig
 from reid.runtimes import Runtime
@@ -61,7 +62,7 @@ class ColourRuntime(Runtime):
 
 
 class MemoryGallery:
-    """In-memory stand-in for ``gallery.Gallery`` (same method names and semantics)."""
+    """In-memory stand-in for ``reid.gallery.Gallery`` (same method names and semantics)."""
 
     def __init__(self, dim: int = DIM, directory: Path | None = None) -> None:
         self.dim = dim
@@ -140,8 +141,20 @@ class MemoryGallery:
         return self.thumbs.get(entry_id)
 
     def stats(self) -> dict:
-        cameras = sorted({m.camera for m in self.meta.values() if m.camera is not None})
-        return {"size": len(self), "dim": self.dim, "index": "memory", "cameras": cameras}
+        """The keys ``Gallery.stats`` reports (the server reads them as ``GalleryStats``)."""
+        with self.lock:
+            cameras = Counter(m.camera for m in self.meta.values() if m.camera is not None)
+            times = [m.timestamp for m in self.meta.values() if m.timestamp is not None]
+            return {
+                "size": len(self.vectors),
+                "dim": self.dim,
+                "index": "flat",
+                "index_requested": "flat",
+                "cameras": dict(sorted(cameras.items())),
+                "time_range": [min(times), max(times)] if times else None,
+                "with_thumbnails": len(self.thumbs),
+                "directory": None if self.directory is None else str(self.directory),
+            }
 
     def close(self) -> None:
         self.closed = True

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from gallery import (
+from reid.gallery import (
     EntryMetadata,
     Gallery,
     GalleryClosedError,
@@ -17,7 +17,7 @@ from gallery import (
     SearchFilters,
     measure_recall,
 )
-from gallery.index import VectorIndex
+from reid.gallery.index import VectorIndex
 
 DIM = 32
 

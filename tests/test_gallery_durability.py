@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gallery import EntryMetadata, Gallery
+from reid.gallery import EntryMetadata, Gallery
 
 DIM = 16
 REPO = Path(__file__).resolve().parents[1]
@@ -29,7 +29,7 @@ CHILD = textwrap.dedent(
     import json, sys
     sys.path.insert(0, sys.argv[2])
     from tests.test_gallery_durability import DIM, batch
-    from gallery import Gallery
+    from reid.gallery import Gallery
 
     with Gallery.open(sys.argv[1], dim=DIM, index="flat") as gallery:
         number = 0

@@ -3,14 +3,18 @@
 The served side runs through the real HTTP app and search service (``server.http``,
 ``server.service``, ``gallery.Gallery``) in process, with a small deterministic runtime
 standing in for an exported model; the offline reference embeds the same files with the
-same runtime. Unit tests run the harness against an in-memory backend.
+same runtime. Unit tests run the harness against an in-memory backend that answers
+with the API's own models (``reid_client.schemas``); one slow test runs the real
+``python -m server`` and ``python -m gallery evaluate`` processes, queries over gRPC.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -27,15 +31,17 @@ from gallery.evaluate import (
     gallery_metadata,
     offline_results,
 )
-from gallery.http_client import Match, ReIDHttpClient, ServerUnreachableError
 from gallery.report import write_report
-from gallery.topk import evaluate_returned, truncate_distmat
 from reid.data import load_dataset
 from reid.data.base import label_arrays
 from reid.manifest import ExportManifest
-from reid.metrics import evaluate_features, evaluate_rank
+from reid.metrics import evaluate_features, evaluate_rank, truncate_distmat
 from reid.preprocess import PreprocessConfig, decode_image_bytes, preprocess_batch
 from reid.runtimes import Runtime
+from reid_client import ReIDClient, ServerUnreachableError
+from reid_client import schemas as s
+
+REPO = Path(__file__).resolve().parents[1]
 
 DIM = 24
 
@@ -76,7 +82,7 @@ class MemoryBackend:
         decoded = [decode_image_bytes(b) for b in images]
         return self.runtime.embed(preprocess_batch(decoded, self.runtime.manifest.preprocess))
 
-    def add_gallery(self, images, metadata):
+    def add(self, images, metadata):
         ids = []
         for vector, meta in zip(self._embed(images), metadata, strict=True):
             self.vectors[self.next_id], self.metadata[self.next_id] = vector, meta
@@ -84,20 +90,27 @@ class MemoryBackend:
             self.next_id += 1
         return ids
 
-    def delete_gallery(self, ids):
+    def delete(self, ids):
         for i in ids:
             del self.vectors[i], self.metadata[i]
-        return list(ids)
+        return s.DeleteManyResponse(deleted=list(ids), missing=[])
 
-    def search(self, images, *, k=10, full_ranking=False):
+    def search(self, images, params: s.SearchParams) -> s.SearchResponse:
         ids = list(self.vectors)
         matrix = np.stack([self.vectors[i] for i in ids])
-        depth = k if self.ignore_full_ranking or not full_ranking else len(ids)
+        full = params.full_ranking and not self.ignore_full_ranking
+        depth = len(ids) if full else params.k
         results = []
-        for scores in self._embed(images) @ matrix.T:
+        for index, scores in enumerate(self._embed(images) @ matrix.T):
             order = np.argsort(-scores, kind="stable")[:depth]
-            results.append([Match(ids[j], float(scores[j])) for j in order])
-        return results
+            matches = [s.MatchOut(id=ids[j], score=float(scores[j])) for j in order]
+            results.append(s.QueryResult(query_index=index, matches=matches))
+        return s.SearchResponse(results=results, gallery_size=len(ids), took_ms=0.0)
+
+
+def evaluate_returned(distmat, q_pids, g_pids, q_cams, g_cams, max_rank=50):
+    """The metrics of a top-k ranking (not returned = ``inf`` = not retrieved)."""
+    return evaluate_rank(distmat, q_pids, g_pids, q_cams, g_cams, max_rank, inf_is_missed=True)
 
 
 def reference(dataset, runtime: Runtime):
@@ -154,15 +167,15 @@ def test_upload_sends_camera_source_and_labels_as_metadata(dataset, runtime):
     sent = list(backend.metadata.values())
     assert len(sent) == len(dataset.gallery)
     assert sent[0] == gallery_metadata(dataset.gallery[0])
-    assert sent[0]["camera"] == dataset.gallery[0].camid
-    assert sent[0]["source"] == str(dataset.gallery[0].path)
-    assert sent[0]["extra"]["pid"] == dataset.gallery[0].pid
+    assert sent[0].camera == dataset.gallery[0].camid
+    assert sent[0].source == str(dataset.gallery[0].path)
+    assert sent[0].extra["pid"] == dataset.gallery[0].pid
 
 
 def test_entries_already_on_the_server_are_ignored_and_reported(dataset, runtime):
     backend = MemoryBackend(runtime)
     foreign = [r.path.read_bytes() for r in dataset.train[:5]]
-    backend.add_gallery(foreign, [{}] * 5)
+    backend.add(foreign, [s.EntryMetadataIn()] * 5)
     evaluation = evaluate_served(
         backend, dataset, offline_model=runtime, progress=False, log=lambda m: None
     )
@@ -256,26 +269,28 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _app(directory: Path, runtime: Runtime, api_key: str | None = None, dim: int = DIM):
-    from gallery import Gallery
+def _app(directory: Path, runtime: Runtime, api_key: str | None = None, dim: int = DIM, **extra):
+    from reid.gallery import Gallery
     from server.http import create_app
     from server.service import SearchService
     from server.settings import ServerSettings
 
-    settings = ServerSettings(max_images=16, api_key=api_key, grpc=False)
+    settings = ServerSettings(max_images=16, api_key=api_key, grpc=False, **extra)
     service = SearchService(runtime, Gallery.open(directory, dim, index="flat"), settings)
     return create_app(settings, service)
 
 
 @pytest.fixture
-def live_server(tmp_path, runtime) -> Iterator[str]:
-    """The real HTTP app on a free local port (uvicorn in a thread); yields its URL."""
+def live_server(request, tmp_path, runtime) -> Iterator[str]:
+    """The real HTTP app on a free local port (uvicorn in a thread); yields its URL.
+
+    Indirect parametrisation passes extra ``ServerSettings`` fields.
+    """
     import uvicorn
 
-    pytest.importorskip("server.http")
     port = _free_port()
     config = uvicorn.Config(
-        _app(tmp_path / "gallery", runtime, api_key="secret"),
+        _app(tmp_path / "gallery", runtime, api_key="secret", **getattr(request, "param", {})),
         host="127.0.0.1",
         port=port,
         log_level="warning",
@@ -296,12 +311,12 @@ def test_served_http_path_equals_offline_on_synthetic_data(dataset, runtime, tmp
     from fastapi.testclient import TestClient
 
     with TestClient(_app(tmp_path / "gallery", runtime)) as http:
-        client = ReIDHttpClient("http://testserver", client=http)
+        client = ReIDClient("http://testserver", client=http)
         client.wait_ready(timeout=5)
         evaluation = evaluate_served(
             client, dataset, offline_model=runtime, batch=16, progress=False, log=lambda m: None
         )
-        assert client.stats()["size"] == 0  # the upload was removed again
+        assert client.stats().size == 0  # the upload was removed again
     expected, _, _ = reference(dataset, runtime)
     assert_close(evaluation.served, expected)
     assert evaluation.passed
@@ -349,13 +364,33 @@ def test_unreachable_server_is_a_clear_error(tiny_synthetic, capsys):
     assert f"cannot reach the server at {url}" in err
     assert "not ready within 0.5 s" in err
     with pytest.raises(ServerUnreachableError, match="is it running"):
-        ReIDHttpClient(url, timeout=2).stats()
+        ReIDClient(url, timeout=2, retries=0).stats()
 
 
 def test_offline_reference_needs_an_export_directory(live_server, tiny_synthetic, capsys):
     argv = ["evaluate", "--server", live_server, "--data", f"synthetic:{tiny_synthetic}"]
     assert main(argv) == 2
-    assert "pass --model EXPORT_DIR" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "pass --model EXPORT_DIR" in err and "--expose-export-dir" in err
+
+
+@pytest.mark.parametrize("live_server", [{"expose_export_dir": True}], indirect=True)
+def test_without_model_the_offline_reference_is_the_export_the_server_reports(
+    live_server, tiny_synthetic, runtime, monkeypatch, capsys, tmp_path
+):
+    import reid.runtimes
+
+    monkeypatch.setattr(runtime.manifest, "directory", tmp_path / "export")  # where it was read
+    served = ReIDClient(live_server).model_info().model.export_dir
+    opened = []
+    monkeypatch.setattr(
+        reid.runtimes, "load_runtime", lambda path, *a, **kw: opened.append(path) or runtime
+    )
+    argv = ["evaluate", "--server", live_server, "--data", f"synthetic:{tiny_synthetic}",
+            "--api-key", "secret", "--no-progress", "--json"]  # fmt: skip
+    assert main(argv) == 0
+    assert served == str((tmp_path / "export").resolve()) and opened == [Path(served)]
+    assert json.loads(capsys.readouterr().out)["passed"] is True
 
 
 def test_offline_results_match_in_both_modes_without_truncation(dataset, runtime):
@@ -368,52 +403,6 @@ def test_offline_results_match_in_both_modes_without_truncation(dataset, runtime
 
 
 # ----------------------------------------------------------------------------- gRPC queries
-
-
-class FakeGrpcClient:
-    """Answers searches with real ``reid_pb2.SearchResponse`` messages from a backend."""
-
-    backend: MemoryBackend
-
-    def __init__(self, target, api_key=None):
-        self.target = target
-
-    def search(self, images, *, k=10, full_ranking=False):
-        from server.grpc_api import reid_pb2
-
-        results = self.backend.search(images, k=k, full_ranking=full_ranking)
-        return reid_pb2.SearchResponse(
-            results=[
-                reid_pb2.QueryResult(
-                    matches=[reid_pb2.Match(id=m.id, score=m.score) for m in matches]
-                )
-                for matches in results
-            ]
-        )
-
-
-def test_queries_over_grpc_give_the_offline_numbers(dataset, runtime, monkeypatch):
-    pytest.importorskip("server.grpc_api.client")
-    import server.grpc_api.client as grpc_client
-    from gallery.grpc_backend import GrpcQueryBackend
-
-    backend = MemoryBackend(runtime)
-    FakeGrpcClient.backend = backend
-    monkeypatch.setattr(grpc_client, "ReIDGrpcClient", FakeGrpcClient)
-    queries_over_grpc = GrpcQueryBackend(backend, "127.0.0.1:1")
-    evaluation = evaluate_served(
-        queries_over_grpc, dataset, offline_model=runtime, progress=False, log=lambda m: None
-    )
-    assert evaluation.passed  # float32 scores over gRPC still rank like offline
-    assert_close(evaluation.served, reference(dataset, runtime)[0])
-
-
-def test_the_export_directory_can_come_from_the_server():
-    from gallery.cli import export_dir_from_server
-
-    assert export_dir_from_server({"model": {"export_dir": "/srv/export"}}) == Path("/srv/export")
-    assert export_dir_from_server({"export_dir": "/a", "model": {}}) == Path("/a")
-    assert export_dir_from_server({"model": {"name": "x"}, "runtime": {}}) is None
 
 
 # ----------------------------------------------------------------------------- real ONNX export
@@ -441,7 +430,7 @@ def test_served_onnx_model_equals_offline_on_synthetic_data(dataset, onnx_export
     served_runtime = load_runtime(onnx_export, "onnxruntime", device="cpu")
     offline_runtime = load_runtime(onnx_export, "onnxruntime", device="cpu")
     with TestClient(_app(tmp_path / "gallery", served_runtime, dim=512)) as http:
-        client = ReIDHttpClient("http://testserver", client=http)
+        client = ReIDClient("http://testserver", client=http)
         evaluation = evaluate_served(
             client, dataset, offline_model=offline_runtime, batch=5, progress=False,
             log=lambda m: None,
@@ -504,11 +493,76 @@ def test_demo_exports_again_unless_a_passing_export_is_newer_than_the_checkpoint
     assert len(demo.export_steps(paths, checkpoint, fresh_checkpoint=False)) == 1
 
 
+def _model_info(checkpoint_sha256: str | None) -> s.ModelInfo:
+    return s.ModelInfo(
+        model=s.ModelSummary(
+            name="m", embedding_dim=8, input_size=[64, 32], checkpoint_sha256=checkpoint_sha256
+        ),
+        runtime=s.RuntimeInfo(
+            runtime="onnxruntime", device="cpu", model="m", embedding_dim=8, input_size=[64, 32]
+        ),
+        batching=s.BatchingInfo(enabled=True, max_batch=32, max_wait_ms=2, workers=1),
+        limits=s.Limits(
+            max_images=64, max_body_mb=32, max_pixels=10**7, max_k=1000, max_full_ranking=10**6
+        ),
+        auth=s.AuthInfo(writes_need_key=False, reads_need_key=False),
+    )
+
+
 def test_an_offline_reference_from_another_checkpoint_is_refused(tmp_path):
     from gallery.cli import CliError, check_same_export
 
-    served = {"model": {"checkpoint_sha256": "a" * 64}}
+    served = _model_info("a" * 64)
     check_same_export("a" * 64, served, tmp_path)  # the served export: fine
     check_same_export(None, served, tmp_path)  # an export without a recorded hash: fine
+    check_same_export("b" * 64, _model_info(None), tmp_path)  # nothing served to compare
     with pytest.raises(CliError, match="must be the served export"):
         check_same_export("b" * 64, served, tmp_path)
+
+
+# ----------------------------------------------------------------------------- real processes
+
+
+def _wait_for(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    with ReIDClient(url, timeout=5, retries=0) as client:
+        while time.monotonic() < deadline:
+            assert process.poll() is None, "python -m server exited"
+            try:
+                if client.is_ready():
+                    return
+            except ServerUnreachableError:
+                pass
+            time.sleep(0.3)
+    raise AssertionError(f"{url} not ready within {timeout} s")
+
+
+@pytest.mark.slow
+def test_gallery_evaluate_over_grpc_against_python_m_server_without_model(
+    onnx_export, tiny_synthetic, tmp_path
+):
+    """The whole served path as a user runs it: two processes, the export found via the API."""
+    http_port, grpc_port = _free_port(), _free_port()
+    env = {**os.environ, "REID_API_KEY": "secret"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "server", "--model", str(onnx_export), "--gallery",
+         str(tmp_path / "gallery"), "--http-port", str(http_port), "--grpc-port",
+         str(grpc_port), "--runtime", "onnxruntime", "--device", "cpu", "--expose-export-dir"],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{http_port}"
+        _wait_for(url, server)
+        evaluate = subprocess.run(
+            [sys.executable, "-m", "gallery", "evaluate", "--server", url, "--data",
+             f"synthetic:{tiny_synthetic}", "--grpc", f"127.0.0.1:{grpc_port}", "--json",
+             "--no-progress"],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert evaluate.returncode == 0, evaluate.stderr
+    out = json.loads(evaluate.stdout)
+    assert out["passed"] is True and out["offline"] is not None
+    assert out["max_diff"] <= TOLERANCE

@@ -28,6 +28,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import grpc
+import httpx
 import numpy as np
 import pytest
 import pytest_asyncio
@@ -36,12 +37,13 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from PIL import Image
 from server_fakes import DIM, ColourRuntime, image_bytes
 
-from gallery import EntryMetadata, Gallery, Match
+from reid.gallery import EntryMetadata, Gallery, Match
+from reid_client.proto import reid_pb2, reid_pb2_grpc
+from reid_client.schemas import GalleryStats, ModelInfo
 from server import errors
-from server.grpc_api import reid_pb2, reid_pb2_grpc
-from server.grpc_api.client import AsyncReIDGrpcClient, ReIDGrpcClient
 from server.grpc_api.server import launch_grpc_server, start_grpc_server
 from server.grpc_api.servicer import api_key_from_metadata
+from server.http import create_app
 from server.service import SearchOptions, SearchService
 from server.settings import ServerSettings
 
@@ -159,6 +161,17 @@ async def wait_for_health(env: Env, status: int) -> None:
 
 # -- a recording fake of the SearchService contract ---------------------------------------------
 
+FAKE_STATS = GalleryStats(size=3, dim=4, index="flat", index_requested="auto", cameras={0: 2, 1: 1})
+FAKE_INFO = ModelInfo.model_validate(
+    {
+        "model": {"name": "fake-net", "embedding_dim": 4, "input_size": [32, 16]},
+        "runtime": {
+            "runtime": "fake", "device": "cpu", "model": "fake-net", "embedding_dim": 4,
+            "input_size": [32, 16], "threads": 2,  # runtimes may add fields
+        },
+        **ServerSettings().public_summary(),
+    }
+)  # fmt: skip
 FULL_META = EntryMetadata(
     camera=2, timestamp=12.5, track=7, box=(1, 2, 30, 60), source="cam2.mp4", extra={"a": 1}
 )
@@ -204,13 +217,13 @@ class RecordingService:
         self._record("delete", list(ids))
         return [i for i in ids if i in self.known_ids], [i for i in ids if i not in self.known_ids]
 
-    async def stats(self):
+    async def stats(self) -> GalleryStats:
         self._record("stats")
-        return {"size": 3, "dim": 4, "cameras": {"0": 2, "1": 1}}
+        return FAKE_STATS
 
-    def model_info(self):
+    def model_info(self) -> ModelInfo:
         self._record("model_info")
-        return {"model": {"name": "fake-net", "embedding_dim": 4}, "runtime": {"name": "x"}}
+        return FAKE_INFO
 
     def is_ready(self):
         return self.ready
@@ -321,7 +334,7 @@ async def test_search_by_embeddings_calls_search_embeddings(fake):
         ),
         (
             search_request(png(), filters=reid_pb2.SearchFilters(time_from=float("nan"))),
-            "filters: time_from must be finite",
+            "time_from must be finite, got nan",
         ),
     ],
     ids=["k-and-full-ranking", "no-query", "images-and-embeddings", "ragged", "bad-filter"],
@@ -436,14 +449,15 @@ async def test_delete_of_an_unknown_id_is_not_found_unless_allow_missing(fake):
 
 
 @asyncio_test
-async def test_stats_and_model_info_pull_out_size_name_and_dim(fake):
+async def test_stats_and_model_info_carry_the_typed_models_as_json(fake):
     stats = await fake.stub.GalleryStats(reid_pb2.GalleryStatsRequest())
     assert (stats.size, stats.dim) == (3, 4)
-    assert json.loads(stats.stats_json)["cameras"] == {"0": 2, "1": 1}
+    assert GalleryStats.model_validate_json(stats.stats_json) == FAKE_STATS
 
     info = await fake.stub.ModelInfo(reid_pb2.ModelInfoRequest())
     assert (info.name, info.dim) == ("fake-net", 4)
-    assert json.loads(info.info_json)["runtime"] == {"name": "x"}
+    parsed = ModelInfo.model_validate_json(info.info_json)
+    assert parsed == FAKE_INFO and parsed.runtime.model_extra == {"threads": 2}
 
 
 # -- errors and auth (fake service) ---------------------------------------------------------------
@@ -581,8 +595,9 @@ async def test_start_grpc_server_listens_on_the_settings_host_and_port():
     settings = SimpleNamespace(host="127.0.0.1", grpc_port=free_port())
     server = await start_grpc_server(RecordingService(), settings)
     try:
-        async with AsyncReIDGrpcClient(f"127.0.0.1:{settings.grpc_port}") as client:
-            assert (await client.stats())["size"] == 3
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{settings.grpc_port}") as channel:
+            stub = reid_pb2_grpc.ReIDServiceStub(channel)
+            assert (await stub.GalleryStats(reid_pb2.GalleryStatsRequest())).size == 3
     finally:
         await server.stop(None)
 
@@ -799,6 +814,52 @@ async def test_real_service_bad_input_gets_a_clear_status_and_the_server_keeps_s
     assert (await real.stub.GalleryStats(reid_pb2.GalleryStatsRequest())).size == 4
 
 
+def http_client(env: Env) -> httpx.AsyncClient:
+    """The HTTP front end over the same service, in this event loop."""
+    app = create_app(env.service.settings, env.service, own_service=False)
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+
+
+# One check per refusal: the HTTP form and the gRPC request go through the same models.
+SAME_REFUSALS = {
+    "negative camera": ({"cameras": "-1"}, {"include_cameras": [-1]}),
+    "time order": ({"time_from": "5", "time_to": "1"}, {"time_from": 5.0, "time_to": 1.0}),
+    "non-finite score": ({"min_score": "inf"}, {"min_score": float("inf")}),
+    "same camera without one": ({"exclude_same_camera": "true"}, {"exclude_same_camera": True}),
+}
+
+
+@pytest.mark.parametrize("case", list(SAME_REFUSALS))
+@asyncio_test
+async def test_a_bad_search_value_is_the_same_refusal_over_http_and_grpc(real, case):
+    form, filters = SAME_REFUSALS[case]
+    files = [("images", ("q.png", png(), "image/png"))]
+    async with http_client(real) as web:
+        r = await web.post("/v1/search", files=files, data=form)
+    error = await rpc_error(
+        real.stub.Search(search_request(png(), filters=reid_pb2.SearchFilters(**filters)))
+    )
+
+    assert (r.status_code, error.code()) == (400, grpc.StatusCode.INVALID_ARGUMENT)
+    assert r.json()["error"] == {"type": "BadInputError", "message": error.details()}
+
+
+@asyncio_test
+async def test_real_service_model_info_and_stats_are_the_typed_models_http_reports(real):
+    await populate(real)
+    async with http_client(real) as web:
+        http_info = ModelInfo.model_validate((await web.get("/v1/model")).json())
+        http_stats = GalleryStats.model_validate((await web.get("/v1/gallery/stats")).json())
+
+    info = await real.stub.ModelInfo(reid_pb2.ModelInfoRequest())
+    stats = await real.stub.GalleryStats(reid_pb2.GalleryStatsRequest())
+
+    assert ModelInfo.model_validate_json(info.info_json) == http_info
+    assert (info.name, info.dim) == (http_info.model.name, http_info.model.embedding_dim)
+    assert GalleryStats.model_validate_json(stats.stats_json) == http_stats
+    assert http_stats.size == stats.size == 4 and http_stats.cameras == {0: 1, 1: 2, 2: 1}
+
+
 @asyncio_test
 async def test_real_service_search_of_an_empty_gallery_is_ok_and_empty(real):
     reply = await real.stub.Search(search_request(png(), png(GREEN), k=5))
@@ -839,33 +900,6 @@ async def test_real_service_stopping_turns_health_not_serving_and_calls_unavaila
     assert "not ready" in error.details()
 
 
-@asyncio_test
-async def test_blocking_client_as_the_evaluation_tool_calls_it(real):
-    def session() -> tuple:
-        with ReIDGrpcClient(real.target, api_key=WRITE_KEY) as client:
-            ids = client.add([png(RED), png(BLUE)], [{"camera": 0, "box": [0, 0, 5, 5]}, None])
-            ranking = client.search([png(RED)], k=10, full_ranking=True)
-            embeddings = client.embed([png(RED)])
-            missing = client.delete([ids[1], 12345], allow_missing=True).missing
-            return ids, ranking, embeddings, list(missing), client.stats(), client.model_info()
-
-    ids, ranking, embeddings, missing, stats, info = await asyncio.to_thread(session)
-    assert [m.id for m in ranking.results[0].matches] == ids
-    assert embeddings.shape == (1, DIM) and embeddings.dtype == np.float32
-    assert missing == [12345]
-    assert stats["size"] == 1
-    assert info["model"]["name"] == "colour-fake"
-
-
-@asyncio_test
-async def test_async_client_search_by_embeddings_with_filters(real):
-    async with AsyncReIDGrpcClient(real.target, api_key=WRITE_KEY) as client:
-        _red, green = await client.add([png(RED), png(GREEN)], [{"camera": 0}, {"camera": 1}])
-        query = await client.embed([png(RED)])
-        reply = await client.search(embeddings=query, cameras=[0], exclude_same_camera=True, k=5)
-    assert [m.id for m in reply.results[0].matches] == [green]
-
-
 # -- generated code ------------------------------------------------------------------------------
 
 VERSION_STAMPS = re.compile(
@@ -883,10 +917,10 @@ def test_generated_code_is_up_to_date_with_the_proto(tmp_path):
     )
     for name in ("reid_pb2.py", "reid_pb2.pyi", "reid_pb2_grpc.py"):
         fresh = (tmp_path / name).read_text()
-        committed = (REPO / "server" / "grpc_api" / name).read_text()
+        committed = (REPO / "client" / "reid_client" / "proto" / name).read_text()
         # Tool versions may differ between machines; the generated content may not.
         assert VERSION_STAMPS.sub("", committed) == VERSION_STAMPS.sub("", fresh), (
-            f"server/grpc_api/{name} is stale: run scripts/gen_proto.sh"
+            f"client/reid_client/proto/{name} is stale: run scripts/gen_proto.sh"
         )
 
 

@@ -15,7 +15,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from server_fakes import DIM, ColourRuntime, MemoryGallery, image_bytes
 
-from gallery import EntryMetadata, Gallery
+from reid.gallery import EntryMetadata, Gallery
+from reid_client.schemas import GalleryStats, ModelInfo
 from server.errors import ServiceError
 from server.http import create_app
 from server.service import SearchOptions, SearchService
@@ -236,6 +237,34 @@ def test_model_health_ready(client):
     assert client.get("/readyz").json() == {"status": "ready"}
 
 
+def test_model_info_and_stats_validate_as_the_typed_schemas(client):
+    populate(client)
+    info = ModelInfo.model_validate(client.get("/v1/model").json())
+    assert (info.model.name, info.model.embedding_dim) == ("colour-fake", DIM)
+    assert info.model.input_size == [32, 16] and info.runtime.runtime == "fake"
+    assert info.limits.max_k == 50 and info.limits.max_full_ranking is None
+    assert info.auth.writes_need_key is False
+
+    stats = GalleryStats.model_validate(client.get("/v1/gallery/stats").json())
+    assert (stats.size, stats.dim, stats.index) == (4, DIM, "flat")
+    assert stats.cameras == {0: 1, 1: 2, 2: 1} and stats.time_range == [1.0, 4.0]
+    assert stats.with_thumbnails == 4
+
+
+@pytest.mark.parametrize("expose", [False, True])
+def test_model_info_reports_the_export_dir_only_when_the_operator_allows_it(tmp_path, expose):
+    settings = ServerSettings(expose_export_dir=expose)
+    runtime = ColourRuntime()
+    export = tmp_path / "exports" / ".." / "export"
+    runtime.manifest.directory = export
+    runtime.manifest.source = {"sha256": "ab" * 32}
+    service = SearchService(runtime, MemoryGallery(), settings)
+    with TestClient(create_app(settings, service)) as client:
+        info = ModelInfo.model_validate(client.get("/v1/model").json())
+    assert info.model.checkpoint_sha256 == "ab" * 32  # always: the evaluation checks it
+    assert info.model.export_dir == (str(export.resolve()) if expose else None)
+
+
 def test_readyz_is_503_before_the_service_starts_and_after_it_stops(tmp_path):
     settings = ServerSettings()
     service = SearchService(ColourRuntime(), MemoryGallery(), settings)
@@ -383,6 +412,7 @@ def test_body_over_the_limit_is_413_before_reading(client):
     ("form", "words"),
     [
         ({"cameras": "1,x"}, "comma-separated integers"),
+        ({"exclude_cameras": "-1"}, "exclude_cameras values must be between 0 and"),
         ({"query_cameras": "0,1"}, "query_cameras has 2 values for 1"),
         ({"exclude_same_camera": "true"}, "needs query_cameras"),
         ({"time_from": "5", "time_to": "1"}, "after time_to"),
@@ -392,6 +422,24 @@ def test_body_over_the_limit_is_413_before_reading(client):
 def test_malformed_filters_are_400(client, form, words):
     r = client.post("/v1/search", files=files(image_bytes(RED)), data=form)
     assert r.status_code == 400, r.text
+    assert words in error_of(r)["message"]
+
+
+@pytest.mark.parametrize(
+    ("query", "status", "words"),
+    [
+        ("time_from=5&time_to=1", 400, "time_from (5.0) is after time_to (1.0)"),
+        ("exclude_same_camera=true", 400, "needs query_cameras"),
+        ("query_camera=x", 400, "comma-separated integers"),
+        ("k=0", 400, "k must be between 1 and 50"),
+        ("k=abc", 422, "k: Input should be a valid integer"),  # a wrong type, not a bad value
+    ],
+)
+def test_malformed_raw_search_parameters_are_refused(client, query, status, words):
+    r = client.post(
+        f"/v1/search/raw?{query}", content=image_bytes(RED), headers={"Content-Type": "image/png"}
+    )
+    assert r.status_code == status, r.text
     assert words in error_of(r)["message"]
 
 

@@ -17,7 +17,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 from server_fakes import DIM, ColourRuntime, MemoryGallery, image_bytes
 
-from gallery import EntryMetadata
+from reid.gallery import EntryMetadata
 from server.http import create_app
 from server.service import SearchService
 from server.settings import ServerSettings

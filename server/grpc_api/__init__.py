@@ -1,6 +1,8 @@
 """gRPC front end of the search server (``reid.v1.ReIDService``, health, reflection).
 
-Generated code: ``reid_pb2`` / ``reid_pb2_grpc`` (from ``proto/reid/v1/reid.proto`` by
-``scripts/gen_proto.sh``). The server is started by ``server.grpc_api.server``; the
-client helper is ``server.grpc_api.client.ReIDGrpcClient``.
+The generated code lives with the API contract: ``reid_client.proto.reid_pb2`` /
+``reid_pb2_grpc`` (from ``proto/reid/v1/reid.proto`` by ``scripts/gen_proto.sh``).
+``server.grpc_api.server`` starts the server, ``servicer`` implements the RPCs over
+``SearchService`` and ``convert`` translates messages; the client is
+``reid_client.grpc_client``.
 """

@@ -1,41 +1,34 @@
 """Translation between the protobuf messages of ``reid.v1`` and the service's Python types.
 
-Every check here raises ``BadInputError`` with a message naming the offending field, so a
-malformed request becomes ``INVALID_ARGUMENT`` like any other bad input.
+Requests are validated where they enter: the search fields through the same
+:class:`server.wire.SearchForm` as HTTP's form, metadata through the same
+:func:`server.wire.entry_metadata`, so a bad value gets the same message over both
+protocols. Every refusal is a ``BadInputError`` (``INVALID_ARGUMENT``) naming the field.
+Replies carry the typed :class:`GalleryStats` / :class:`ModelInfo` as JSON.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from gallery.types import EntryMetadata, Match, SearchFilters
+from reid.gallery import EntryMetadata, Match
+from reid_client.proto import reid_pb2
+from reid_client.schemas import GalleryStats, ModelInfo
 from server.errors import BadInputError
-from server.grpc_api import reid_pb2
 from server.service import SearchOptions
+from server.wire import SearchForm, entry_metadata, search_options, thumbnail_url, validated
 
 DEFAULT_K = 10
 """Matches per query when a request sets neither ``k`` nor ``full_ranking``."""
 
 
-def thumbnail_url(entry_id: int) -> str:
-    """Path of an entry's thumbnail on the HTTP server."""
-    return f"/v1/gallery/{entry_id}/thumbnail"
-
-
 def _optional(message: Any, name: str) -> Any:
     """The field's value, or None when an ``optional`` field is unset."""
     return getattr(message, name) if message.HasField(name) else None
-
-
-def _box_from_proto(message: Any) -> tuple[float, float, float, float] | None:
-    if not message.HasField("box"):
-        return None
-    box = message.box
-    return (box.x, box.y, box.w, box.h)
 
 
 def _box_to_proto(box: Sequence[float] | None) -> reid_pb2.Box | None:
@@ -59,47 +52,43 @@ def _extra_from_json(text: str, where: str) -> dict[str, Any]:
 
 def metadata_from_proto(message: reid_pb2.EntryMetadata, where: str = "metadata") -> EntryMetadata:
     """``EntryMetadata`` of a request message; ``where`` prefixes error messages."""
-    try:
-        return EntryMetadata(
-            camera=_optional(message, "camera"),
-            timestamp=_optional(message, "timestamp"),
-            track=_optional(message, "track"),
-            box=_box_from_proto(message),
-            source=_optional(message, "source"),
-            extra=_extra_from_json(message.extra_json, where),
-        )
-    except ValueError as error:
-        raise BadInputError(f"{where}: {error}") from None
-
-
-def filters_from_proto(message: reid_pb2.SearchFilters) -> SearchFilters:
-    """``SearchFilters`` of a request; an empty ``include_cameras`` means every camera."""
-    try:
-        return SearchFilters(
-            exclude_cameras=frozenset(message.exclude_cameras),
-            include_cameras=frozenset(message.include_cameras) or None,
-            time_from=_optional(message, "time_from"),
-            time_to=_optional(message, "time_to"),
-            min_score=_optional(message, "min_score"),
-        )
-    except ValueError as error:
-        raise BadInputError(f"filters: {error}") from None
+    box = message.box if message.HasField("box") else None
+    fields = {
+        "camera": _optional(message, "camera"),
+        "timestamp": _optional(message, "timestamp"),
+        "track": _optional(message, "track"),
+        "box": None if box is None else (box.x, box.y, box.w, box.h),
+        "source": _optional(message, "source"),
+        "extra": _extra_from_json(message.extra_json, where),
+    }
+    return entry_metadata(fields, where)
 
 
 def search_options_from_proto(request: reid_pb2.SearchRequest) -> SearchOptions:
     """``SearchOptions`` of a request: k (or a full ranking), filters and query cameras."""
     if request.full_ranking and request.HasField("k"):
         raise BadInputError("set either k or full_ranking, not both")
-    k = None if request.full_ranking else (request.k if request.HasField("k") else DEFAULT_K)
     queries = request.queries or request.embeddings
     cameras = [_optional(query, "camera") for query in queries]
-    return SearchOptions(
-        k=k,
-        filters=filters_from_proto(request.filters),
-        # None when no query names a camera, so exclude_same_camera is refused clearly.
-        query_cameras=cameras if any(c is not None for c in cameras) else None,
-        exclude_same_camera=request.filters.exclude_same_camera,
+    known = [camera for camera in cameras if camera is not None]
+    f = request.filters
+    params = validated(
+        SearchForm,
+        {
+            "k": request.k if request.HasField("k") else DEFAULT_K,
+            "full_ranking": request.full_ranking,
+            # The cameras the queries name (a query may leave its camera unset), so an
+            # exclude_same_camera without any is refused as over HTTP.
+            "query_cameras": known or None,
+            "exclude_same_camera": f.exclude_same_camera,
+            "cameras": list(f.include_cameras) or None,  # empty = every camera
+            "exclude_cameras": list(f.exclude_cameras) or None,
+            "time_from": _optional(f, "time_from"),
+            "time_to": _optional(f, "time_to"),
+            "min_score": _optional(f, "min_score"),
+        },
     )
+    return search_options(params, query_cameras=cameras if known else None)
 
 
 def query_images(request: reid_pb2.SearchRequest) -> list[bytes]:
@@ -137,7 +126,7 @@ def match_to_proto(match: Match) -> reid_pb2.Match:
         track=meta.track,
         box=_box_to_proto(meta.box),
         source=meta.source,
-        thumbnail_url=thumbnail_url(match.id) if match.has_thumbnail else "",
+        thumbnail_url=thumbnail_url(match.id, match.has_thumbnail) or "",
         extra_json=json.dumps(meta.extra),
     )
 
@@ -161,37 +150,15 @@ def embed_response(embeddings: np.ndarray) -> reid_pb2.EmbedResponse:
     )
 
 
-def _int_field(data: Mapping[str, Any], *names: str) -> int:
-    for name in names:
-        value = data.get(name)
-        if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-            return int(value)
-    return 0
-
-
-def _to_json(data: Mapping[str, Any]) -> str:
-    return json.dumps(data, default=str, sort_keys=True)
-
-
-def stats_response(stats: Mapping[str, Any]) -> reid_pb2.GalleryStatsResponse:
-    """A ``GalleryStatsResponse``: size and dim pulled out, the whole dict as JSON."""
+def stats_response(stats: GalleryStats) -> reid_pb2.GalleryStatsResponse:
+    """A ``GalleryStatsResponse``: size and dim, and the whole ``GalleryStats`` as JSON."""
     return reid_pb2.GalleryStatsResponse(
-        size=_int_field(stats, "size", "count"),
-        dim=_int_field(stats, "dim"),
-        stats_json=_to_json(stats),
+        size=stats.size, dim=stats.dim, stats_json=stats.model_dump_json()
     )
 
 
-def model_info_response(info: Mapping[str, Any]) -> reid_pb2.ModelInfoResponse:
-    """A ``ModelInfoResponse``: name and dim pulled out, the whole dict as JSON.
-
-    The name and dim are read from ``info["model"]`` when that is a dict (the service's
-    layout), else from the top level.
-    """
-    model = info.get("model")
-    summary = model if isinstance(model, Mapping) else info
+def model_info_response(info: ModelInfo) -> reid_pb2.ModelInfoResponse:
+    """A ``ModelInfoResponse``: name and dim, and the whole ``ModelInfo`` as JSON."""
     return reid_pb2.ModelInfoResponse(
-        name=str(summary.get("name") or ""),
-        dim=_int_field(summary, "embedding_dim", "dim"),
-        info_json=_to_json(info),
+        name=info.model.name, dim=info.model.embedding_dim, info_json=info.model_dump_json()
     )

@@ -11,7 +11,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from server.grpc_api import reid_pb2, reid_pb2_grpc
+from reid_client.proto import reid_pb2, reid_pb2_grpc
 from server.grpc_api.servicer import ReIDServicer
 
 if TYPE_CHECKING:

@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, TypeVar
 
 import grpc
 
+from reid_client.proto import reid_pb2, reid_pb2_grpc
 from server.errors import BadInputError, NotFoundError, ServiceError
-from server.grpc_api import convert, reid_pb2, reid_pb2_grpc
+from server.grpc_api import convert
 
 if TYPE_CHECKING:
     from server.service import SearchService

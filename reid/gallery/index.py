@@ -40,7 +40,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from gallery.types import GalleryError, SearchFilters
+from reid.gallery.types import GalleryError, SearchFilters
 
 KINDS = ("flat", "ivf", "hnsw")
 _TIE_MARGIN = 8  # extra neighbours fetched so ties at the k-th place resolve by id

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from server.grpc_api import reid_pb2 as reid_dot_v1_dot_reid__pb2
+from reid_client.proto import reid_pb2 as reid_dot_v1_dot_reid__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__

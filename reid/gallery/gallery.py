@@ -40,10 +40,10 @@ from typing import Any
 
 import numpy as np
 
-from gallery.index import KINDS, IndexSettings, VectorIndex
-from gallery.locking import ReadWriteLock
-from gallery.store import Store
-from gallery.types import (
+from reid.gallery.index import KINDS, IndexSettings, VectorIndex
+from reid.gallery.locking import ReadWriteLock
+from reid.gallery.store import Store
+from reid.gallery.types import (
     Entry,
     EntryMetadata,
     GalleryClosedError,

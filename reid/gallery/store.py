@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gallery.types import EntryMetadata, GalleryError
+from reid.gallery.types import EntryMetadata, GalleryError
 
 DB_NAME = "gallery.sqlite3"
 THUMBNAILS = "thumbnails"

@@ -1,0 +1,273 @@
+"""The API contract: pydantic models of every request and answer of the search server.
+
+The server builds its answers from these models (they document the OpenAPI schema) and
+the clients parse answers into them, so both sides read the same typed fields. The
+gRPC API (``proto/reid/v1/reid.proto``) carries the same values; its JSON fields
+(``stats_json``, ``info_json``) hold :class:`GalleryStats` and :class:`ModelInfo`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+MAX_ID = 2**63 - 1
+"""Largest gallery id and camera id the API accepts."""
+
+
+def _id_list(name: str, value: object) -> list[int] | None:
+    """``"1,2"``, ``["1", "2"]``, ``["1,2"]`` or ``[1, 2]`` -> ``[1, 2]``; empty -> None."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        parts: list[object] = list(value.split(","))
+    elif isinstance(value, list | tuple | set | frozenset):
+        parts = list(value)
+    else:  # one id; a wrong type is reported below (a TypeError would escape pydantic)
+        parts = [value]
+    out: list[int] = []
+    for part in parts:
+        if isinstance(part, str):
+            if "," in part:
+                out.extend(_id_list(name, part) or [])
+                continue
+            if not part.strip():
+                continue
+            try:
+                part = int(part)
+            except ValueError:
+                raise ValueError(
+                    f"{name} must be comma-separated integers, got {value!r}"
+                ) from None
+        if isinstance(part, bool) or not isinstance(part, int):
+            raise ValueError(f"{name} must be integers, got {part!r}")
+        if not 0 <= part <= MAX_ID:
+            raise ValueError(f"{name} values must be between 0 and {MAX_ID}, got {part}")
+        out.append(part)
+    return out or None
+
+
+class SearchParams(BaseModel):
+    """How to search: the form fields of ``POST /v1/search`` (and of gRPC ``Search``).
+
+    Camera lists are sent as comma-separated integers; ``k`` is ignored for a full
+    ranking. The server also checks ``k`` against its own ``max_k``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    k: int = Field(10, ge=1, description="matches per query")
+    full_ranking: bool = Field(False, description="every entry passing the filters")
+    query_cameras: list[int] | None = Field(None, description="the camera of each query image")
+    exclude_same_camera: bool = Field(False, description="drop matches from the query's camera")
+    cameras: list[int] | None = Field(None, description="keep only these cameras")
+    exclude_cameras: list[int] | None = Field(None, description="drop these cameras")
+    time_from: float | None = Field(None, description="earliest timestamp")
+    time_to: float | None = Field(None, description="latest timestamp")
+    min_score: float | None = Field(None, description="lowest cosine score")
+
+    @field_validator("query_cameras", "cameras", "exclude_cameras", mode="before")
+    @classmethod
+    def _parse_ids(cls, value: object, info: Any) -> list[int] | None:
+        return _id_list(info.field_name, value)
+
+    @field_validator("time_from", "time_to", "min_score")
+    @classmethod
+    def _finite(cls, value: float | None, info: Any) -> float | None:
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"{info.field_name} must be finite, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SearchParams:
+        t_from, t_to = self.time_from, self.time_to
+        if t_from is not None and t_to is not None and t_from > t_to:
+            raise ValueError(f"time_from ({t_from}) is after time_to ({t_to})")
+        if self.exclude_same_camera and self.query_cameras is None:
+            raise ValueError("exclude_same_camera needs query_cameras (one per query image)")
+        return self
+
+    def form_fields(self) -> dict[str, str]:
+        """The fields as multipart form values (unset optional fields left out)."""
+        fields: dict[str, str] = {}
+        for name, value in self.model_dump(exclude_none=True).items():
+            if isinstance(value, bool):
+                fields[name] = "true" if value else "false"
+            elif isinstance(value, list):
+                fields[name] = ",".join(str(v) for v in value)
+            else:
+                fields[name] = str(value)
+        return fields
+
+
+class EntryMetadataIn(BaseModel):
+    """Where and when a crop was seen; one per image of ``POST /v1/gallery``."""
+
+    model_config = ConfigDict(extra="forbid")
+    camera: int | None = Field(None, ge=0, le=MAX_ID, description="0-based camera id")
+    timestamp: float | None = Field(None, description="seconds (unix or video time)")
+    track: int | None = None
+    box: list[float] | None = Field(
+        None, min_length=4, max_length=4, description="[x, y, w, h] in the source frame"
+    )
+    source: str | None = Field(None, description="file, stream or video name")
+    extra: dict[str, Any] = Field(default_factory=dict, description="JSON user data")
+
+
+class ErrorDetail(BaseModel):
+    type: str = Field(description="error class, e.g. BadInputError")
+    message: str = Field(description="what was wrong, for a person to read")
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class MatchOut(BaseModel):
+    id: int
+    score: float = Field(description="cosine similarity, higher is closer")
+    camera: int | None = None
+    timestamp: float | None = None
+    track: int | None = None
+    box: list[float] | None = Field(None, description="[x, y, w, h] in the source frame")
+    source: str | None = None
+    thumbnail_url: str | None = None
+
+
+class QueryResult(BaseModel):
+    query_index: int
+    query_camera: int | None = None
+    matches: list[MatchOut]
+
+
+class SearchResponse(BaseModel):
+    results: list[QueryResult] = Field(description="one per query image, in query order")
+    gallery_size: int | None = Field(None, description="entries searched (not sent over gRPC)")
+    took_ms: float | None = Field(None, description="server time (not sent over gRPC)")
+
+
+class EmbedResponse(BaseModel):
+    embeddings: list[list[float]]
+    dim: int
+    model: str
+
+
+class AddResponse(BaseModel):
+    ids: list[int]
+
+
+class DeleteRequest(BaseModel):
+    ids: list[int] = Field(min_length=1, max_length=10_000, description="gallery ids")
+
+
+class DeleteManyResponse(BaseModel):
+    deleted: list[int]
+    missing: list[int]
+
+
+class DeleteOneResponse(BaseModel):
+    deleted: list[int]
+
+
+class EntryOut(BaseModel):
+    id: int
+    camera: int | None = None
+    timestamp: float | None = None
+    track: int | None = None
+    box: list[float] | None = None
+    source: str | None = None
+    extra: dict[str, Any] = Field(default_factory=dict)
+    created: float = Field(description="unix time of the add")
+    thumbnail_url: str | None = None
+
+
+class GalleryStats(BaseModel):
+    """The gallery's size, index and contents (``GET /v1/gallery/stats``)."""
+
+    model_config = ConfigDict(extra="allow")  # a newer server may report more
+    size: int = Field(description="entries in the gallery")
+    dim: int = Field(description="embedding dimension")
+    index: str = Field(description="index in use: flat, ivf or hnsw")
+    index_requested: str = Field(description="the configured choice (auto, flat, ivf, hnsw)")
+    ivf_nlist: int | None = None
+    ivf_nprobe: int | None = None
+    hnsw_ef_search: int | None = None
+    hnsw_tombstones: int | None = None
+    recall: dict[str, Any] | None = Field(
+        None, description="last measured recall@k of the index against exact search"
+    )
+    cameras: dict[int, int] = Field(default_factory=dict, description="entries per camera")
+    time_range: list[float] | None = Field(None, description="[earliest, latest] timestamp")
+    with_thumbnails: int = 0
+    directory: str | None = Field(None, description="the gallery directory on the server")
+
+
+class ModelSummary(BaseModel):
+    """The served export, from its manifest."""
+
+    name: str
+    method: str | None = None
+    embedding_dim: int
+    normalized: bool = True
+    input_size: list[int] = Field(description="[height, width] of the model input")
+    preprocess: dict[str, Any] = Field(default_factory=dict)
+    precision: dict[str, str] = Field(default_factory=dict)
+    created: str = ""
+    checkpoint_sha256: str | None = Field(
+        None, description="SHA-256 of the checkpoint the export was made from"
+    )
+    export_dir: str | None = Field(
+        None,
+        description="the export directory on the server; only reported when the operator "
+        "allows it (--expose-export-dir)",
+    )
+
+
+class RuntimeInfo(BaseModel):
+    """The inference runtime; runtimes add their own fields (providers, precision...)."""
+
+    model_config = ConfigDict(extra="allow")
+    runtime: str
+    device: str
+    model: str
+    embedding_dim: int
+    input_size: list[int]
+
+
+class BatchingInfo(BaseModel):
+    enabled: bool
+    max_batch: int
+    max_wait_ms: float
+    workers: int
+
+
+class Limits(BaseModel):
+    """What one request may ask for; larger requests are refused."""
+
+    max_images: int = Field(description="images per request")
+    max_body_mb: float
+    max_pixels: int = Field(description="pixels per decoded image")
+    max_k: int
+    max_full_ranking: int | None = Field(
+        description="entries returned by a full ranking at most (None: every entry)"
+    )
+
+
+class AuthInfo(BaseModel):
+    writes_need_key: bool
+    reads_need_key: bool
+
+
+class ModelInfo(BaseModel):
+    """``GET /v1/model``: the served model, runtime, batching, limits and auth."""
+
+    model: ModelSummary
+    runtime: RuntimeInfo
+    batching: BatchingInfo
+    limits: Limits
+    auth: AuthInfo
+
+
+class Health(BaseModel):
+    status: str

@@ -1,0 +1,27 @@
+"""Gallery library: durable FAISS search over re-ID embeddings with SQLite metadata.
+
+See ``docs/GALLERY.md`` for the design (durability, locking, index choice, recall).
+"""
+
+from reid.gallery.gallery import Gallery, measure_recall
+from reid.gallery.index import IndexSettings
+from reid.gallery.types import (
+    Entry,
+    EntryMetadata,
+    GalleryClosedError,
+    GalleryError,
+    Match,
+    SearchFilters,
+)
+
+__all__ = [
+    "Entry",
+    "EntryMetadata",
+    "Gallery",
+    "GalleryClosedError",
+    "GalleryError",
+    "IndexSettings",
+    "Match",
+    "SearchFilters",
+    "measure_recall",
+]

@@ -1,0 +1,7 @@
+"""The HTTP API's routers, one module per resource; ``server.http`` includes them."""
+
+from server.routes import gallery, search, service
+
+ROUTERS = (search.router, gallery.router, service.router)
+
+__all__ = ["ROUTERS"]

@@ -1,0 +1,104 @@
+"""``/v1/search``, ``/v1/search/raw`` and ``/v1/embed``: queries by image."""
+
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+
+from reid.gallery import Match
+from reid_client import schemas as s
+from server.errors import UnsupportedMediaError
+from server.routes.deps import IMAGE_ERRORS, Reader
+from server.service import SearchOptions, SearchService
+from server.wire import RawSearchQuery, SearchForm, search_options, thumbnail_url
+
+router = APIRouter(tags=["search"], responses=IMAGE_ERRORS)
+
+RAW_TYPES = ("image/", "application/octet-stream")
+Images = Annotated[
+    list[UploadFile], File(description="query images (JPEG, PNG, ...), 1 to max_images files")
+]
+
+
+async def read_files(files: list[UploadFile]) -> list[bytes]:
+    return [await f.read() for f in files]
+
+
+def match_out(m: Match) -> s.MatchOut:
+    meta = m.metadata
+    return s.MatchOut(
+        id=m.id,
+        score=float(m.score),
+        camera=meta.camera,
+        timestamp=meta.timestamp,
+        track=meta.track,
+        box=None if meta.box is None else list(meta.box),
+        source=meta.source,
+        thumbnail_url=thumbnail_url(m.id, m.has_thumbnail),
+    )
+
+
+def search_response(
+    service: SearchService, results: list[list[Match]], options: SearchOptions, started: float
+) -> s.SearchResponse:
+    cameras = options.query_cameras or [None] * len(results)
+    return s.SearchResponse(
+        results=[
+            s.QueryResult(query_index=i, query_camera=cam, matches=[match_out(m) for m in ms])
+            for i, (cam, ms) in enumerate(zip(cameras, results, strict=True))
+        ],
+        gallery_size=service.gallery_size(),
+        took_ms=round((time.perf_counter() - started) * 1000, 3),
+    )
+
+
+@router.post("/v1/search", summary="Search the gallery with one or more query images")
+async def search(
+    service: Reader, images: Images, params: Annotated[SearchForm, Form()]
+) -> s.SearchResponse:
+    started = time.perf_counter()
+    options = search_options(params)
+    results = await service.search(await read_files(images), options)
+    return search_response(service, results, options, started)
+
+
+_RAW_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "one encoded image",
+        "content": {
+            t: {"schema": {"type": "string", "format": "binary"}}
+            for t in ("image/jpeg", "image/png", "application/octet-stream")
+        },
+    }
+}
+
+
+@router.post(
+    "/v1/search/raw",
+    summary="Search with one image sent as the raw request body",
+    openapi_extra=_RAW_BODY,
+)
+async def search_raw(
+    request: Request, service: Reader, params: Annotated[RawSearchQuery, Query()]
+) -> s.SearchResponse:
+    started = time.perf_counter()
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if not content_type.startswith(RAW_TYPES):
+        raise UnsupportedMediaError(
+            f"send the image bytes with an image/* (or application/octet-stream) "
+            f"Content-Type, got {content_type or 'none'}"
+        )
+    options = search_options(params)
+    results = await service.search([await request.body()], options)
+    return search_response(service, results, options, started)
+
+
+@router.post("/v1/embed", summary="Embed images without searching")
+async def embed(service: Reader, images: Images) -> s.EmbedResponse:
+    vectors = await service.embed(await read_files(images))
+    return s.EmbedResponse(
+        embeddings=vectors.astype(float).tolist(),
+        dim=int(vectors.shape[1]),
+        model=service.runtime.manifest.model_name,
+    )
