@@ -16,6 +16,7 @@ from pathlib import Path
 from export.errors import EXIT_GATE_FAILED, EXIT_OK, EXIT_USAGE, ExportError
 from export.images import DEFAULT_MAX_IMAGES
 from export.parity import Thresholds
+from reid.clihelp import HelpFormatter
 
 DATA_HELP = (
     "dataset spec FORMAT:PATH of the parity gate's images (query + gallery for CMC/mAP); "
@@ -37,25 +38,25 @@ def _gate_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=DEFAULT_MAX_IMAGES,
         metavar="N",
-        help="bound the gate's images (default %(default)s)",
+        help="bound the gate's images",
     )
     parser.add_argument(
         "--device",
         choices=("auto", "cpu", "cuda"),
         default="auto",
-        help="where the gate runs PyTorch and the runtimes (default auto)",
+        help="where the gate runs PyTorch and the runtimes",
     )
     parser.add_argument(
         "--min-cosine",
         type=float,
         default=0.9999,
-        help="FP32 gate: smallest per-image cosine (default %(default)s)",
+        help="FP32 gate: smallest per-image cosine",
     )
     parser.add_argument(
         "--max-map-diff",
         type=float,
         default=0.1,
-        help="FP32 gate: largest |delta mAP| in points (default %(default)s)",
+        help="FP32 gate: largest |delta mAP| in points",
     )
     parser.add_argument(
         "--lowp-min-cosine",
@@ -77,25 +78,44 @@ def build_export_parser() -> argparse.ArgumentParser:
         description="Export a checkpoint to ONNX (and TensorRT / torch.export), write "
         "DIR/manifest.json and run the parity gate. Re-check an export with "
         "'python -m export verify DIR --data SPEC'.",
+        formatter_class=HelpFormatter,
     )
-    p.add_argument("--checkpoint", required=True, type=Path, metavar="CKPT")
-    p.add_argument("--out", required=True, type=Path, metavar="DIR")
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        type=Path,
+        metavar="CKPT",
+        help="checkpoint written by training",
+    )
+    p.add_argument(
+        "--out", required=True, type=Path, metavar="DIR", help="export directory to write"
+    )
     p.add_argument(
         "--format",
         default="onnx",
         metavar="onnx,tensorrt,torch",
-        help="comma-separated formats (default onnx; tensorrt builds from the ONNX)",
+        help="comma-separated formats (tensorrt builds from the ONNX)",
     )
     p.add_argument("--fp16", action="store_true", help="TensorRT engine in FP16")
     p.add_argument("--int8", action="store_true", help="TensorRT engine in INT8 (needs --calib)")
     p.add_argument("--calib", metavar="DATASPEC", help="INT8 calibration images (dataset spec)")
-    p.add_argument("--calib-images", type=int, default=512, metavar="N")
+    p.add_argument(
+        "--calib-images", type=int, default=512, metavar="N", help="INT8 calibration image count"
+    )
     p.add_argument("--opset", type=int, default=18, metavar="N", help="ONNX opset (>= 18)")
     p.add_argument("--no-simplify", action="store_true", help="keep the exporter's graph")
-    p.add_argument("--batch-min", type=int, default=1)
-    p.add_argument("--batch-opt", type=int, default=32)
-    p.add_argument("--batch-max", type=int, default=256)
-    p.add_argument("--workspace-gb", type=float, default=4.0, help="TensorRT builder workspace")
+    p.add_argument(
+        "--batch-min", type=int, default=1, metavar="N", help="smallest batch of the dynamic axis"
+    )
+    p.add_argument(
+        "--batch-opt", type=int, default=32, metavar="N", help="batch size TensorRT optimises for"
+    )
+    p.add_argument(
+        "--batch-max", type=int, default=256, metavar="N", help="largest batch of the dynamic axis"
+    )
+    p.add_argument(
+        "--workspace-gb", type=float, default=4.0, help="TensorRT builder workspace in GiB"
+    )
     p.add_argument(
         "--timing-cache",
         type=Path,
@@ -112,8 +132,9 @@ def build_verify_parser() -> argparse.ArgumentParser:
         prog="python -m export verify",
         description="Re-run the parity gate on an export directory; rewrites the manifest's "
         "parity report and the FAILED marker.",
+        formatter_class=HelpFormatter,
     )
-    p.add_argument("directory", type=Path, metavar="DIR")
+    p.add_argument("directory", type=Path, metavar="DIR", help="export directory to check")
     p.add_argument(
         "--checkpoint",
         type=Path,

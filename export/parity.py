@@ -22,6 +22,7 @@ from torch import nn
 from export.images import GateImages
 from reid.metrics import evaluate_features
 from reid.runtimes import Runtime
+from reid.tables import render_table
 
 EMBED_CHUNK = 64
 
@@ -267,12 +268,7 @@ def format_report(report: ParityReport) -> str:
                 gate,
             ]
         )
-    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
-    lines = [
-        "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-        for row in [header, *rows]
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines = [render_table(header, rows, justify="left")]
     lines.append(f"data: {report.data}")
     lines += [f"note: {n}" for n in report.notes]
     verdict = "PASSED" if report.passed else "FAILED: " + "; ".join(report.failures)

@@ -19,11 +19,20 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from reid.clihelp import HelpFormatter
 from reid_client import ReIDClient, ReIDGrpcClient, ServerError
 from reid_client.schemas import ModelInfo
 
 if TYPE_CHECKING:
     from gallery.evaluate import Evaluation, SearchBackend
+
+DESCRIPTION = "Tools that work against a running search server."
+EVALUATE_DESCRIPTION = (
+    "Upload the dataset's gallery through the API, search every query, evaluate the "
+    "returned rankings and compare with the offline numbers of the export. Exit status: "
+    "0 when the served numbers match the offline ones within 1e-4 (or there is no offline "
+    "reference), 1 when they differ by more, 2 on errors."
+)
 
 
 class CliError(RuntimeError):
@@ -35,32 +44,37 @@ def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "evaluate",
         help="CMC/mAP/mINP of a dataset through the served API, compared with offline",
-        description="Upload the dataset's gallery through the API, search every query, "
-        "evaluate the returned rankings and compare with the offline numbers of the export.",
+        description=EVALUATE_DESCRIPTION,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--server", required=True, help="HTTP base URL, e.g. http://127.0.0.1:8000")
     p.add_argument("--data", required=True, help="dataset spec FORMAT:PATH")
     p.add_argument("--grpc", metavar="HOST:PORT", help="send the queries over gRPC instead")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    p.add_argument("--report", metavar="DIR", help="write an HTML report (CMC, rank lists)")
+    p.add_argument(
+        "--report",
+        metavar="DIR",
+        help="write a self-contained HTML report (model and checkpoint hash, CMC, camera "
+        "pairs, worst queries, rank lists) to DIR/index.html, or to DIR itself when it "
+        "ends in .html",
+    )
     p.add_argument(
         "--model",
         metavar="EXPORT_DIR",
-        help="export for the offline reference (default: model.export_dir of GET /v1/model, "
-        "which the server reports when started with --expose-export-dir)",
+        help="export for the offline reference (when not given: model.export_dir of GET "
+        "/v1/model, which the server reports when started with --expose-export-dir)",
     )
     p.add_argument("--no-offline", action="store_true", help="skip the offline reference")
-    p.add_argument("--runtime", default="onnxruntime", help="offline runtime (default %(default)s)")
+    p.add_argument("--runtime", default="onnxruntime", help="offline runtime")
     p.add_argument("--device", default="cpu", help="offline device: cpu, cuda or auto")
-    p.add_argument("--batch", type=int, default=32, help="images per request (default 32)")
+    p.add_argument("--batch", type=int, default=32, help="images per request")
     p.add_argument(
         "--k",
         type=int,
-        help="truncated mode: ask for the top K only (default: the full ranking)",
+        help="truncated mode: ask for the top K only (when not given: the full ranking)",
     )
     p.add_argument(
         "--api-key",
-        default=os.environ.get("REID_API_KEY"),
         help="X-API-Key for gallery writes (default: $REID_API_KEY)",
     )
     p.add_argument(
@@ -69,6 +83,13 @@ def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
     p.add_argument("--ready-timeout", type=float, default=60.0, help="seconds to wait for /readyz")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--worst",
+        type=int,
+        default=10,
+        metavar="N",
+        help="with --report: how many of the worst queries (lowest AP) to show",
+    )
     p.set_defaults(handler=run_evaluate)
 
 
@@ -146,12 +167,14 @@ def format_text(evaluation: Evaluation) -> str:
 def run_evaluate(args: argparse.Namespace) -> int:
     """The ``evaluate`` subcommand; returns the exit status."""
     from gallery.evaluate import evaluate_served
-    from gallery.report import write_report
+    from gallery.report import ReportSource, write_report
     from reid.data import load_dataset
     from reid.data.base import DatasetError
 
     if args.batch < 1 or (args.k is not None and args.k < 1):
         raise CliError("--batch and --k must be >= 1")
+    if args.api_key is None:
+        args.api_key = os.environ.get("REID_API_KEY")
     log: Callable[[str], None] = (lambda m: print(m, file=sys.stderr)) if args.json else print
     try:
         dataset = load_dataset(args.data)
@@ -174,7 +197,17 @@ def run_evaluate(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             log=log,
         )
-    report = write_report(evaluation, dataset, args.report) if args.report else None
+    report = None
+    if args.report:
+        source = ReportSource(
+            dataset_spec=args.data,
+            server=args.server,
+            model=info,
+            offline_export=None
+            if args.no_offline
+            else str(args.model or info.model.export_dir or ""),
+        )
+        report = write_report(evaluation, dataset, args.report, source=source, num_worst=args.worst)
     if args.json:
         out = evaluation.to_dict()
         out["report"] = str(report) if report else None
@@ -188,7 +221,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m gallery`` parser (one subparser per tool)."""
-    parser = argparse.ArgumentParser(prog="python -m gallery", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m gallery", description=DESCRIPTION, formatter_class=HelpFormatter
+    )
     subparsers = parser.add_subparsers(dest="command", required=True)
     add_evaluate_parser(subparsers)
     return parser

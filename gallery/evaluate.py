@@ -10,7 +10,12 @@
    counts as not retrieved (``inf_is_missed``): AP@k adds nothing for a match beyond
    rank k but still counts it in its denominator (a lower bound of AP), INP@k is 0
    unless every match was returned, CMC is exact up to the returned depth.
-4. The offline reference embeds the same files with the same export and runtime
+4. Per camera pair (:func:`camera_pairs`): for a query camera ``q`` and a gallery camera
+   ``g != q``, the queries seen by ``q`` ranked over the gallery entries seen by ``g``
+   only (the served distance matrix restricted to those columns, the ranking a search
+   with a camera filter ``g`` returns), evaluated with the same protocol; a query whose
+   identity ``g`` never saw has no valid match there and is skipped.
+5. The offline reference embeds the same files with the same export and runtime
    (:func:`reid.metrics.evaluate_features`); the served numbers must match within
    :data:`TOLERANCE`.
 """
@@ -27,10 +32,12 @@ from tqdm import tqdm
 
 from reid.data.base import ImageRecord, ReIDDataset, label_arrays
 from reid.metrics import (
+    QueryScores,
     RankResult,
     evaluate_features,
     evaluate_rank,
     pairwise_distance,
+    per_query_scores,
     truncate_distmat,
 )
 from reid.preprocess import PreprocessConfig, decode_image_bytes, preprocess_batch
@@ -153,6 +160,112 @@ def compare(served: RankResult, offline: RankResult) -> dict[str, float]:
         "mINP": abs(served.mINP - offline.mINP),
         "cmc_max": float(np.max(np.abs(served.cmc - offline.cmc))),
     }
+
+
+# ----------------------------------------------------------------------------- breakdowns
+
+
+@dataclass(frozen=True)
+class CameraPair:
+    """Rank-1 / mAP of the queries of ``query_camera`` over the gallery of ``gallery_camera``.
+
+    ``gallery_camera`` ``None`` is the whole gallery (the query camera's overall row);
+    ``result`` is ``None`` when no query of the camera has a match in that gallery part.
+    """
+
+    query_camera: int
+    gallery_camera: int | None
+    num_queries: int
+    result: RankResult | None
+
+
+def camera_pairs(
+    distmat: np.ndarray,
+    q_pids: np.ndarray,
+    g_pids: np.ndarray,
+    q_camids: np.ndarray,
+    g_camids: np.ndarray,
+    *,
+    inf_is_missed: bool = False,
+    max_rank: int = 1,
+) -> list[CameraPair]:
+    """Every (query camera, gallery camera != query camera) pair, plus each query camera
+    over the whole gallery (``gallery_camera=None``); see the module doc, item 4."""
+    q_pids, q_camids = np.asarray(q_pids), np.asarray(q_camids)
+    g_pids, g_camids = np.asarray(g_pids), np.asarray(g_camids)
+    pairs = []
+    for q_cam in np.unique(q_camids):
+        rows = np.flatnonzero(q_camids == q_cam)
+        parts = [(None, np.arange(len(g_camids)))]
+        others = [g for g in np.unique(g_camids) if g != q_cam]
+        parts += [(int(g), np.flatnonzero(g_camids == g)) for g in others]
+        for g_cam, cols in parts:
+            try:
+                result = evaluate_rank(
+                    distmat[np.ix_(rows, cols)],
+                    q_pids[rows],
+                    g_pids[cols],
+                    q_camids[rows],
+                    g_camids[cols],
+                    max_rank,
+                    inf_is_missed=inf_is_missed,
+                )
+            except ValueError:  # no query of this camera has a match there
+                result = None
+            pairs.append(CameraPair(int(q_cam), g_cam, len(rows), result))
+    return pairs
+
+
+@dataclass(frozen=True)
+class QueryOutcome:
+    """One query's AP, INP and first-match rank in the served ranking."""
+
+    query: int
+    ap: float
+    inp: float
+    first_rank: float  # inf: its first match was not returned
+
+
+def worst_queries(scores: QueryScores, count: int = 10) -> list[QueryOutcome]:
+    """The ``count`` valid queries with the lowest AP, ascending (ties: lower index first)."""
+    valid = np.flatnonzero(scores.valid)
+    order = valid[np.argsort(scores.ap[valid], kind="stable")][:count]
+    return [
+        QueryOutcome(int(i), float(scores.ap[i]), float(scores.inp[i]), float(scores.first_rank[i]))
+        for i in order
+    ]
+
+
+def served_query_scores(evaluation: Evaluation, dataset: ReIDDataset) -> QueryScores:
+    """Per-query AP / INP / first-match rank of the served ranking of ``evaluation``."""
+    if evaluation.rankings is None:
+        raise ValueError("the evaluation holds no served rankings")
+    q_pids, q_camids = label_arrays(dataset.query)
+    g_pids, g_camids = label_arrays(dataset.gallery)
+    return per_query_scores(
+        evaluation.rankings.distmat,
+        q_pids,
+        g_pids,
+        q_camids,
+        g_camids,
+        inf_is_missed=evaluation.k is not None,
+    )
+
+
+def served_camera_pairs(evaluation: Evaluation, dataset: ReIDDataset) -> list[CameraPair]:
+    """:func:`camera_pairs` of the served ranking of ``evaluation``."""
+    if evaluation.rankings is None:
+        raise ValueError("the evaluation holds no served rankings")
+    q_pids, q_camids = label_arrays(dataset.query)
+    g_pids, g_camids = label_arrays(dataset.gallery)
+    return camera_pairs(
+        evaluation.rankings.distmat,
+        q_pids,
+        g_pids,
+        q_camids,
+        g_camids,
+        inf_is_missed=evaluation.k is not None,
+    )
 
 
 # ----------------------------------------------------------------------------- served side

@@ -48,18 +48,65 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"{path}: not a file (expected a checkpoint such as model_best.pt)")
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # zip/pickle/unpickler errors all mean "unreadable"
-        reason = f"{type(exc).__name__}: {_first_line(exc)}"
-        if "weights_only" in str(exc) or "Weights only" in str(exc):
-            # torch's own hint (load with weights_only=False) would run pickled code.
-            reason = (
-                "not a torch checkpoint, or it holds pickled objects other than tensors "
-                "and plain containers, which are refused for safety"
-            )
-        raise CheckpointError(
-            f"cannot read {path} ({reason}) (is this a reid checkpoint?)"
-        ) from None
+    except Exception as exc:  # zip/pickle/unpickler/OS errors all mean "unreadable"
+        raise CheckpointError(f"cannot read {path}: {unreadable_reason(path, exc)}") from None
     return validate_checkpoint(data, source=str(path))
+
+
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default (zip) format
+_PICKLE_MAGIC = b"\x80"  # a pickle (torch's legacy format starts with one)
+
+
+def unreadable_reason(path: Path, exc: BaseException) -> str:
+    """What is wrong with a file ``torch.load`` refused, in words (never "KeyError: 101").
+
+    Told apart by the first bytes: an empty file; a text or other non-torch file; a
+    torch file (zip or legacy pickle) that is truncated or corrupt; one holding pickled
+    objects that ``weights_only`` loading refuses.
+    """
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            head = f.read(512)
+    except OSError as err:
+        return f"the file cannot be read ({err.strerror or err})"
+    if size == 0:
+        return "the file is empty (0 bytes): not a checkpoint (an interrupted copy or save?)"
+    torch_file = head.startswith(_ZIP_MAGIC) or head.startswith(_PICKLE_MAGIC)
+    if not torch_file and _looks_like_text(head):
+        preview = head.decode("utf-8", "replace").strip().splitlines()
+        first = preview[0][:60] if preview else ""
+        return (
+            f"not a checkpoint: this is a text file (it starts with {first!r}), not one "
+            "written by python -m trainer train (is this a reid checkpoint?)"
+        )
+    if not torch_file:
+        return (
+            f"not a checkpoint: not a file written by torch.save (it starts with the bytes "
+            f"{head[:8].hex(' ')}) (is this a reid checkpoint?)"
+        )
+    if "weights_only" in str(exc) or "Weights only" in str(exc):
+        # torch's own hint (load with weights_only=False) would run pickled code.
+        return (
+            "not a reid checkpoint: it holds pickled objects other than tensors and plain "
+            "containers, which are refused for safety"
+        )
+    kind = "zip archive" if head.startswith(_ZIP_MAGIC) else "legacy pickle"
+    return (
+        f"the file is truncated or corrupt ({size:,} bytes; a torch {kind} that does not "
+        "read to its end): copy or save it again (is this a reid checkpoint?)"
+    )
+
+
+def _looks_like_text(head: bytes) -> bool:
+    try:
+        decoded = head.decode("utf-8")
+    except UnicodeDecodeError:
+        try:  # a multi-byte character cut at the end of the sample
+            decoded = head[:-3].decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+    return all(c.isprintable() or c in "\t\r\n\f" for c in decoded)
 
 
 def validate_checkpoint(data: Any, source: str = "checkpoint") -> dict[str, Any]:
@@ -116,8 +163,3 @@ def load_encoder(
     """``(encoder, metadata)`` from a checkpoint file: eval mode, on ``device``."""
     encoder, metadata = encoder_from_checkpoint(read_checkpoint(path))
     return encoder.to(device), metadata
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else "unknown error"

@@ -162,31 +162,38 @@ def evaluate_dataset(spec: str) -> dict[str, float | int | str]:
 
 def format_table(scores: dict[str, float | int | str]) -> str:
     """The plain-text result table the demo prints."""
+    from reid.tables import render_table
+
     head = ("mAP", "mINP", "rank-1", "rank-5", "rank-10")
     keys = ("mAP", "mINP", "rank1", "rank5", "rank10")
-    vals = [f"{float(scores[k]):.1f}" for k in keys]
-    widths = [max(len(a), len(b)) for a, b in zip(head, vals, strict=True)]
-    row = "  " + " | ".join(v.rjust(w) for v, w in zip(head, widths, strict=True))
-    val = "  " + " | ".join(v.rjust(w) for v, w in zip(vals, widths, strict=True))
-    rule = "  " + "-+-".join("-" * w for w in widths)
+    table = render_table(head, [[f"{float(scores[k]):.1f}" for k in keys]], indent=2)
     return (
         f"HSV colour-histogram baseline on {scores['data']} "
         f"({scores['num_query']} queries x {scores['num_gallery']} gallery, %)\n"
-        f"{row}\n{rule}\n{val}\n"
+        f"{table}\n"
         "  camera shift: a different person is closer than the same person seen by another "
         f"camera\n  in {float(scores['camera_shift_triplets']):.1f}% of triplets when in the "
         f"query's camera, {float(scores['cross_camera_triplets']):.1f}% when in another camera"
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point; returns the exit status."""
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``python -m reid.color_baseline``."""
+    from reid.clihelp import HelpFormatter
+
     parser = argparse.ArgumentParser(
         prog="python -m reid.color_baseline",
         description="Evaluate the HSV colour-histogram re-ID baseline on a dataset.",
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--data", required=True, help="dataset spec, e.g. synthetic:data/synthetic")
     parser.add_argument("--json", action="store_true", help="print the scores as JSON")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status."""
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         scores = evaluate_dataset(args.data)

@@ -58,10 +58,12 @@ _TIE_BATCH_CELLS = 1 << 22  # elements compared at once when resolving ties
 
 __all__ = [
     "METRICS",
+    "QueryScores",
     "RankResult",
     "evaluate_features",
     "evaluate_rank",
     "pairwise_distance",
+    "per_query_scores",
 ]
 
 
@@ -96,18 +98,14 @@ class RankResult:
 
     def format_table(self, ranks: tuple[int, ...] = (1, 5, 10, 20)) -> str:
         """A small plain-text table in percent, as printed by re-ID papers."""
+        from reid.tables import render_table
+
         ranks = tuple(k for k in ranks if k <= len(self.cmc))
         header = ["mAP", "mINP", *(f"R{k}" for k in ranks)]
         values = [self.mAP, self.mINP, *(self.rank(k) for k in ranks)]
-        cells = [f"{100 * v:.2f}" for v in values]
-        widths = [max(len(h), len(c)) for h, c in zip(header, cells, strict=True)]
-        lines = [
-            " | ".join(h.rjust(w) for h, w in zip(header, widths, strict=True)),
-            "-+-".join("-" * w for w in widths),
-            " | ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True)),
-            f"({self.num_valid_queries} valid queries, {self.num_skipped_queries} skipped)",
-        ]
-        return "\n".join(lines)
+        table = render_table(header, [[f"{100 * v:.2f}" for v in values]])
+        counts = f"({self.num_valid_queries} valid queries, {self.num_skipped_queries} skipped)"
+        return f"{table}\n{counts}"
 
 
 # ----------------------------------------------------------------------------- public API
@@ -148,6 +146,50 @@ def evaluate_rank(
             _evaluate_block(distmat[rows], q_pids[rows], q_camids[rows], gallery, inf_is_missed)
         )
     return acc.result()
+
+
+@dataclass(frozen=True, eq=False)
+class QueryScores:
+    """Per-query results of :func:`per_query_scores`; ``NaN`` for a skipped query.
+
+    ``first_rank`` is the 1-based rank of the first match after the protocol's removals
+    (``inf`` when it was not retrieved); ``ap`` and ``inp`` are the query's AP and INP,
+    whose means over the valid queries are the mAP and mINP of :func:`evaluate_rank`.
+    """
+
+    ap: np.ndarray
+    inp: np.ndarray
+    first_rank: np.ndarray
+
+    @property
+    def valid(self) -> np.ndarray:
+        """Bool per query: it had a valid match (it counts in the metrics)."""
+        return ~np.isnan(self.ap)
+
+
+def per_query_scores(
+    distmat: np.ndarray,
+    q_pids: np.ndarray,
+    g_pids: np.ndarray,
+    q_camids: np.ndarray,
+    g_camids: np.ndarray,
+    *,
+    chunk_size: int = DEFAULT_RANK_CHUNK,
+    inf_is_missed: bool = False,
+) -> QueryScores:
+    """AP, INP and first-match rank of every query (same protocol as :func:`evaluate_rank`)."""
+    distmat = _check_distmat(distmat)
+    q_pids, q_camids, g_pids, g_camids = _check_ids(
+        distmat.shape, q_pids, q_camids, g_pids, g_camids
+    )
+    _check_positive("chunk_size", chunk_size)
+    gallery = _Gallery.build(g_pids, g_camids)
+    out = np.full((3, len(q_pids)), np.nan)
+    for rows in _chunks(len(q_pids), chunk_size):
+        stats = _evaluate_block(distmat[rows], q_pids[rows], q_camids[rows], gallery, inf_is_missed)
+        index = np.arange(rows.start, rows.stop)[stats.valid]
+        out[0, index], out[1, index], out[2, index] = stats.ap, stats.inp, stats.first_rank
+    return QueryScores(ap=out[0], inp=out[1], first_rank=out[2])
 
 
 def evaluate_features(
@@ -391,6 +433,7 @@ class _BlockStats:
     ap: np.ndarray
     inp: np.ndarray
     num_skipped: int
+    valid: np.ndarray  # bool per row of the block: the query has a valid match
 
 
 def _evaluate_block(
@@ -492,6 +535,7 @@ def _summarise(
         ap=ap_sum[valid] / num_valid,
         inp=num_valid / good_ranks[starts[valid] + num_valid - 1],
         num_skipped=int(num_rows - valid.sum()),
+        valid=valid,
     )
 
 

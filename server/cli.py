@@ -148,8 +148,14 @@ async def serve(settings: ServerSettings) -> None:
         await service.start()
         grpc = await _start_grpc(service, settings)
         app = create_app(settings, service, own_service=False)
+        # Our logging (server.logs) formats uvicorn's lines too; the access log comes
+        # from the app's middleware (with the request id), not from uvicorn.
         config = uvicorn.Config(
-            app, log_level=settings.log_level, access_log=False, timeout_graceful_shutdown=10
+            app,
+            log_config=None,
+            log_level=settings.log_level,
+            access_log=False,
+            timeout_graceful_shutdown=10,
         )
         server = _UvicornServer(config)
         loop = asyncio.get_running_loop()
@@ -190,11 +196,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         errors = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         print(f"error: bad setting: {errors}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("faiss").setLevel(logging.WARNING)
+    from server.logs import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
     try:
         asyncio.run(serve(settings))
     except StartupError as exc:

@@ -18,10 +18,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from server import wire
+from server import docs, wire
 from server.errors import ServiceError
 from server.middleware import BodyLimitMiddleware, MetricsMiddleware, error_response
-from server.routes import ROUTERS
+from server.routes import ROUTERS, page
 from server.service import SearchService
 from server.settings import ServerSettings
 
@@ -60,15 +60,21 @@ def create_app(
         version="1.0",
         description=(
             "Search a gallery of person crops by image, embed images, and edit the "
-            'gallery. Errors answer `{"error": {"type", "message"}}`.'
+            'gallery. Errors answer `{"error": {"type", "message", "request_id"}}`; the '
+            "request id (the caller's `X-Request-ID` or a new one) is also in the answer's "
+            "`X-Request-ID` header and in every server log line of the request."
         ),
         lifespan=lifespan,
+        docs_url=None,  # served from local files by server.docs
+        redoc_url=None,
     )
     app.state.service = service
     app.state.settings = settings
     _add_handlers(app)
+    docs.install(app)
     for router in ROUTERS:
         app.include_router(router)
+    app.include_router(page.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(
         MetricsMiddleware,
@@ -87,7 +93,8 @@ def _add_handlers(app: FastAPI) -> None:
         """415 when a multipart route was sent something else; 400 for values a validator
         refused (the message gRPC sends too); 422 for missing or mistyped fields."""
         content_type = request.headers.get("content-type", "")
-        if request.url.path in MULTIPART_PATHS and "multipart/form-data" not in content_type:
+        multipart = request.method == "POST" and request.url.path in MULTIPART_PATHS
+        if multipart and "multipart/form-data" not in content_type:
             return error_response(
                 415,
                 "UnsupportedMediaError",

@@ -1,7 +1,9 @@
-"""ASGI middleware of the HTTP app: request body limit and request metrics."""
+"""ASGI middleware of the HTTP app: request body limit, and per request its id, access
+log line and metrics."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -9,10 +11,28 @@ from typing import Any
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from server import logs
 
-def error_response(status: int, kind: str, message: str, **extra: Any) -> JSONResponse:
-    """The API's error body ``{"error": {"type", "message"}}``."""
-    return JSONResponse({"error": {"type": kind, "message": message, **extra}}, status_code=status)
+access_log = logging.getLogger("server.access")
+log = logging.getLogger("server.http")
+
+SCOPE_KEY = "reid.request_id"
+"""Where the request's id is kept in the ASGI scope (for handlers outside its context)."""
+
+
+def error_response(
+    status: int, kind: str, message: str, *, request_id: str | None = None, **extra: Any
+) -> JSONResponse:
+    """The API's error body ``{"error": {"type", "message", "request_id"}}``.
+
+    ``request_id`` defaults to the id of the request being served (``server.logs``).
+    """
+    rid = request_id or logs.request_id.get()
+    body = {"type": kind, "message": message, **extra}
+    if rid:
+        body["request_id"] = rid
+    headers = {logs.HEADER: rid} if rid else None
+    return JSONResponse({"error": body}, status_code=status, headers=headers)
 
 
 # -- middleware ------------------------------------------------------------------------
@@ -62,8 +82,31 @@ class BodyLimitMiddleware:
         await self.app(scope, counting_receive, guarded_send)
 
 
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def _access_log_enabled(scope: Scope) -> bool:
+    settings = getattr(getattr(scope.get("app"), "state", None), "settings", None)
+    return bool(getattr(settings, "access_log", True))
+
+
 class MetricsMiddleware:
-    """Counts requests by route template and status; records latency."""
+    """The outermost layer of every HTTP request: its id, access log line and metrics.
+
+    * The request id is the client's ``X-Request-ID`` when usable (1-128 plain
+      characters), else a new one; it is bound for the request's log lines
+      (``server.logs.request_id``), put in every error body (:func:`error_response`) and
+      echoed in the ``X-Request-ID`` response header.
+    * Unless the settings say ``access_log=False``: one ``server.access`` line per
+      request (method, path, status, milliseconds, client).
+    * An exception no handler turned into an answer is logged with its traceback and
+      answered 500 ``InternalError`` (the message names the request id, never internals).
+    * Requests are counted by route template and status, with their latency.
+    """
 
     def __init__(self, app: ASGIApp, get_metrics: Callable[[], Any]) -> None:
         self.app = app
@@ -73,20 +116,45 @@ class MetricsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        status = {"code": 500}
+        rid = logs.usable_request_id(_header(scope, b"x-request-id"))
+        scope[SCOPE_KEY] = rid
+        token = logs.request_id.set(rid)
+        status = {"code": 500, "started": False}
         start = time.perf_counter()
 
         async def recording_send(msg: Message) -> None:
             if msg["type"] == "http.response.start":
                 status["code"] = msg["status"]
+                status["started"] = True
+                headers = [(k, v) for k, v in msg.get("headers", []) if k != b"x-request-id"]
+                msg = {**msg, "headers": [*headers, (b"x-request-id", rid.encode("latin-1"))]}
             await send(msg)
 
         try:
             await self.app(scope, receive, recording_send)
+        except Exception:
+            log.exception("%s %s failed", scope.get("method"), scope.get("path"))
+            if status["started"]:
+                raise
+            message = f"the server failed on this request (request id {rid}; see the server log)"
+            await error_response(500, "InternalError", message)(scope, receive, recording_send)
         finally:
+            seconds = time.perf_counter() - start
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"
             metrics = self.get_metrics()
             if metrics is not None:
-                seconds = time.perf_counter() - start
                 metrics.observe_request("http", path, status["code"], seconds)
+            if _access_log_enabled(scope):
+                client = scope.get("client")
+                query = scope.get("query_string", b"")
+                access_log.info(
+                    "%s %s%s %d %.1f ms%s",
+                    scope.get("method"),
+                    scope.get("path"),
+                    "?" + query.decode("latin-1") if query else "",
+                    status["code"],
+                    1000 * seconds,
+                    f" from {client[0]}:{client[1]}" if client else "",
+                )
+            logs.request_id.reset(token)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import logging
 from collections.abc import Callable, Sequence
@@ -22,6 +23,7 @@ import numpy as np
 from reid.gallery import (
     Entry,
     EntryMetadata,
+    EntryPage,
     Gallery,
     GalleryClosedError,
     GalleryError,
@@ -264,6 +266,30 @@ class SearchService:
                 results[row] = list(matches)
         return results
 
+    async def search_by_entry(
+        self, entry_id: int, options: SearchOptions
+    ) -> tuple[Entry, list[Match]]:
+        """Search with a stored entry's embedding ("find this person elsewhere").
+
+        The entry's camera is the query camera (``options.query_cameras`` is replaced, so
+        ``exclude_same_camera`` drops the entry's camera); the entry itself is left out of
+        its matches. ``NotFoundError`` for an unknown id. Returns the entry and its matches.
+        """
+        self._check_ready()
+        k = self._check_search(replace(options, query_cameras=None), 1)
+        entry = await self.get_entry(entry_id)
+        options = replace(options, query_cameras=[entry.metadata.camera])
+        try:
+            query = await asyncio.to_thread(self.gallery.embeddings, [entry.id])
+        except GalleryClosedError:
+            raise NotReadyError("the gallery is closed (the server is shutting down)") from None
+        except GalleryError:  # deleted since it was read
+            raise NotFoundError(f"no gallery entry with id {entry_id}") from None
+        # One more than asked, since the entry itself is usually its own best match.
+        (matches,) = await self._search(query, options, None if k is None else k + 1)
+        kept = [match for match in matches if match.id != entry.id]
+        return entry, kept if k is None else kept[:k]
+
     @staticmethod
     def _filter_groups(options: SearchOptions, count: int) -> list[tuple[SearchFilters, list[int]]]:
         """Queries grouped by their effective filters (same-camera exclusion differs)."""
@@ -319,6 +345,27 @@ class SearchService:
         if entry is None:
             raise NotFoundError(f"no gallery entry with id {entry_id}")
         return entry
+
+    async def list_entries(
+        self,
+        offset: int = 0,
+        limit: int = 50,
+        *,
+        cameras: Sequence[int] | None = None,
+        time_from: float | None = None,
+        time_to: float | None = None,
+    ) -> EntryPage:
+        """One page of entries in id order, with the number matching the filters."""
+        return await self._call(
+            functools.partial(
+                self.gallery.page,
+                offset,
+                limit,
+                cameras=None if cameras is None else list(cameras),
+                time_from=time_from,
+                time_to=time_to,
+            )
+        )
 
     async def thumbnail(self, entry_id: int) -> bytes:
         """The entry's JPEG thumbnail; ``NotFoundError`` if the entry or thumbnail is absent."""

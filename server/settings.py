@@ -66,6 +66,12 @@ class ServerSettings(BaseSettings):
     )
 
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="log lines as text, or one JSON object a line"
+    )
+    access_log: bool = Field(
+        True, description="one log line per HTTP request (--no-access-log: none)"
+    )
 
     @model_validator(mode="after")
     def _empty_keys_mean_none(self) -> ServerSettings:

@@ -18,7 +18,7 @@ from typing import Annotated, Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema
 
 from reid.gallery import EntryMetadata, SearchFilters
-from reid_client.schemas import MAX_ID, SearchParams
+from reid_client.schemas import MAX_ID, EntrySearchParams, GalleryPageParams, SearchParams
 from server.errors import BadInputError
 from server.service import SearchOptions
 
@@ -54,14 +54,34 @@ class RawSearchQuery(SearchForm):
     ] = Field(None, alias="query_camera", description="the query image's camera")
 
 
+class EntrySearchForm(EntrySearchParams):
+    """The form of ``POST /v1/search/by-entry/{entry_id}`` (and of gRPC ``SearchByEntry``):
+    :class:`SearchForm` without query cameras, the entry's own camera being the query's.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+    k: int = Field(10, description="matches per query, 1..max_k (see GET /v1/model)")
+
+
+class GalleryQuery(GalleryPageParams):
+    """The query parameters of ``GET /v1/gallery`` (unknown parameters are ignored)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
 def search_options(
-    params: SearchParams, *, query_cameras: Sequence[int | None] | None = None
+    params: SearchParams | EntrySearchParams,
+    *,
+    query_cameras: Sequence[int | None] | None = None,
 ) -> SearchOptions:
     """The service's options from validated parameters; ``k=None`` for a full ranking.
 
     ``query_cameras`` (one camera or None per query) overrides ``params.query_cameras``
-    where the protocol lets a query leave its camera unknown (gRPC).
+    where the protocol lets a query leave its camera unknown (gRPC). A search by entry
+    has none: the service takes the entry's camera.
     """
+    if query_cameras is None:
+        query_cameras = getattr(params, "query_cameras", None)
     include = params.cameras
     return SearchOptions(
         k=None if params.full_ranking else params.k,
@@ -72,7 +92,7 @@ def search_options(
             time_to=params.time_to,
             min_score=params.min_score,
         ),
-        query_cameras=query_cameras if query_cameras is not None else params.query_cameras,
+        query_cameras=query_cameras,
         exclude_same_camera=params.exclude_same_camera,
     )
 

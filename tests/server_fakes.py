@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from reid.gallery import Entry, EntryMetadata, GalleryError, Match, SearchFilters
+from reid.gallery import Entry, EntryMetadata, EntryPage, GalleryError, Match, SearchFilters
 from reid.manifest import ExportManifest
 from reid.preprocess import PreprocessConfig
 from reid.runtimes import Runtime
@@ -136,6 +136,24 @@ class MemoryGallery:
         return [
             Entry(i, self.meta[i], i in self.thumbs, 0.0) if i in self.meta else None for i in ids
         ]
+
+    def page(self, offset=0, limit=50, *, cameras=None, time_from=None, time_to=None):
+        filters = SearchFilters(
+            include_cameras=None if cameras is None else frozenset(cameras),
+            time_from=time_from,
+            time_to=time_to,
+        )
+        with self.lock:
+            ids = sorted(i for i, meta in self.meta.items() if self._passes(meta, filters))
+        chosen = ids[offset : offset + limit]
+        entries = [e for e in self.get(chosen) if e is not None]
+        return EntryPage(entries=entries, total=len(ids), offset=offset, limit=limit)
+
+    def embeddings(self, ids):
+        with self.lock:
+            if any(int(i) not in self.vectors for i in ids):
+                raise GalleryError("some of the requested ids do not exist")
+            return np.array([self.vectors[int(i)] for i in ids], np.float32).reshape(-1, self.dim)
 
     def thumbnail_path(self, entry_id):
         return self.thumbs.get(entry_id)

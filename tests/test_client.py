@@ -114,6 +114,91 @@ def test_a_refusal_is_a_server_error_with_the_servers_status_and_type(http):
     assert caught.value.status == 400 and "image 0" in str(caught.value)
 
 
+def test_http_client_lists_the_gallery_page_by_page(http):
+    ids = http.add(
+        [png(RED), png(GREEN), png(BLUE)],
+        [{"camera": 0, "timestamp": 1.0}, {"camera": 1, "timestamp": 2.0}, {"camera": 1}],
+    )
+    page = http.list_gallery(limit=2)
+    assert isinstance(page, s.GalleryPage)
+    assert [e.id for e in page.entries] == ids[:2] and (page.total, page.limit) == (3, 2)
+    assert page.entries[0] == http.get_entry(ids[0])
+    assert [e.id for e in http.list_gallery(offset=2, limit=2).entries] == ids[2:]
+    assert http.list_gallery(offset=5).entries == []
+    assert [e.id for e in http.list_gallery(cameras=[1]).entries] == ids[1:]
+    assert http.list_gallery(cameras=[1], time_from=1.5).total == 1
+
+
+def test_http_client_searches_by_entry_without_the_entry_itself(http):
+    red, green, red_too = http.add(
+        [png(RED), png(GREEN), png((240, 20, 20))], [{"camera": 0}, {"camera": 1}, {"camera": 0}]
+    )
+    answer = http.search_by_entry(red, k=5)
+    assert isinstance(answer, s.SearchResponse) and answer.results[0].query_camera == 0
+    assert [m.id for m in answer.results[0].matches] == [red_too, green]
+    same_camera = http.search_by_entry(red, s.EntrySearchParams(exclude_same_camera=True))
+    assert [m.id for m in same_camera.results[0].matches] == [green]
+    with pytest.raises(ServerError) as caught:
+        http.search_by_entry(12345)
+    assert caught.value.status == 404 and caught.value.error_type == "NotFoundError"
+
+
+def test_page_and_entry_search_params_are_checked_before_anything_is_sent(http):
+    for bad in ({"limit": 1001}, {"limit": 0}, {"offset": -1}, {"time_from": 2, "time_to": 1}):
+        with pytest.raises(ValueError, match=r"limit|offset|time_from"):
+            http.list_gallery(**bad)
+    with pytest.raises(ValueError, match="time_from"):
+        http.search_by_entry(1, time_from=5.0, time_to=1.0)
+    with pytest.raises(ValueError, match="query_cameras"):
+        http.search_by_entry(1, query_cameras=[0])  # the entry's camera is the query's
+    with pytest.raises(TypeError, match="either params= or search keywords"):
+        http.search_by_entry(1, s.EntrySearchParams(), k=3)
+
+
+@asyncio_test
+async def test_the_four_clients_page_and_search_by_entry_alike(tmp_path):
+    service, settings = make_service(tmp_path / "gallery")
+    app = create_app(settings, service, own_service=False)
+    await service.start()
+    handle = await launch_grpc_server(service, settings, host="127.0.0.1", port=0)
+    transport = httpx.ASGITransport(app=app)
+    web = httpx.AsyncClient(transport=transport, base_url="http://testserver")
+    try:
+        async with AsyncReIDClient("http://testserver", api_key=KEY, client=web) as client:
+            ids = await client.add(
+                [png(RED), png(GREEN), png((240, 20, 20)), png(BLUE)],
+                [{"camera": 0, "timestamp": 1.0, "extra": {"n": 1}}, {"camera": 1}, {}, None],
+            )
+            pages = [await client.list_gallery(offset=1, limit=2)]
+            searches = [await client.search_by_entry(ids[0], full_ranking=True)]
+        async with AsyncReIDGrpcClient(handle.target, api_key=KEY) as client:
+            pages.append(await client.list_gallery(offset=1, limit=2))
+            searches.append(await client.search_by_entry(ids[0], full_ranking=True))
+
+        def blocking() -> tuple:
+            with ReIDGrpcClient(handle.target, api_key=KEY) as client:
+                return client.list_gallery(1, 2), client.search_by_entry(ids[0], full_ranking=True)
+
+        page, answer = await asyncio.to_thread(blocking)
+        pages.append(page)
+        searches.append(answer)
+        with TestClient(create_app(settings, service, own_service=False)) as test_client:
+            blocking_http = ReIDClient("http://testserver", api_key=KEY, client=test_client)
+            pages.append(blocking_http.list_gallery(offset=1, limit=2))
+            searches.append(blocking_http.search_by_entry(ids[0], full_ranking=True))
+    finally:
+        await handle.stop(None)
+        await service.close()
+
+    assert [e.id for e in pages[0].entries] == ids[1:3] and pages[0].total == 4
+    assert all(p == pages[0] for p in pages), pages
+    results = [a.results for a in searches]
+    assert results[0][0].query_camera == 0
+    matched = [m.id for m in results[0][0].matches]
+    assert matched[0] == ids[2] and sorted(matched) == ids[1:]  # the entry itself left out
+    assert all(r == results[0] for r in results), results
+
+
 @asyncio_test
 async def test_async_http_client_has_the_same_methods(tmp_path):
     service, settings = make_service(tmp_path / "gallery")

@@ -294,6 +294,76 @@ def test_get_returns_metadata_and_creation_time(filled):
     assert entry.created > 1e9 and not entry.has_thumbnail
 
 
+# -- paging ---------------------------------------------------------------------------------
+
+
+def test_pages_list_every_entry_once_in_id_order_with_the_total(filled):
+    gallery, _, ids = filled
+    seen = []
+    for offset in range(0, 600, 250):
+        page = gallery.page(offset, 250)
+        assert (page.total, page.offset, page.limit) == (600, offset, 250)
+        seen += [entry.id for entry in page.entries]
+    assert seen == [int(i) for i in ids]
+    first = gallery.page(0, 3).entries[0]
+    assert first == gallery.get([int(ids[0])])[0]  # the full entry: metadata, creation time
+
+
+def test_a_page_past_the_end_is_empty_but_still_counts(filled):
+    gallery, _, ids = filled
+    assert [e.id for e in gallery.page(598, 50).entries] == [int(ids[598]), int(ids[599])]
+    page = gallery.page(10_000, 50)
+    assert page.entries == [] and page.total == 600
+
+
+def test_page_filters_by_camera_and_inclusive_time_window_like_a_search(filled):
+    gallery, _, ids = filled  # entry i: camera i % 4, timestamp i
+    page = gallery.page(0, 1000, cameras=[1, 3], time_from=10.0, time_to=20.0)
+    expected = [int(ids[i]) for i in range(10, 21) if i % 4 in (1, 3)]
+    assert [e.id for e in page.entries] == expected and page.total == len(expected)
+    second = gallery.page(2, 2, cameras=[1, 3], time_from=10.0, time_to=20.0)
+    assert [e.id for e in second.entries] == expected[2:4] and second.total == len(expected)
+    assert gallery.page(0, 10, cameras=[]).total == 0
+    assert gallery.page(0, 10, cameras=[9]).total == 0
+
+
+def test_entries_without_camera_or_time_fail_the_page_filters(tmp_path):
+    with Gallery.open(tmp_path, DIM) as gallery:
+        bare, full = gallery.add(
+            clustered(2), [EntryMetadata(), EntryMetadata(camera=0, timestamp=5.0)]
+        )
+        assert [e.id for e in gallery.page(0, 10).entries] == [bare, full]
+        assert [e.id for e in gallery.page(0, 10, cameras=[0]).entries] == [full]
+        assert [e.id for e in gallery.page(0, 10, time_to=9.0).entries] == [full]
+
+
+def test_deleted_entries_leave_the_pages(filled):
+    gallery, _, ids = filled
+    gallery.delete([int(ids[0]), int(ids[2])])
+    page = gallery.page(0, 2)
+    assert [e.id for e in page.entries] == [int(ids[1]), int(ids[3])] and page.total == 598
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"offset": -1}, "offset must be an integer >= 0"),
+        ({"offset": 1.5}, "offset must be an integer"),
+        ({"limit": 0}, "limit must be an integer >= 1"),
+        ({"limit": True}, "limit must be an integer"),
+        ({"limit": 10_001}, "limit must be at most 10000"),
+        ({"cameras": "1,2"}, "cameras must be a sequence"),
+        ({"cameras": [1.5]}, "cameras must be integers"),
+        ({"time_from": float("nan")}, "time_from must be finite"),
+        ({"time_to": "late"}, "time_to must be a number"),
+    ],
+)
+def test_bad_page_requests_raise_gallery_error_saying_what(filled, kwargs, message):
+    gallery, _, _ = filled
+    with pytest.raises(GalleryError, match=message):
+        gallery.page(**{"offset": 0, "limit": 10, **kwargs})
+
+
 def test_thumbnails_round_trip_and_are_removed_with_their_entry(tmp_path):
     jpeg = b"\xff\xd8\xff" + bytes(range(256)) * 4
     with Gallery.open(tmp_path, DIM) as gallery:

@@ -10,6 +10,7 @@ with the API's own models (``reid_client.schemas``); one slow test runs the real
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -241,23 +242,161 @@ def test_a_match_beyond_k_counts_as_not_retrieved():
 # ----------------------------------------------------------------------------- report
 
 
-def test_report_has_the_cmc_curve_rank_lists_and_table(dataset, runtime, tmp_path):
-    evaluation = evaluate_served(
+@pytest.fixture(scope="module")
+def served_evaluation(dataset, runtime):
+    return evaluate_served(
         MemoryBackend(runtime), dataset, offline_model=runtime, progress=False, log=lambda m: None
     )
-    index = write_report(evaluation, dataset, tmp_path / "report", num_queries=4)
-    page = index.read_text()
-    linked = re.findall(r'src="([^"]+)"', page)
-    assert "cmc.png" in linked
-    rank_lists = [name for name in linked if name.startswith("ranklists/")]
-    assert len(rank_lists) == 4
-    for name in linked:  # relative links that resolve inside the report folder
-        assert (index.parent / name).is_file()
-    assert f"{100 * evaluation.served.mAP:.2f}" in page
+
+
+def _images(page: str) -> list[bytes]:
+    import base64
+
+    sources = re.findall(r'src="([^"]+)"', page)
+    prefix = "data:image/png;base64,"
+    assert sources and all(src.startswith(prefix) for src in sources), sources[:3]
+    return [base64.b64decode(src.removeprefix(prefix)) for src in sources]
+
+
+def test_report_is_one_self_contained_file_with_cmc_rank_lists_and_tables(
+    dataset, served_evaluation, tmp_path
+):
     from PIL import Image
 
-    with Image.open(index.parent / rank_lists[0]) as image:
+    from gallery.report import ReportSource
+
+    evaluation = served_evaluation
+    source = ReportSource(dataset_spec="synthetic:/data/x", model=_model_info("c" * 64))
+    index = write_report(evaluation, dataset, tmp_path / "report", num_queries=4, source=source)
+    assert index == tmp_path / "report" / "index.html"
+    assert [p.name for p in (tmp_path / "report").iterdir()] == ["index.html"]  # one file
+    page = index.read_text()
+    for external in ("href=", "http://", "https://", "url(", "<link", "<script", "@import"):
+        assert external not in page, external
+    images = _images(page)
+    worst = len(re.findall(r'<tr class="worst"', page))
+    assert len(images) == 1 + worst + 4  # the CMC curve, the worst queries, 4 samples
+    with Image.open(io.BytesIO(images[-1])) as image:
         assert image.width > 10 * 64  # the query and its top 10
+    assert f"{100 * evaluation.served.mAP:.2f}" in page
+    assert f"mINP {100 * evaluation.served.mINP:.2f}%" in page  # in the summary line
+    single = write_report(evaluation, dataset, tmp_path / "one.html", source=source)
+    assert single == tmp_path / "one.html" and single.is_file()
+
+
+def test_report_names_the_checkpoint_hash_export_dataset_and_date(
+    dataset, served_evaluation, tmp_path
+):
+    from datetime import UTC, datetime
+
+    from gallery.report import ReportSource
+
+    info = _model_info("0123456789abcdef" * 4)
+    info.model.export_dir = "/exports/run7"
+    when = datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC)
+    source = ReportSource(
+        dataset_spec="synthetic:/data/synth", server="http://h:8000", model=info, created=when
+    )
+    page = write_report(served_evaluation, dataset, tmp_path / "r", source=source).read_text()
+    assert "0123456789abcdef" * 4 in page  # the whole hash
+    assert "/exports/run7" in page and "synthetic:/data/synth" in page
+    assert "2025-03-04 05:06:07 UTC" in page and "http://h:8000" in page
+    assert f"{len(dataset.query)} queries, {len(dataset.gallery)} gallery images" in page
+    info.model.export_dir = None
+    page = write_report(served_evaluation, dataset, tmp_path / "r2", source=source).read_text()
+    assert "--expose-export-dir" in page  # says why the export directory is missing
+
+
+# Hand-computed camera pairs. Gallery: g0 pid1 cam1, g1 pid2 cam1, g2 pid1 cam2,
+# g3 pid2 cam2, g4 pid1 cam0, g5 pid3 cam0. Queries: q0 pid1 cam0, q1 pid2 cam0,
+# q2 pid1 cam1, q3 pid3 cam1.
+PAIR_DISTMAT = np.array(
+    [
+        [0.5, 0.1, 0.2, 0.3, 0.0, 0.95],  # cam1: g1 x, g0 ok -> R1 0, AP 1/2; cam2: R1 1, AP 1
+        [0.4, 0.2, 0.1, 0.05, 0.0, 0.95],  # cam1: g1 ok first -> 1, 1; cam2: g3 ok first -> 1, 1
+        [0.0, 0.5, 0.6, 0.1, 0.3, 0.95],  # cam0: g4 ok -> 1, 1; cam2: g3 x, g2 ok -> 0, 1/2
+        [0.1, 0.2, 0.3, 0.4, 0.5, 0.6],  # cam0: g4 x, g5 ok -> 0, 1/2; cam2: no pid 3: skipped
+    ]
+)
+PAIR_LABELS = (
+    np.array([1, 2, 1, 3]),  # q_pids
+    np.array([1, 2, 1, 2, 1, 3]),  # g_pids
+    np.array([0, 0, 1, 1]),  # q_camids
+    np.array([1, 1, 2, 2, 0, 0]),  # g_camids
+)
+# (query camera, gallery camera or None = all): (rank-1, mAP, valid queries)
+PAIR_EXPECTED = {
+    (0, 1): (0.5, 0.75, 2),
+    (0, 2): (1.0, 1.0, 2),
+    (1, 0): (0.5, 0.75, 2),
+    (1, 2): (0.0, 0.5, 1),
+    # Whole gallery. q0: g1 x, g2 ok (2), g3 x, g0 ok (4): AP 1/2 (g4 removed, same cam).
+    # q1: g4 x, g3 ok, g2 x, g1 ok: 1/2. q2: g3 x, g4 ok, g1 x, g2 ok: 1/2 (g0 removed).
+    # q3: its match g5 is last of six: AP 1/6.
+    (0, None): (0.0, 0.5, 2),
+    (1, None): (0.0, (0.5 + 1 / 6) / 2, 2),
+}
+
+
+def test_camera_pairs_on_a_hand_computed_case():
+    from gallery.evaluate import camera_pairs
+
+    pairs = camera_pairs(PAIR_DISTMAT, *PAIR_LABELS)
+    got = {
+        (p.query_camera, p.gallery_camera): (p.result.rank(1), p.result.mAP,
+                                             p.result.num_valid_queries)
+        for p in pairs
+    }  # fmt: skip
+    assert set(got) == set(PAIR_EXPECTED)  # no diagonal pair
+    for key, (rank1, mean_ap, valid) in PAIR_EXPECTED.items():
+        assert got[key][0] == pytest.approx(rank1), key
+        assert got[key][1] == pytest.approx(mean_ap), key
+        assert got[key][2] == valid, key
+    assert {p.num_queries for p in pairs} == {2}
+
+
+def test_the_camera_table_shows_the_pairs_and_leaves_the_diagonal_empty():
+    from gallery.evaluate import camera_pairs
+    from gallery.report import camera_table
+
+    page = camera_table(camera_pairs(PAIR_DISTMAT, *PAIR_LABELS))
+    cells = re.findall(
+        r'data-query-camera="(\d+)" data-gallery-camera="(\w+)" '
+        r'data-rank1="([\d.]+)" data-map="([\d.]+)"',
+        page,
+    )
+    shown = {(int(q), None if g == "all" else int(g)): (float(r), float(m)) for q, g, r, m in cells}
+    assert set(shown) == set(PAIR_EXPECTED)
+    for key, (rank1, mean_ap, _) in PAIR_EXPECTED.items():
+        assert shown[key] == pytest.approx((rank1, mean_ap), abs=1e-6), key
+    assert "R1 50.00<br>mAP 75.00" in page  # (0, 1) in percent
+    assert page.count('class="na"') == 2  # cameras 0 x 0 and 1 x 1
+    assert "gallery camera 0" in page and "gallery camera 2" in page
+
+
+def test_worst_queries_are_the_lowest_ap_in_ascending_order():
+    from gallery.evaluate import worst_queries
+    from reid.metrics import per_query_scores
+
+    scores = per_query_scores(PAIR_DISTMAT, *PAIR_LABELS)
+    assert scores.ap == pytest.approx([0.5, 0.5, 0.5, 1 / 6])
+    assert scores.first_rank.tolist() == [2, 2, 2, 6]
+    assert [o.query for o in worst_queries(scores, 2)] == [3, 0]  # ties: lower index first
+
+
+def test_the_report_lists_the_worst_queries_in_ascending_ap(dataset, served_evaluation, tmp_path):
+    from reid.metrics import per_query_scores
+
+    q_pids, q_cams = label_arrays(dataset.query)
+    g_pids, g_cams = label_arrays(dataset.gallery)
+    scores = per_query_scores(served_evaluation.rankings.distmat, q_pids, g_pids, q_cams, g_cams)
+    assert np.nanmean(scores.ap) == pytest.approx(served_evaluation.served.mAP)
+    assert np.nanmean(scores.inp) == pytest.approx(served_evaluation.served.mINP)
+    page = write_report(served_evaluation, dataset, tmp_path / "r", num_worst=5).read_text()
+    rows = re.findall(r'<tr class="worst" data-query="(\d+)" data-ap="([\d.]+)"', page)
+    listed = [float(ap) for _, ap in rows]
+    assert len(listed) == 5 and listed == sorted(listed)
+    assert listed == pytest.approx(np.sort(scores.ap[scores.valid])[:5], abs=1e-6)
 
 
 # ----------------------------------------------------------------------------- real HTTP app

@@ -37,7 +37,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from PIL import Image
 from server_fakes import DIM, ColourRuntime, image_bytes
 
-from reid.gallery import EntryMetadata, Gallery, Match
+from reid.gallery import Entry, EntryMetadata, EntryPage, Gallery, Match
 from reid_client.proto import reid_pb2, reid_pb2_grpc
 from reid_client.schemas import GalleryStats, ModelInfo
 from server import errors
@@ -220,6 +220,17 @@ class RecordingService:
     async def stats(self) -> GalleryStats:
         self._record("stats")
         return FAKE_STATS
+
+    async def list_entries(self, offset, limit, *, cameras, time_from, time_to):
+        self._record("list_entries", offset, limit, cameras, time_from, time_to)
+        entries = [Entry(7, FULL_META, True, 1700.5), Entry(9, BARE_META, False, 1701.0)]
+        return EntryPage(entries=entries, total=12, offset=offset, limit=limit)
+
+    async def search_by_entry(self, entry_id, options):
+        self._record("search_by_entry", entry_id, options)
+        if entry_id not in self.known_ids:
+            raise errors.NotFoundError(f"no gallery entry with id {entry_id}")
+        return Entry(entry_id, FULL_META, True, 0.0), self._matches(1, options)[0]
 
     def model_info(self) -> ModelInfo:
         self._record("model_info")
@@ -612,6 +623,100 @@ async def test_binding_a_port_in_use_raises_oserror():
             await launch_grpc_server(RecordingService(), host="127.0.0.1", port=port)
 
 
+# -- gallery pages and search by entry (fake service) -------------------------------------------
+
+
+@asyncio_test
+async def test_list_gallery_defaults_to_the_first_50_entries_of_every_camera(fake):
+    reply = await fake.stub.ListGallery(reid_pb2.ListGalleryRequest())
+    assert last_call(fake) == ("list_entries", 0, 50, None, None, None)
+    assert (reply.total, reply.offset, reply.limit) == (12, 0, 50)
+    first, second = reply.entries
+    assert (first.id, first.created, first.thumbnail_url) == (7, 1700.5, "/v1/gallery/7/thumbnail")
+    meta = first.metadata
+    assert (meta.camera, meta.timestamp, meta.track, meta.source) == (2, 12.5, 7, "cam2.mp4")
+    assert (meta.box.x, meta.box.y, meta.box.w, meta.box.h) == (1, 2, 30, 60)
+    assert json.loads(meta.extra_json) == {"a": 1}
+    assert second.thumbnail_url == "" and not second.metadata.HasField("camera")
+
+
+@asyncio_test
+async def test_list_gallery_passes_the_page_and_filters_to_the_service(fake):
+    request = reid_pb2.ListGalleryRequest(
+        offset=20, limit=10, cameras=[1, 3], time_from=2.0, time_to=9.5
+    )
+    await fake.stub.ListGallery(request)
+    assert last_call(fake) == ("list_entries", 20, 10, [1, 3], 2.0, 9.5)
+
+
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        (reid_pb2.ListGalleryRequest(limit=0), "limit must be between 1 and 1000"),
+        (reid_pb2.ListGalleryRequest(limit=1001), "limit must be between 1 and 1000"),
+        (reid_pb2.ListGalleryRequest(offset=2**63), "offset must be between 0"),
+        (reid_pb2.ListGalleryRequest(cameras=[-1]), "cameras values must be between 0"),
+        (
+            reid_pb2.ListGalleryRequest(time_from=5.0, time_to=1.0),
+            "time_from (5.0) is after time_to (1.0)",
+        ),
+    ],
+    ids=["limit-0", "limit-1001", "huge-offset", "negative-camera", "time-order"],
+)
+@asyncio_test
+async def test_bad_gallery_pages_are_invalid_argument(fake, request_, message):
+    error = await rpc_error(fake.stub.ListGallery(request_))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert message in error.details()
+
+
+@asyncio_test
+async def test_search_by_entry_passes_k_and_filters_and_answers_the_entrys_camera(fake):
+    request = reid_pb2.SearchByEntryRequest(
+        id=2,
+        k=1,
+        filters=reid_pb2.SearchFilters(
+            include_cameras=[1], time_from=1.0, min_score=0.1, exclude_same_camera=True
+        ),
+    )
+    reply = await fake.stub.SearchByEntry(request)
+    name, entry_id, options = last_call(fake)
+    assert (name, entry_id, options.k, options.exclude_same_camera) == (
+        "search_by_entry",
+        2,
+        1,
+        True,
+    )
+    assert options.filters.include_cameras == {1} and options.filters.time_from == 1.0
+    (result,) = reply.results
+    assert result.query_camera == 2 and [m.id for m in result.matches] == [5]
+
+
+@asyncio_test
+async def test_search_by_entry_defaults_to_k_10_and_refuses_what_search_refuses(fake):
+    await fake.stub.SearchByEntry(reid_pb2.SearchByEntryRequest(id=1))
+    assert last_call(fake)[2].k == 10
+    full = await fake.stub.SearchByEntry(reid_pb2.SearchByEntryRequest(id=1, full_ranking=True))
+    assert last_call(fake)[2].k is None and len(full.results) == 1
+    both = reid_pb2.SearchByEntryRequest(id=1, k=3, full_ranking=True)
+    error = await rpc_error(fake.stub.SearchByEntry(both))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "either k or full_ranking" in error.details()
+    window = reid_pb2.SearchFilters(time_from=5.0, time_to=1.0)
+    error = await rpc_error(
+        fake.stub.SearchByEntry(reid_pb2.SearchByEntryRequest(id=1, filters=window))
+    )
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@asyncio_test
+async def test_search_by_an_unknown_entry_is_not_found(fake):
+    for entry_id in (404, 2**64 - 1):
+        error = await rpc_error(fake.stub.SearchByEntry(reid_pb2.SearchByEntryRequest(id=entry_id)))
+        assert error.code() == grpc.StatusCode.NOT_FOUND, entry_id
+        assert str(entry_id) in error.details()
+
+
 # -- the real SearchService (colour runtime, on-disk gallery) ------------------------------------
 
 
@@ -841,7 +946,8 @@ async def test_a_bad_search_value_is_the_same_refusal_over_http_and_grpc(real, c
     )
 
     assert (r.status_code, error.code()) == (400, grpc.StatusCode.INVALID_ARGUMENT)
-    assert r.json()["error"] == {"type": "BadInputError", "message": error.details()}
+    body = {k: v for k, v in r.json()["error"].items() if k != "request_id"}
+    assert body == {"type": "BadInputError", "message": error.details()}
 
 
 @asyncio_test
@@ -902,6 +1008,71 @@ async def test_real_service_stopping_turns_health_not_serving_and_calls_unavaila
 
 # -- generated code ------------------------------------------------------------------------------
 
+
+@asyncio_test
+async def test_real_service_lists_the_gallery_page_by_page_like_http(real):
+    ids = await populate(real)
+    first = await real.stub.ListGallery(reid_pb2.ListGalleryRequest(limit=3))
+    second = await real.stub.ListGallery(reid_pb2.ListGalleryRequest(offset=3, limit=3))
+    assert [e.id for e in first.entries] + [e.id for e in second.entries] == sorted(ids.values())
+    assert first.total == second.total == 4
+    past = await real.stub.ListGallery(reid_pb2.ListGalleryRequest(offset=9))
+    assert list(past.entries) == [] and past.total == 4 and past.limit == 50
+    filtered = await real.stub.ListGallery(reid_pb2.ListGalleryRequest(cameras=[1, 2], time_to=3.0))
+    assert [e.id for e in filtered.entries] == [ids["green1"], ids["blue2"]]
+    assert filtered.total == 2
+
+    async with http_client(real) as web:
+        page = (await web.get("/v1/gallery", params={"limit": 3})).json()
+    for over_http, over_grpc in zip(page["entries"], first.entries, strict=True):
+        meta = over_grpc.metadata
+        assert over_http["id"] == over_grpc.id and over_http["camera"] == meta.camera
+        assert over_http["created"] == pytest.approx(over_grpc.created)
+        assert over_http["thumbnail_url"] == over_grpc.thumbnail_url
+
+
+@asyncio_test
+async def test_real_service_search_by_entry_leaves_the_entry_out_and_uses_its_camera(real):
+    ids = await populate(real)
+    reply = await real.stub.SearchByEntry(reid_pb2.SearchByEntryRequest(id=ids["red0"], k=2))
+    (result,) = reply.results
+    assert result.query_camera == 0
+    assert result.matches[0].id == ids["red1"] and len(result.matches) == 2
+    assert ids["red0"] not in [m.id for m in result.matches]
+
+    same_camera = reid_pb2.SearchByEntryRequest(
+        id=ids["red1"], full_ranking=True, filters=reid_pb2.SearchFilters(exclude_same_camera=True)
+    )
+    reply = await real.stub.SearchByEntry(same_camera)  # red1 and green1 are on camera 1
+    assert {m.id for m in reply.results[0].matches} == {ids["red0"], ids["blue2"]}
+
+    error = await rpc_error(real.stub.SearchByEntry(reid_pb2.SearchByEntryRequest(id=999)))
+    assert error.code() == grpc.StatusCode.NOT_FOUND and "999" in error.details()
+    await assert_still_serving(real)
+
+
+@asyncio_test
+async def test_real_service_search_by_entry_answers_what_http_answers(real):
+    ids = await populate(real)
+    filters = reid_pb2.SearchFilters(exclude_cameras=[2], exclude_same_camera=True)
+    reply = await real.stub.SearchByEntry(
+        reid_pb2.SearchByEntryRequest(id=ids["green1"], full_ranking=True, filters=filters)
+    )
+    form = {"full_ranking": "true", "exclude_cameras": "2", "exclude_same_camera": "true"}
+    async with http_client(real) as web:
+        r = await web.post(f"/v1/search/by-entry/{ids['green1']}", data=form)
+        missing = await web.post("/v1/search/by-entry/999")
+    (over_http,) = r.json()["results"]
+    (over_grpc,) = reply.results
+    assert over_http["query_camera"] == over_grpc.query_camera == 1
+    assert [m["id"] for m in over_http["matches"]] == [m.id for m in over_grpc.matches]
+    assert [m.id for m in over_grpc.matches] == [ids["red0"]]
+    assert [m["score"] for m in over_http["matches"]] == pytest.approx(
+        [m.score for m in over_grpc.matches], abs=1e-6
+    )
+    assert missing.status_code == 404
+
+
 VERSION_STAMPS = re.compile(
     r"^(# Protobuf Python Version:.*|GRPC_GENERATED_VERSION = .*|\s+\d+,\s*$)", re.M
 )
@@ -932,3 +1103,17 @@ async def test_real_service_counts_grpc_calls_in_the_prometheus_metrics(real):
     text = real.service.metrics.render().decode()
     assert 'protocol="grpc",route="Search",status="OK"' in text
     assert 'protocol="grpc",route="AddToGallery",status="UNAUTHENTICATED"' in text
+
+
+@asyncio_test
+async def test_a_call_carries_the_callers_request_id_back_in_trailing_metadata(real):
+    call = real.stub.GalleryStats(
+        reid_pb2.GalleryStatsRequest(), metadata=(("x-request-id", "trace-42"),)
+    )
+    await call
+    assert ("x-request-id", "trace-42") in list(await call.trailing_metadata())
+    refused = real.stub.AddToGallery(reid_pb2.AddToGalleryRequest(entries=[entry(png(RED))]))
+    with pytest.raises(grpc.aio.AioRpcError):
+        await refused
+    ids = [value for key, value in await refused.trailing_metadata() if key == "x-request-id"]
+    assert len(ids) == 1 and ids[0]  # a new id when the caller sent none

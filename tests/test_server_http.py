@@ -16,7 +16,7 @@ from PIL import Image
 from server_fakes import DIM, ColourRuntime, MemoryGallery, image_bytes
 
 from reid.gallery import EntryMetadata, Gallery
-from reid_client.schemas import GalleryStats, ModelInfo
+from reid_client.schemas import GalleryPage, GalleryStats, ModelInfo
 from server.errors import ServiceError
 from server.http import create_app
 from server.service import SearchOptions, SearchService
@@ -289,6 +289,230 @@ def test_metrics_count_requests_batches_and_gallery_size(client):
     assert "reid_batch_queue_depth_images" in text
 
 
+# -- the gallery a page at a time ------------------------------------------------------
+
+
+def test_gallery_pages_list_entries_in_id_order_with_the_filtered_total(client):
+    ids = populate(client)
+    r = client.get("/v1/gallery", params={"limit": 3})
+    assert r.status_code == 200, r.text
+    page = GalleryPage.model_validate(r.json())
+    assert (page.total, page.offset, page.limit) == (4, 0, 3)
+    assert [e.id for e in page.entries] == sorted(ids.values())[:3]
+    first = page.entries[0]
+    assert first.model_dump() == client.get(f"/v1/gallery/{ids['red0']}").json()
+
+    rest = client.get("/v1/gallery", params={"offset": 3, "limit": 3}).json()
+    assert [e["id"] for e in rest["entries"]] == [ids["red1"]] and rest["total"] == 4
+    past = client.get("/v1/gallery", params={"offset": 10}).json()
+    assert past == {"entries": [], "total": 4, "offset": 10, "limit": 50}
+
+
+def test_gallery_pages_filter_by_cameras_and_time_window(client):
+    ids = populate(client)
+
+    def listed(**query):
+        r = client.get("/v1/gallery", params=query)
+        assert r.status_code == 200, r.text
+        return [e["id"] for e in r.json()["entries"]], r.json()["total"]
+
+    assert listed(cameras="1,2") == ([ids["green1"], ids["blue2"], ids["red1"]], 3)
+    assert listed(cameras="1,2", offset=1, limit=1) == ([ids["blue2"]], 3)
+    assert listed(time_from=2.0, time_to=3.0) == ([ids["green1"], ids["blue2"]], 2)
+    assert listed(cameras=1, time_from=3.0) == ([ids["red1"]], 1)
+    r = client.get("/v1/gallery?cameras=0&cameras=2")  # repeated parameters work too
+    assert [e["id"] for e in r.json()["entries"]] == [ids["red0"], ids["blue2"]]
+
+
+@pytest.mark.parametrize(
+    ("query", "words"),
+    [
+        ({"limit": 1001}, "limit must be between 1 and 1000"),
+        ({"limit": 0}, "limit must be between 1 and 1000"),
+        ({"offset": -1}, "offset must be between 0"),
+        ({"cameras": "a"}, "cameras must be comma-separated integers"),
+        ({"time_from": 5, "time_to": 1}, "time_from (5.0) is after time_to (1.0)"),
+    ],
+)
+def test_bad_gallery_pages_are_400(client, query, words):
+    r = client.get("/v1/gallery", params=query)
+    assert r.status_code == 400, r.text
+    assert words in error_of(r)["message"]
+
+
+def test_a_page_of_the_largest_size_is_allowed(client):
+    populate(client)
+    assert client.get("/v1/gallery", params={"limit": 1000}).json()["limit"] == 1000
+
+
+# -- search by entry ("find this person elsewhere") -------------------------------------
+
+
+def by_entry(client, entry_id, **form):
+    data = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in form.items()}
+    return client.post(f"/v1/search/by-entry/{entry_id}", data=data)
+
+
+def test_search_by_entry_finds_the_person_elsewhere_without_the_entry_itself(client):
+    ids = populate(client)
+    r = by_entry(client, ids["red0"], k=2)
+    assert r.status_code == 200, r.text
+    (result,) = r.json()["results"]
+    assert result["query_index"] == 0 and result["query_camera"] == 0  # the entry's camera
+    assert result["matches"][0]["id"] == ids["red1"]
+    assert ids["red0"] not in [m["id"] for m in result["matches"]]
+    assert len(result["matches"]) == 2
+    full = by_entry(client, ids["red0"], full_ranking=True).json()["results"][0]["matches"]
+    assert sorted(m["id"] for m in full) == sorted(set(ids.values()) - {ids["red0"]})
+
+
+def test_search_by_entry_is_the_search_with_its_stored_embedding(client):
+    ids = populate(client)
+    by_image = search(client, image_bytes(RED), full_ranking=True).json()["results"][0]
+    by_id = by_entry(client, ids["red0"], full_ranking=True).json()["results"][0]
+    expected = [m for m in by_image["matches"] if m["id"] != ids["red0"]]
+    assert [m["id"] for m in by_id["matches"]] == [m["id"] for m in expected]
+    assert [m["score"] for m in by_id["matches"]] == pytest.approx(
+        [m["score"] for m in expected], abs=1e-5
+    )
+
+
+def test_search_by_entry_excludes_the_entrys_own_camera_and_applies_filters(client):
+    ids = populate(client)
+
+    def found(entry, **form):
+        r = by_entry(client, ids[entry], full_ranking=True, **form)
+        assert r.status_code == 200, r.text
+        return {m["id"] for m in r.json()["results"][0]["matches"]}
+
+    # red1 is on camera 1, as green1: both are left out.
+    assert found("red1", exclude_same_camera=True) == {ids["red0"], ids["blue2"]}
+    assert found("red0", cameras="1") == {ids["green1"], ids["red1"]}
+    assert found("red0", exclude_cameras="1,2") == set()
+    assert found("red0", time_from=2.0, time_to=3.0) == {ids["green1"], ids["blue2"]}
+    assert found("red0", min_score=0.9) == {ids["red1"]}
+
+
+def test_search_by_entry_of_an_entry_without_camera_excludes_no_camera(client):
+    ids = populate(client)
+    (bare,) = add(client, [((245, 15, 15), {})])
+
+    def ranking(**form):
+        result = by_entry(client, bare, full_ranking=True, **form).json()["results"][0]
+        return result["query_camera"], [m["id"] for m in result["matches"]]
+
+    assert ranking(exclude_same_camera=True) == ranking() == (None, ranking()[1])
+    assert sorted(ranking()[1]) == sorted(ids.values())
+
+
+def test_search_by_an_unknown_entry_is_404_and_bad_fields_are_400(client):
+    ids = populate(client)
+    r = by_entry(client, 12345)
+    assert r.status_code == 404 and "12345" in error_of(r)["message"]
+    assert by_entry(client, ids["red0"], k=0).status_code == 400
+    assert by_entry(client, ids["red0"], k=51).status_code == 400  # max_k is 50
+    assert by_entry(client, ids["red0"], k=50).status_code == 200  # the entry is dropped after
+    r = by_entry(client, ids["red0"], time_from=5, time_to=1)
+    assert r.status_code == 400 and "after time_to" in error_of(r)["message"]
+    assert_still_serving(client)
+
+
+def test_search_by_entry_needs_the_read_key_when_one_is_set(tmp_path):
+    with make_client(tmp_path, api_key=KEY, read_key=READ_KEY) as client:
+        (entry_id,) = add(client, [(RED, {"camera": 0})], headers={"X-API-Key": KEY})
+        assert client.post(f"/v1/search/by-entry/{entry_id}").status_code == 401
+        assert client.get("/v1/gallery").status_code == 401
+        headers = {"X-API-Key": READ_KEY}
+        assert client.post(f"/v1/search/by-entry/{entry_id}", headers=headers).status_code == 200
+        assert client.get("/v1/gallery", headers=headers).json()["total"] == 1
+
+
+# -- API docs that work offline ---------------------------------------------------------
+
+LOCAL_ASSETS = {
+    "/docs/assets/swagger-ui-bundle.js": "text/javascript",
+    "/docs/assets/swagger-ui.css": "text/css",
+    "/docs/assets/redoc.standalone.js": "text/javascript",
+    "/docs/assets/favicon-32x32.png": "image/png",
+}
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_the_docs_pages_load_only_files_from_this_server(client, page):
+    r = client.get(page)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    sources = re.findall(r'(?:src|href)="([^"]+)"', r.text)
+    assert sources, r.text
+    for url in sources:
+        assert url.startswith("/") and not url.startswith("//"), url
+        assert url in LOCAL_ASSETS, url
+    assert "http://" not in r.text and "https://" not in r.text
+    # The browser is told so too: nothing may load from anywhere else.
+    policy = r.headers["content-security-policy"]
+    assert "default-src 'self'" in policy and "img-src 'self' data: blob:" in policy
+    assert "http" not in policy and "*" not in policy
+    assert 'spec-url="/openapi.json"' in r.text or "url: '/openapi.json'" in r.text
+
+
+@pytest.mark.parametrize(("url", "content_type"), list(LOCAL_ASSETS.items()))
+def test_the_docs_assets_are_served_with_their_content_type(client, url, content_type):
+    r = client.get(url)
+    assert r.status_code == 200
+    assert r.headers["content-type"].split(";")[0] == content_type
+    assert len(r.content) > 500
+
+
+def test_only_the_vendored_docs_assets_are_served(client):
+    for name in ("README.md", "redoc.LICENSE", "..%2Fhttp.py", "nothing.js"):
+        assert client.get(f"/docs/assets/{name}").status_code == 404
+
+
+def _body_schema(spec: dict, path: str, method: str = "post") -> dict:
+    content = spec["paths"][path][method]["requestBody"]["content"]
+    (media,) = content.values()
+    ref = media["schema"]["$ref"].rsplit("/", 1)[1]
+    schema = spec["components"]["schemas"][ref]
+    for part in schema.get("allOf", []):  # a form model shared with the file fields
+        inner = spec["components"]["schemas"][part["$ref"].rsplit("/", 1)[1]]
+        schema = {**schema, "properties": {**inner["properties"], **schema["properties"]}}
+    return schema
+
+
+def test_openapi_declares_uploads_as_binary_files_for_try_it_out(client):
+    spec = client.get("/openapi.json").json()
+    assert "contentMediaType" not in json.dumps(spec)
+    for path in ("/v1/search", "/v1/embed", "/v1/gallery"):
+        images = _body_schema(spec, path)["properties"]["images"]
+        assert images["type"] == "array"
+        assert images["items"] == {"type": "string", "format": "binary"}, path
+
+
+def test_openapi_leaves_optional_inputs_without_a_value_to_fill_in(client):
+    spec = client.get("/openapi.json").json()
+    for path in ("/v1/search", "/v1/search/by-entry/{entry_id}"):
+        fields = _body_schema(spec, path)["properties"]
+        for name in ("time_from", "time_to", "min_score"):
+            field = fields[name]
+            assert field["type"] == "number" and "anyOf" not in field, (path, name)
+            assert "default" not in field and field.get("examples") == [""], (path, name)
+        for name in ("cameras", "exclude_cameras"):
+            assert fields[name]["type"] == "array" and fields[name]["examples"] == [[]]
+        assert fields["k"]["default"] == 10  # real defaults stay
+    metadata = _body_schema(spec, "/v1/gallery")["properties"]["metadata"]
+    assert metadata["type"] == "string" and "default" not in metadata
+    listing = {p["name"]: p["schema"] for p in spec["paths"]["/v1/gallery"]["get"]["parameters"]}
+    assert listing["time_from"] == {
+        "type": "number",
+        "description": "earliest timestamp",
+        "title": "Time From",
+    }
+    assert (listing["offset"]["default"], listing["limit"]["default"]) == (0, 50)
+    assert listing["limit"]["maximum"] == 1000
+    # Answers keep their nulls: a match may have no camera.
+    camera = spec["components"]["schemas"]["MatchOut"]["properties"]["camera"]
+    assert {"type": "null"} in camera["anyOf"]
+
+
 # -- bad input: a clear 4xx, and the server keeps serving -------------------------------
 
 
@@ -500,6 +724,7 @@ def test_openapi_documents_every_operation_with_errors(client):
     assert {p for p, _, _ in operations} >= {
         "/v1/search",
         "/v1/search/raw",
+        "/v1/search/by-entry/{entry_id}",
         "/v1/embed",
         "/v1/gallery",
         "/v1/gallery/delete",

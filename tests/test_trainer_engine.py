@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -128,6 +129,49 @@ def test_eval_cli_prints_json_matching_the_training_evaluation(
     assert "mAP" in capsys.readouterr().out
 
 
+def test_eval_of_a_checkpoint_warns_of_no_random_init_and_says_what_it_does(
+    supervised_run: Path,
+    tiny_synthetic: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ckpt = supervised_run / "model_best.pt"
+    argv = ["eval", "--checkpoint", str(ckpt), "--data", f"synthetic:{tiny_synthetic}"]
+    capsys.readouterr()
+    with caplog.at_level(logging.INFO):
+        assert main([*argv, "--json", "--device", "cpu", "--num-workers", "0"]) == 0
+    assert "random init" not in caplog.text  # the checkpoint's weights replace it
+    err = capsys.readouterr().err
+    assert "embedding" in err and "gallery images" in err and "evaluated in" in err
+    from reid.models import build_model
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        build_model("resnet18", pretrained=None, input_size=(64, 32))
+    assert "starting from random init" in caplog.text  # a model that really starts so
+
+
+def test_prepare_epoch_logs_the_clustering_time(
+    tiny_synthetic: Path, tmp_path: Path, fake_methods: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    from trainer.logging_utils import get_logger
+
+    config = load_config(
+        write_config(tmp_path / "c.yaml", {"name": FakeMemory.name}), ["train.epochs=1"]
+    )
+    dataset = load_dataset(f"synthetic:{tiny_synthetic}")
+    trainer = build_trainer(config, dataset, None, DistInfo(), hooks=[])
+    logger = get_logger()
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.INFO, logger=logger.name):
+            trainer.prepare_epoch(0)
+    finally:
+        logger.removeHandler(caplog.handler)
+    line = next(r.getMessage() for r in caplog.records if "pseudo-labels" in r.getMessage())
+    assert line.startswith("epoch 1: features of ") and " s" in line and "(clustering) in" in line
+
+
 def test_eval_of_an_untrained_model_gives_the_direct_transfer_baseline(
     tiny_synthetic: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -222,6 +266,36 @@ def test_corrupted_checkpoint_is_reported(
         read_checkpoint(tmp_path)
     with pytest.raises(CheckpointError, match="no such"):
         read_checkpoint(tmp_path / "missing.pt")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"this is a README, not weights\n", "this is a text file"),
+        (None, "truncated or corrupt"),
+        (b"", "the file is empty"),
+        (bytes(range(256)), "not a file written by torch.save"),
+    ],
+    ids=["text", "truncated", "empty", "binary"],
+)
+def test_an_unreadable_checkpoint_says_what_is_wrong_with_the_file(
+    supervised_run: Path,
+    tmp_path: Path,
+    tiny_synthetic: Path,
+    capsys: pytest.CaptureFixture[str],
+    content: bytes | None,
+    message: str,
+) -> None:
+    bad = tmp_path / "bad.pt"
+    whole = (supervised_run / "model_best.pt").read_bytes()
+    bad.write_bytes(whole[: len(whole) // 2] if content is None else content)
+    with pytest.raises(CheckpointError, match=message) as error:
+        read_checkpoint(bad)
+    text = str(error.value)
+    assert text.startswith(f"cannot read {bad}: ")
+    assert "KeyError" not in text and "Errno" not in text and "weights_only" not in text
+    rc = main(["eval", "--checkpoint", str(bad), "--data", f"synthetic:{tiny_synthetic}"])
+    assert rc == 2 and message in capsys.readouterr().err
 
 
 def test_missing_dataset_and_unknown_keys_exit_2(

@@ -30,12 +30,14 @@ import gc
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from reid.checkpoint import CheckpointError
+from reid.clihelp import HelpFormatter
 from reid.data import DatasetError, load_dataset
 from reid.models import EncoderStateError, UnknownModelError
 from trainer.config import ConfigError, TrainerConfig, load_config, read_yaml, save_config
@@ -59,10 +61,19 @@ class UsageError(ValueError):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m trainer", description="Train and evaluate re-ID encoders."
+        prog="python -m trainer",
+        description="Train and evaluate re-ID encoders.",
+        formatter_class=HelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="train a method (see trainer/configs/README.md)")
+    train = sub.add_parser(
+        "train",
+        help="train a method (see trainer/configs/README.md)",
+        description="Train a method. Overrides are dotted keys into the config "
+        "(optim.lr=1e-4) or the short aliases epochs=, iters_per_epoch=, batch_size=, "
+        "device=, seed=, lr=. The resolved config is written to RUN_DIR/config.yaml.",
+        formatter_class=HelpFormatter,
+    )
     train.add_argument("--config", type=Path, help="YAML config (trainer/configs/<name>.yaml)")
     train.add_argument("--data", help="dataset spec FORMAT:PATH, e.g. market1501:/data/Market")
     train.add_argument("--out", type=Path, required=True, help="run directory (RUN_DIR)")
@@ -72,7 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. optim.lr=1e-4"
     )
-    ev = sub.add_parser("eval", help="evaluate a checkpoint on a dataset's query/gallery")
+    ev = sub.add_parser(
+        "eval",
+        help="evaluate a checkpoint on a dataset's query/gallery",
+        description="Print CMC / mAP / mINP of a checkpoint (or an untrained encoder) on a "
+        "dataset's query and gallery splits; --json prints one JSON object of fractions.",
+        formatter_class=HelpFormatter,
+    )
     source = ev.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", type=Path, help="a .pt written by training")
     source.add_argument(
@@ -83,14 +100,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--model-kwargs",
         type=json.loads,
         default={},
-        help='with --model: JSON keyword arguments, e.g. \'{"pretrained": "imagenet"}\'',
+        help='with --model: JSON keyword arguments, e.g. \'{"pretrained": "imagenet"}\' '
+        "(default: none)",
     )
     ev.add_argument("--data", required=True, help="dataset spec FORMAT:PATH")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
-    ev.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 (default auto)")
-    ev.add_argument("--batch-size", type=int, default=128)
-    ev.add_argument("--num-workers", type=int, default=2)
-    ev.add_argument("--metric", choices=("cosine", "euclidean", "sqeuclidean"), default="cosine")
+    ev.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1")
+    ev.add_argument("--batch-size", type=int, default=128, help="images per forward pass")
+    ev.add_argument("--num-workers", type=int, default=2, help="data-loading worker processes")
+    ev.add_argument(
+        "--metric",
+        choices=("cosine", "euclidean", "sqeuclidean"),
+        default="cosine",
+        help="distance between embeddings",
+    )
+    ev.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bars for the feature extraction (default: when stderr is a terminal)",
+    )
     ev.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking")
     return parser
 
@@ -240,6 +269,13 @@ def eval_command(args: argparse.Namespace) -> int:
     dataset = load_dataset(args.data)
     if not dataset.has_evaluation_splits:
         raise UsageError(f"dataset {args.data} has no query/gallery split to evaluate on")
+    print(
+        f"embedding {len(dataset.query)} query + {len(dataset.gallery)} gallery images on "
+        f"{device}, then ranking ({args.metric}{', re-ranked' if args.rerank else ''})",
+        file=sys.stderr,
+        flush=True,
+    )
+    started = time.perf_counter()
     result = evaluate_encoder(
         encoder,
         dataset,
@@ -249,7 +285,9 @@ def eval_command(args: argparse.Namespace) -> int:
         num_workers=args.num_workers,
         metric=args.metric,
         rerank=args.rerank,
+        progress=args.progress,
     )
+    print(f"evaluated in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     if args.json:
         scores = {k: float(v) if k in SCORES else int(v) for k, v in result.as_dict().items()}
         print(json.dumps(scores))

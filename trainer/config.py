@@ -167,8 +167,9 @@ class TrainConfig(Section):
 
     ``iters_per_epoch``: optimiser steps per epoch (``null``: about one pass of the
     data). ``device``: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:1``.
-    ``amp`` and ``channels_last`` only act on CUDA. ``progress``: ``auto`` shows a
-    bar when stderr is a terminal; ``true`` / ``false`` force it. ``sync_bn``: under
+    ``amp`` and ``channels_last`` only act on CUDA. ``progress``: ``auto`` shows
+    bars (training steps, the per-epoch feature extraction, evaluation) when stderr is a
+    terminal; ``true`` / ``false`` force them. ``sync_bn``: under
     DDP, BatchNorm statistics over the global batch instead of each process's share.
     """
 

@@ -63,7 +63,7 @@ from trainer.config import TrainerConfig
 from trainer.distributed import DistInfo
 from trainer.features import extract_features
 from trainer.hooks import HookBase, default_hooks
-from trainer.logging_utils import get_logger, progress_enabled
+from trainer.logging_utils import format_values, get_logger, progress_enabled
 from trainer.methods import (
     EpochContext,
     Method,
@@ -189,6 +189,7 @@ class Trainer:
         self.channels_last = t.channels_last and device.type == "cuda"
         self.num_workers = config.data.num_workers
         self.eval_batch_size = config.eval.batch_size
+        self.progress = progress_enabled(t.progress) and dist.is_main
         self.preprocess = encoder.preprocess_config()
         tf = config.data.transforms
         self.transform = build_train_transform(
@@ -278,6 +279,7 @@ class Trainer:
     def prepare_epoch(self, epoch: int) -> np.ndarray | None:
         """Features + ``method.prepare_epoch``; the labels to sample from, or ``None``."""
         features = None
+        start = time.perf_counter()
         if self.method.needs_features:
             features = extract_features(
                 self.encoder,
@@ -288,7 +290,10 @@ class Trainer:
                 num_workers=self.num_workers,
                 amp=self.amp,
                 channels_last=self.channels_last,
+                progress=self.progress,
+                desc=f"epoch {epoch + 1} features",
             )
+        feature_seconds = time.perf_counter() - start
         context = EpochContext(
             epoch=epoch,
             records=self.records,
@@ -298,7 +303,15 @@ class Trainer:
             run_once=distributed.run_once,
         )
         snapshot = method_state(self.method)
+        start = time.perf_counter()
         plan = self.method.prepare_epoch(context)
+        if self.method.needs_features:
+            get_logger().info(
+                f"epoch {epoch + 1}: features of {len(self.records)} images in "
+                f"{feature_seconds:.1f} s, {self.method.name} pseudo-labels (clustering) in "
+                f"{time.perf_counter() - start:.1f} s"
+                + (f": {format_values(dict(plan.stats))}" if plan.stats else "")
+            )
         del features, context
         labels = np.asarray(plan.labels)
         if labels.shape != (len(self.records),) or not np.issubdtype(labels.dtype, np.integer):

@@ -3,6 +3,10 @@
 Used by the loop (train-set features for clustering, query/gallery evaluation) and
 by ``python -m trainer eval``. Under DDP each rank embeds a contiguous shard and
 the shards are all-gathered, so every rank ends with the same full matrix.
+
+``progress`` shows a tqdm bar of the batches on stderr: ``True`` always, ``False``
+never, ``None`` when stderr is a terminal (tqdm's ``disable=None``); only the main
+process (rank 0) shows one.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 from reid.data.base import ImageRecord, ReIDDataset, label_arrays
 from reid.data.torch_dataset import make_eval_loader
@@ -35,6 +40,8 @@ def extract_features(
     amp: bool = False,
     channels_last: bool = False,
     shard: bool = True,
+    progress: bool | None = False,
+    desc: str = "features",
 ) -> torch.Tensor:
     """L2-normalised ``float32[N, D]`` embeddings of ``records`` (in order), on ``device``.
 
@@ -55,6 +62,8 @@ def extract_features(
         num_workers,
         amp,
         channels_last,
+        progress if rank == 0 else False,
+        desc,
     )
     if world:
         local = distributed.all_gather_rows(local, counts)
@@ -70,6 +79,8 @@ def _embed(
     num_workers: int,
     amp: bool,
     channels_last: bool,
+    progress: bool | None = False,
+    desc: str = "features",
 ) -> torch.Tensor:
     dim = int(getattr(encoder, "embedding_dim", 0))
     if not records:
@@ -90,7 +101,9 @@ def _embed(
     encoder.eval()
     chunks = []
     try:
-        for batch in loader:
+        disable = None if progress is None else not progress
+        bar = tqdm(loader, desc=desc, unit="batch", leave=False, disable=disable)
+        for batch in bar:
             images = batch["image"].to(device, non_blocking=True)
             if channels_last and device.type == "cuda":
                 images = images.contiguous(memory_format=torch.channels_last)
@@ -114,6 +127,7 @@ def evaluate_encoder(
     channels_last: bool = False,
     metric: str = "cosine",
     rerank: bool = False,
+    progress: bool | None = False,
 ) -> RankResult:
     """CMC / mAP / mINP of ``encoder`` on the dataset's query and gallery splits.
 
@@ -132,6 +146,8 @@ def evaluate_encoder(
         num_workers=num_workers,
         amp=amp,
         channels_last=channels_last,
+        progress=progress,
+        desc="eval features",
     )
     feats_np = feats.cpu().numpy().astype(np.float32, copy=False)
     q_feats, g_feats = feats_np[: len(q_pids)], feats_np[len(q_pids) :]

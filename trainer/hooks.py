@@ -118,6 +118,7 @@ class EvalHook(HookBase):
             channels_last=t.channels_last,
             metric=self.metric,
             rerank=self.rerank,
+            progress=t.progress,
         )
         scores = {k: float(v) for k, v in result.as_dict().items() if k in SCORE_KEYS}
         t.epoch_record.update(scores)

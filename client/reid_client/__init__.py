@@ -15,6 +15,9 @@ from reid_client.grpc_client import AsyncReIDGrpcClient, ReIDGrpcClient
 from reid_client.http_client import AsyncReIDClient, ReIDClient
 from reid_client.schemas import (
     EntryMetadataIn,
+    EntryOut,
+    EntrySearchParams,
+    GalleryPage,
     GalleryStats,
     MatchOut,
     ModelInfo,
@@ -26,6 +29,9 @@ __all__ = [
     "AsyncReIDClient",
     "AsyncReIDGrpcClient",
     "EntryMetadataIn",
+    "EntryOut",
+    "EntrySearchParams",
+    "GalleryPage",
     "GalleryStats",
     "MatchOut",
     "ModelInfo",

@@ -26,7 +26,14 @@ import numpy as np
 
 from reid_client import schemas as s
 from reid_client.errors import ProtocolError, ServerError, ServerUnreachableError
-from reid_client.http_client import Metadata, checked_search, metadata_models, search_params
+from reid_client.http_client import (
+    Metadata,
+    checked_search,
+    entry_search_params,
+    metadata_models,
+    page_params,
+    search_params,
+)
 from reid_client.proto import reid_pb2, reid_pb2_grpc
 
 T = TypeVar("T")
@@ -73,14 +80,7 @@ def search_request(
     request = reid_pb2.SearchRequest(
         k=None if params.full_ranking else params.k,
         full_ranking=params.full_ranking,
-        filters=reid_pb2.SearchFilters(
-            include_cameras=params.cameras or [],
-            exclude_cameras=params.exclude_cameras or [],
-            time_from=params.time_from,
-            time_to=params.time_to,
-            min_score=params.min_score,
-            exclude_same_camera=params.exclude_same_camera,
-        ),
+        filters=_filters(params),
     )
     if embeddings is None:
         request.queries.extend(
@@ -93,6 +93,40 @@ def search_request(
             for row, camera in zip(embeddings, cameras, strict=True)
         )
     return request
+
+
+def _filters(params: s.SearchParams | s.EntrySearchParams) -> reid_pb2.SearchFilters:
+    return reid_pb2.SearchFilters(
+        include_cameras=params.cameras or [],
+        exclude_cameras=params.exclude_cameras or [],
+        time_from=params.time_from,
+        time_to=params.time_to,
+        min_score=params.min_score,
+        exclude_same_camera=params.exclude_same_camera,
+    )
+
+
+def search_by_entry_request(
+    entry_id: int, params: s.EntrySearchParams
+) -> reid_pb2.SearchByEntryRequest:
+    """A ``SearchByEntryRequest``."""
+    return reid_pb2.SearchByEntryRequest(
+        id=int(entry_id),
+        k=None if params.full_ranking else params.k,
+        full_ranking=params.full_ranking,
+        filters=_filters(params),
+    )
+
+
+def list_gallery_request(params: s.GalleryPageParams) -> reid_pb2.ListGalleryRequest:
+    """A ``ListGalleryRequest``."""
+    return reid_pb2.ListGalleryRequest(
+        offset=params.offset,
+        limit=params.limit,
+        cameras=params.cameras or [],
+        time_from=params.time_from,
+        time_to=params.time_to,
+    )
 
 
 def add_request(
@@ -131,18 +165,21 @@ def match_from_proto(match: reid_pb2.Match) -> s.MatchOut:
 
 
 def search_from_proto(
-    reply: reid_pb2.SearchResponse, query_cameras: Sequence[int | None]
+    reply: reid_pb2.SearchResponse, query_cameras: Sequence[int | None], rpc: str = "Search"
 ) -> s.SearchResponse:
-    """A :class:`~reid_client.schemas.SearchResponse`; one result per query, else an error."""
+    """A :class:`~reid_client.schemas.SearchResponse`; one result per query, else an error.
+
+    A result's ``query_camera`` is the one the server reports, else the one asked for.
+    """
     if len(reply.results) != len(query_cameras):
         raise ProtocolError(
-            f"gRPC Search answered {len(reply.results)} results for {len(query_cameras)} queries"
+            f"gRPC {rpc} answered {len(reply.results)} results for {len(query_cameras)} queries"
         )
     answer = s.SearchResponse(
         results=[
             s.QueryResult(
                 query_index=i,
-                query_camera=camera,
+                query_camera=_optional(result, "query_camera") if camera is None else camera,
                 matches=[match_from_proto(m) for m in result.matches],
             )
             for i, (camera, result) in enumerate(zip(query_cameras, reply.results, strict=True))
@@ -155,6 +192,39 @@ def embeddings_from_proto(reply: reid_pb2.EmbedResponse) -> np.ndarray:
     """``float32[N, D]`` from an ``EmbedResponse``."""
     rows = [list(e.values) for e in reply.embeddings]
     return np.array(rows, dtype=np.float32).reshape(len(rows), reply.dim)
+
+
+def entry_from_proto(entry: reid_pb2.StoredEntry) -> s.EntryOut:
+    """A :class:`~reid_client.schemas.EntryOut` from a ``StoredEntry`` message."""
+    meta = entry.metadata
+    box = meta.box if meta.HasField("box") else None
+    try:
+        extra = json.loads(meta.extra_json) if meta.extra_json.strip() else {}
+    except json.JSONDecodeError as exc:
+        raise ProtocolError(
+            f"gRPC ListGallery: entry {entry.id} has bad extra_json ({exc})"
+        ) from None
+    return s.EntryOut(
+        id=entry.id,
+        camera=_optional(meta, "camera"),
+        timestamp=_optional(meta, "timestamp"),
+        track=_optional(meta, "track"),
+        box=None if box is None else [box.x, box.y, box.w, box.h],
+        source=_optional(meta, "source"),
+        extra=extra,
+        created=entry.created,
+        thumbnail_url=entry.thumbnail_url or None,
+    )
+
+
+def page_from_proto(reply: reid_pb2.ListGalleryResponse) -> s.GalleryPage:
+    """A :class:`~reid_client.schemas.GalleryPage` from a ``ListGalleryResponse``."""
+    return s.GalleryPage(
+        entries=[entry_from_proto(entry) for entry in reply.entries],
+        total=reply.total,
+        offset=reply.offset,
+        limit=reply.limit,
+    )
 
 
 def _json_model(cls: type[Any], text: str, what: str) -> Any:
@@ -188,6 +258,19 @@ class Calls:
         count = len(images) if embeddings is None else len(embeddings)
         cameras = params.query_cameras or [None] * count
         return Call("Search", request, lambda reply: search_from_proto(reply, cameras))
+
+    @staticmethod
+    def search_by_entry(entry_id: int, params: s.EntrySearchParams) -> Call[s.SearchResponse]:
+        request = search_by_entry_request(entry_id, params)
+        return Call(
+            "SearchByEntry",
+            request,
+            lambda reply: search_from_proto(reply, [None], "SearchByEntry"),
+        )
+
+    @staticmethod
+    def list_gallery(params: s.GalleryPageParams) -> Call[s.GalleryPage]:
+        return Call("ListGallery", list_gallery_request(params), page_from_proto)
 
     @staticmethod
     def embed(images: Sequence[bytes]) -> Call[np.ndarray]:
@@ -312,6 +395,25 @@ class ReIDGrpcClient:
         """Search by images (or by ready ``embeddings``); options as ``params`` or fields."""
         return self.send(Calls.search(images, search_params(params, fields), embeddings))
 
+    def search_by_entry(
+        self, entry_id: int, params: s.EntrySearchParams | None = None, **fields: Any
+    ) -> s.SearchResponse:
+        """Search with a stored entry ("find this person elsewhere"); the entry is left out
+        of its matches and its camera is the query camera."""
+        return self.send(Calls.search_by_entry(entry_id, entry_search_params(params, fields)))
+
+    def list_gallery(
+        self,
+        offset: int = 0,
+        limit: int = 50,
+        cameras: Sequence[int] | None = None,
+        time_from: float | None = None,
+        time_to: float | None = None,
+    ) -> s.GalleryPage:
+        """One page of entries in id order, and how many match the filters."""
+        params = page_params(offset, limit, cameras, time_from, time_to)
+        return self.send(Calls.list_gallery(params))
+
     def embed(self, images: Sequence[bytes]) -> np.ndarray:
         """``float32[N, D]`` embeddings of encoded images."""
         return self.send(Calls.embed(images))
@@ -384,6 +486,25 @@ class AsyncReIDGrpcClient:
     ) -> s.SearchResponse:
         """Search by images (or by ready ``embeddings``)."""
         return await self.send(Calls.search(images, search_params(params, fields), embeddings))
+
+    async def search_by_entry(
+        self, entry_id: int, params: s.EntrySearchParams | None = None, **fields: Any
+    ) -> s.SearchResponse:
+        """Search with a stored entry."""
+        call = Calls.search_by_entry(entry_id, entry_search_params(params, fields))
+        return await self.send(call)
+
+    async def list_gallery(
+        self,
+        offset: int = 0,
+        limit: int = 50,
+        cameras: Sequence[int] | None = None,
+        time_from: float | None = None,
+        time_to: float | None = None,
+    ) -> s.GalleryPage:
+        """One page of entries in id order."""
+        params = page_params(offset, limit, cameras, time_from, time_to)
+        return await self.send(Calls.list_gallery(params))
 
     async def embed(self, images: Sequence[bytes]) -> np.ndarray:
         """``float32[N, D]`` embeddings."""

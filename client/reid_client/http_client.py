@@ -70,6 +70,32 @@ def search_params(params: s.SearchParams | None, fields: Mapping[str, Any]) -> s
     return params if params is not None else s.SearchParams(**fields)
 
 
+def entry_search_params(
+    params: s.EntrySearchParams | None, fields: Mapping[str, Any]
+) -> s.EntrySearchParams:
+    """``params``, or :class:`~reid_client.schemas.EntrySearchParams` built from keywords."""
+    if params is not None and fields:
+        raise TypeError("pass either params= or search keywords, not both")
+    return params if params is not None else s.EntrySearchParams(**fields)
+
+
+def page_params(
+    offset: int,
+    limit: int,
+    cameras: Sequence[int] | None,
+    time_from: float | None,
+    time_to: float | None,
+) -> s.GalleryPageParams:
+    """The page to list, checked before it is sent."""
+    return s.GalleryPageParams(
+        offset=offset,
+        limit=limit,
+        cameras=None if cameras is None else list(cameras),
+        time_from=time_from,
+        time_to=time_to,
+    )
+
+
 def metadata_models(metadata: Sequence[Metadata] | None, count: int) -> list[s.EntryMetadataIn]:
     """One validated metadata model per image (``None`` -> no metadata)."""
     items = list(metadata) if metadata is not None else [None] * count
@@ -169,6 +195,16 @@ class Endpoints:
     def search(images: Sequence[bytes], params: s.SearchParams) -> Call[s.SearchResponse]:
         options = {"files": _image_files(images), "data": params.form_fields()}
         return Call("POST", "/v1/search", _search(len(images)), options)
+
+    @staticmethod
+    def search_by_entry(entry_id: int, params: s.EntrySearchParams) -> Call[s.SearchResponse]:
+        options = {"data": params.form_fields()}
+        return Call("POST", f"/v1/search/by-entry/{int(entry_id)}", _search(1), options)
+
+    @staticmethod
+    def list_gallery(params: s.GalleryPageParams) -> Call[s.GalleryPage]:
+        options = {"params": params.query_values()}
+        return Call("GET", "/v1/gallery", _model(s.GalleryPage), options)
 
     @staticmethod
     def add(images: Sequence[bytes], metadata: Sequence[Metadata] | None) -> Call[list[int]]:
@@ -353,6 +389,25 @@ class ReIDClient:
         """``POST /v1/search``; options as ``params`` or as its fields (``k=5, cameras=[1]``)."""
         return self.send(Endpoints.search(images, search_params(params, fields)))
 
+    def search_by_entry(
+        self, entry_id: int, params: s.EntrySearchParams | None = None, **fields: Any
+    ) -> s.SearchResponse:
+        """``POST /v1/search/by-entry/{id}``: "find this person elsewhere" with a stored
+        entry (left out of its matches; its camera is the query camera)."""
+        return self.send(Endpoints.search_by_entry(entry_id, entry_search_params(params, fields)))
+
+    def list_gallery(
+        self,
+        offset: int = 0,
+        limit: int = 50,
+        cameras: Sequence[int] | None = None,
+        time_from: float | None = None,
+        time_to: float | None = None,
+    ) -> s.GalleryPage:
+        """``GET /v1/gallery``: one page of entries in id order, and how many match."""
+        params = page_params(offset, limit, cameras, time_from, time_to)
+        return self.send(Endpoints.list_gallery(params))
+
     def add(self, images: Sequence[bytes], metadata: Sequence[Metadata] | None = None) -> list[int]:
         """``POST /v1/gallery``: add images with one metadata each; returns the new ids."""
         return self.send(Endpoints.add(images, metadata))
@@ -441,6 +496,25 @@ class AsyncReIDClient:
     ) -> s.SearchResponse:
         """``POST /v1/search``."""
         return await self.send(Endpoints.search(images, search_params(params, fields)))
+
+    async def search_by_entry(
+        self, entry_id: int, params: s.EntrySearchParams | None = None, **fields: Any
+    ) -> s.SearchResponse:
+        """``POST /v1/search/by-entry/{id}``."""
+        call = Endpoints.search_by_entry(entry_id, entry_search_params(params, fields))
+        return await self.send(call)
+
+    async def list_gallery(
+        self,
+        offset: int = 0,
+        limit: int = 50,
+        cameras: Sequence[int] | None = None,
+        time_from: float | None = None,
+        time_to: float | None = None,
+    ) -> s.GalleryPage:
+        """``GET /v1/gallery``."""
+        params = page_params(offset, limit, cameras, time_from, time_to)
+        return await self.send(Endpoints.list_gallery(params))
 
     async def add(
         self, images: Sequence[bytes], metadata: Sequence[Metadata] | None = None

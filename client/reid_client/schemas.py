@@ -49,17 +49,12 @@ def _id_list(name: str, value: object) -> list[int] | None:
     return out or None
 
 
-class SearchParams(BaseModel):
-    """How to search: the form fields of ``POST /v1/search`` (and of gRPC ``Search``).
-
-    Camera lists are sent as comma-separated integers; ``k`` is ignored for a full
-    ranking. The server also checks ``k`` against its own ``max_k``.
-    """
+class _SearchOptions(BaseModel):
+    """The search fields shared by every way of querying: k, ranking and filters."""
 
     model_config = ConfigDict(extra="forbid")
     k: int = Field(10, ge=1, description="matches per query")
     full_ranking: bool = Field(False, description="every entry passing the filters")
-    query_cameras: list[int] | None = Field(None, description="the camera of each query image")
     exclude_same_camera: bool = Field(False, description="drop matches from the query's camera")
     cameras: list[int] | None = Field(None, description="keep only these cameras")
     exclude_cameras: list[int] | None = Field(None, description="drop these cameras")
@@ -67,7 +62,7 @@ class SearchParams(BaseModel):
     time_to: float | None = Field(None, description="latest timestamp")
     min_score: float | None = Field(None, description="lowest cosine score")
 
-    @field_validator("query_cameras", "cameras", "exclude_cameras", mode="before")
+    @field_validator("cameras", "exclude_cameras", mode="before")
     @classmethod
     def _parse_ids(cls, value: object, info: Any) -> list[int] | None:
         return _id_list(info.field_name, value)
@@ -80,25 +75,124 @@ class SearchParams(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _consistent(self) -> SearchParams:
-        t_from, t_to = self.time_from, self.time_to
-        if t_from is not None and t_to is not None and t_from > t_to:
-            raise ValueError(f"time_from ({t_from}) is after time_to ({t_to})")
-        if self.exclude_same_camera and self.query_cameras is None:
-            raise ValueError("exclude_same_camera needs query_cameras (one per query image)")
+    def _time_order(self) -> _SearchOptions:
+        _check_time_order(self.time_from, self.time_to)
         return self
 
     def form_fields(self) -> dict[str, str]:
         """The fields as multipart form values (unset optional fields left out)."""
-        fields: dict[str, str] = {}
-        for name, value in self.model_dump(exclude_none=True).items():
-            if isinstance(value, bool):
-                fields[name] = "true" if value else "false"
-            elif isinstance(value, list):
-                fields[name] = ",".join(str(v) for v in value)
-            else:
-                fields[name] = str(value)
-        return fields
+        return _form_values(self.model_dump(exclude_none=True))
+
+
+class SearchParams(_SearchOptions):
+    """How to search: the form fields of ``POST /v1/search`` (and of gRPC ``Search``).
+
+    Camera lists are sent as comma-separated integers; ``k`` is ignored for a full
+    ranking. The server also checks ``k`` against its own ``max_k``.
+    """
+
+    query_cameras: list[int] | None = Field(None, description="the camera of each query image")
+
+    @field_validator("query_cameras", mode="before")
+    @classmethod
+    def _parse_query_cameras(cls, value: object, info: Any) -> list[int] | None:
+        return _id_list(info.field_name, value)
+
+    @model_validator(mode="after")
+    def _same_camera_needs_cameras(self) -> SearchParams:
+        if self.exclude_same_camera and self.query_cameras is None:
+            raise ValueError("exclude_same_camera needs query_cameras (one per query image)")
+        return self
+
+
+class EntrySearchParams(_SearchOptions):
+    """How to search with a gallery entry (``POST /v1/search/by-entry/{id}``, gRPC
+    ``SearchByEntry``): the fields of :class:`SearchParams` but the query cameras, since
+    the entry's own camera is the query's (``exclude_same_camera`` uses it). The entry
+    itself is never among its matches."""
+
+
+MAX_PAGE_SIZE = 1000
+"""Most entries one page of ``GET /v1/gallery`` may hold."""
+
+
+class GalleryPageParams(BaseModel):
+    """Which page of the gallery to list (``GET /v1/gallery``, gRPC ``ListGallery``).
+
+    Entries are ordered by id; ``cameras`` and the inclusive time window filter them as
+    in a search (an entry without a camera or timestamp fails those filters).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    offset: int = Field(
+        0,
+        description="entries to skip (matching the filters, in id order)",
+        json_schema_extra={"minimum": 0, "maximum": MAX_ID},
+    )
+    limit: int = Field(
+        50,
+        description=f"entries per page, 1..{MAX_PAGE_SIZE}",
+        json_schema_extra={"minimum": 1, "maximum": MAX_PAGE_SIZE},
+    )
+    cameras: list[int] | None = Field(None, description="keep only these cameras")
+    time_from: float | None = Field(None, description="earliest timestamp")
+    time_to: float | None = Field(None, description="latest timestamp")
+
+    @field_validator("offset")
+    @classmethod
+    def _offset_range(cls, value: int) -> int:
+        if not 0 <= value <= MAX_ID:
+            raise ValueError(f"offset must be between 0 and {MAX_ID}, got {value}")
+        return value
+
+    @field_validator("limit")
+    @classmethod
+    def _limit_range(cls, value: int) -> int:
+        if not 1 <= value <= MAX_PAGE_SIZE:
+            raise ValueError(
+                f"limit must be between 1 and {MAX_PAGE_SIZE} (got {value}); "
+                "page through the gallery with offset"
+            )
+        return value
+
+    @field_validator("cameras", mode="before")
+    @classmethod
+    def _parse_ids(cls, value: object, info: Any) -> list[int] | None:
+        return _id_list(info.field_name, value)
+
+    @field_validator("time_from", "time_to")
+    @classmethod
+    def _finite(cls, value: float | None, info: Any) -> float | None:
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"{info.field_name} must be finite, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _time_order(self) -> GalleryPageParams:
+        _check_time_order(self.time_from, self.time_to)
+        return self
+
+    def query_values(self) -> dict[str, str]:
+        """The fields as URL query values (unset optional fields left out)."""
+        return _form_values(self.model_dump(exclude_none=True))
+
+
+def _check_time_order(time_from: float | None, time_to: float | None) -> None:
+    if time_from is not None and time_to is not None and time_from > time_to:
+        raise ValueError(f"time_from ({time_from}) is after time_to ({time_to})")
+
+
+def _form_values(values: dict[str, Any]) -> dict[str, str]:
+    """Form or query values: booleans as true/false, lists comma-separated."""
+    fields: dict[str, str] = {}
+    for name, value in values.items():
+        if isinstance(value, bool):
+            fields[name] = "true" if value else "false"
+        elif isinstance(value, list):
+            fields[name] = ",".join(str(v) for v in value)
+        else:
+            fields[name] = str(value)
+    return fields
 
 
 class EntryMetadataIn(BaseModel):
@@ -118,6 +212,7 @@ class EntryMetadataIn(BaseModel):
 class ErrorDetail(BaseModel):
     type: str = Field(description="error class, e.g. BadInputError")
     message: str = Field(description="what was wrong, for a person to read")
+    request_id: str | None = None
 
 
 class ErrorResponse(BaseModel):
@@ -180,6 +275,15 @@ class EntryOut(BaseModel):
     extra: dict[str, Any] = Field(default_factory=dict)
     created: float = Field(description="unix time of the add")
     thumbnail_url: str | None = None
+
+
+class GalleryPage(BaseModel):
+    """One page of the gallery (``GET /v1/gallery``), entries in id order."""
+
+    entries: list[EntryOut] = Field(description="at most `limit` entries, in id order")
+    total: int = Field(description="entries matching the filters, on every page together")
+    offset: int = Field(description="entries skipped before this page")
+    limit: int = Field(description="the page size asked for")
 
 
 class GalleryStats(BaseModel):

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 
+from reid.clihelp import HelpFormatter
 from reid.data.base import DatasetError, ReIDDataset
 from reid.data.spec import DATASET_FORMATS, FORMAT_LAYOUTS, SPEC_FORM, load_dataset
 
@@ -27,16 +28,33 @@ def _as_json(dataset: ReIDDataset) -> dict[str, object]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m reid.data", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m reid.data",
+        description="Inspect re-ID datasets: 'summary SPEC ...' prints each dataset's table "
+        "of identities, images and cameras per split, 'formats' lists the spec formats.",
+        formatter_class=HelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
-    summary = commands.add_parser("summary", help="print the split table of datasets")
+    summary = commands.add_parser(
+        "summary",
+        help="print the split table of datasets",
+        description="Print, for each dataset, the table of identities, images and cameras "
+        "per split (--json: one JSON document instead). A dataset that cannot be read "
+        "prints 'error: ...' and exits with status 1.",
+        formatter_class=HelpFormatter,
+    )
     summary.add_argument("specs", nargs="+", metavar="SPEC", help=f"dataset spec ({SPEC_FORM})")
     summary.add_argument(
         "--json",
         action="store_true",
         help="print JSON instead of tables (an object for one SPEC, a list for several)",
     )
-    commands.add_parser("formats", help="list the dataset spec formats")
+    commands.add_parser(
+        "formats",
+        help="list the dataset spec formats",
+        description="List the dataset spec formats (FORMAT:PATH) and their layouts.",
+        formatter_class=HelpFormatter,
+    )
     return parser
 
 

@@ -112,15 +112,12 @@ class ReIDDataset:
 def format_summary(
     name: str, rows: Iterable[SplitSummary], dropped: dict[str, int] | None = None
 ) -> str:
+    from reid.tables import render_table
+
     header = ("subset", "# ids", "# images", "# cameras", "# distractors", "# junk", "# unlabeled")
     body = [(r.split, r.ids, r.images, r.cameras, r.distractors, r.junk, r.unlabeled) for r in rows]
-    widths = [max(len(str(v)) for v in col) for col in zip(header, *body, strict=False)]
-
-    def line(values: Sequence[object]) -> str:
-        return "  " + " | ".join(str(v).rjust(w) for v, w in zip(values, widths, strict=True))
-
-    rule = "  " + "-+-".join("-" * w for w in widths)
-    out = [f"Dataset {name}", line(header), rule, *(line(b) for b in body)]
+    table = render_table(header, body, indent=2)
+    out = [f"Dataset {name}", table]
     for reason, count in sorted((dropped or {}).items()):
         out.append(f"  dropped {count} image(s): {reason}")
     return "\n".join(out)

@@ -8,6 +8,7 @@ from reid.gallery.index import IndexSettings
 from reid.gallery.types import (
     Entry,
     EntryMetadata,
+    EntryPage,
     GalleryClosedError,
     GalleryError,
     Match,
@@ -17,6 +18,7 @@ from reid.gallery.types import (
 __all__ = [
     "Entry",
     "EntryMetadata",
+    "EntryPage",
     "Gallery",
     "GalleryClosedError",
     "GalleryError",

@@ -46,6 +46,7 @@ from reid.gallery.store import Store
 from reid.gallery.types import (
     Entry,
     EntryMetadata,
+    EntryPage,
     GalleryClosedError,
     GalleryError,
     Match,
@@ -58,6 +59,7 @@ SNAPSHOT_NAME = "index.faiss"
 AUTO_THRESHOLD = 200_000  # "auto": flat below this many entries, IVF from it
 IVF_MIN_TRAIN = 1_000  # "ivf": flat until this many entries exist to train on
 SNAPSHOT_MIN_SIZE = 50_000  # close() snapshots a changed flat index from this size on
+MAX_PAGE = 10_000  # entries per page of Gallery.page at most
 _REQUESTS = (*KINDS, "auto")
 
 
@@ -259,6 +261,33 @@ class Gallery:
             self._check_open()
             rows = self._store.rows(wanted)
         return [Entry(i, rows[i][0], rows[i][1], rows[i][2]) if i in rows else None for i in wanted]
+
+    def page(
+        self,
+        offset: int = 0,
+        limit: int = 50,
+        *,
+        cameras: Sequence[int] | None = None,
+        time_from: float | None = None,
+        time_to: float | None = None,
+    ) -> EntryPage:
+        """The entries ``offset .. offset + limit - 1`` in id order among those passing the
+        filters, and how many pass them (``total``); an ``offset`` past the end is an
+        empty page. ``cameras``: only these (None: all); time bounds inclusive, an entry
+        without a camera or timestamp fails those filters. At most ``MAX_PAGE`` entries
+        per page: memory stays bounded whatever the gallery size."""
+        self._check_open()
+        if isinstance(limit, (int, np.integer)) and not isinstance(limit, bool):
+            if limit > MAX_PAGE:
+                raise GalleryError(f"limit must be at most {MAX_PAGE}, got {limit}")
+            limit = int(limit)
+        if isinstance(offset, np.integer):
+            offset = int(offset)
+        with self._rw.read():
+            self._check_open()
+            rows, total = self._store.page(offset, limit, cameras, time_from, time_to)
+        entries = [Entry(i, meta, thumb, created) for i, (meta, thumb, created) in rows]
+        return EntryPage(entries=entries, total=total, offset=offset, limit=limit)
 
     def embeddings(self, ids: Sequence[int]) -> np.ndarray:
         """float32[len(ids), dim] stored (normalised) embeddings; GalleryError if one is missing."""

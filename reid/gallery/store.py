@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
+import numbers
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -271,6 +273,38 @@ class Store:
         found = self._select(self._reader(), _META_COLUMNS, ids)
         return {row[0]: _row_to_entry(row) for row in found}
 
+    def page(
+        self,
+        offset: int,
+        limit: int,
+        cameras: Sequence[int] | None = None,
+        time_from: float | None = None,
+        time_to: float | None = None,
+    ) -> tuple[list[tuple[int, Row]], int]:
+        """``limit`` rows from ``offset`` in id order among those passing the filters, and
+        how many pass them in all; both read from one snapshot of the database.
+
+        ``cameras`` keeps those cameras (None: all, empty: none); the time bounds are
+        inclusive. A row without a camera or timestamp fails those filters. Only one page
+        is ever held in memory (SQL ``LIMIT``/``OFFSET`` and ``COUNT``).
+        """
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise GalleryError(f"offset must be an integer >= 0, got {offset!r}")
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise GalleryError(f"limit must be an integer >= 1, got {limit!r}")
+        where, values = _page_filter(cameras, time_from, time_to)
+        conn = self._reader()
+        conn.execute("BEGIN")  # one read snapshot for the count and the page (WAL)
+        try:
+            total = conn.execute(f"SELECT COUNT(*) FROM entries{where}", values).fetchone()[0]
+            rows = conn.execute(
+                f"SELECT {_META_COLUMNS} FROM entries{where} ORDER BY id LIMIT ? OFFSET ?",
+                [*values, limit, offset],
+            ).fetchall()
+        finally:
+            conn.execute("COMMIT")
+        return [(row[0], _row_to_entry(row)) for row in rows], int(total)
+
     def count(self) -> int:
         """Number of rows."""
         return int(self._reader().execute("SELECT COUNT(*) FROM entries").fetchone()[0])
@@ -351,6 +385,34 @@ def _row_values(
         thumbnail,
         now,
     )
+
+
+def _page_filter(
+    cameras: Sequence[int] | None, time_from: float | None, time_to: float | None
+) -> tuple[str, list[object]]:
+    """The ``WHERE`` clause and values of a page's filters (checked here: a library)."""
+    clauses: list[str] = []
+    values: list[object] = []
+    if cameras is not None:
+        if isinstance(cameras, (str, bytes)) or not isinstance(cameras, Iterable):
+            raise GalleryError(f"cameras must be a sequence of camera ids, got {cameras!r}")
+        wanted = list(cameras)
+        for camera in wanted:
+            if isinstance(camera, bool) or not isinstance(camera, numbers.Integral):
+                raise GalleryError(f"cameras must be integers, got {camera!r}")
+        # One bound value whatever the number of cameras (no SQLite variable limit).
+        clauses.append("camera IN (SELECT value FROM json_each(?))")
+        values.append(json.dumps(sorted({int(c) for c in wanted})))
+    for name, op, bound in (("time_from", ">=", time_from), ("time_to", "<=", time_to)):
+        if bound is None:
+            continue
+        if isinstance(bound, bool) or not isinstance(bound, numbers.Real):
+            raise GalleryError(f"{name} must be a number or None, got {bound!r}")
+        if not math.isfinite(bound):
+            raise GalleryError(f"{name} must be finite, got {bound}")
+        clauses.append(f"timestamp {op} ?")
+        values.append(float(bound))
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), values
 
 
 def _row_to_entry(row: tuple) -> Row:

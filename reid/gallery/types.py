@@ -166,3 +166,13 @@ class Entry:
     metadata: EntryMetadata
     has_thumbnail: bool
     created: float  # unix time of the add
+
+
+@dataclass(frozen=True)
+class EntryPage:
+    """One page of the gallery's entries in id order (``Gallery.page``)."""
+
+    entries: list[Entry]
+    total: int  # entries matching the filters, on every page together
+    offset: int
+    limit: int

@@ -21,6 +21,7 @@ encoder with ``build_model_from_spec`` and then load its state dict.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -221,8 +222,12 @@ def build_model_from_spec(spec: Mapping[str, Any], *, pretrained: Any = None) ->
     ``pretrained`` replaces the recorded value (default ``None``: no ImageNet load,
     since the checkpoint's state dict overwrites every weight anyway).
     """
+    from reid.models.backbones.weights import weights_loaded_later
+
     kwargs = dict(spec.get("kwargs", {}))
     kwargs.pop("pretrained", None)
-    model = build_model(spec["name"], pretrained=pretrained, **kwargs)
+    quiet = weights_loaded_later() if pretrained is None else contextlib.nullcontext()
+    with quiet:
+        model = build_model(spec["name"], pretrained=pretrained, **kwargs)
     model.build_spec = {"name": spec["name"], "kwargs": to_jsonable(spec.get("kwargs", {}))}
     return model

@@ -15,12 +15,20 @@ from typing import Any
 
 import numpy as np
 
-from reid.gallery import EntryMetadata, Match
+from reid.gallery import Entry, EntryMetadata, EntryPage, Match
 from reid_client.proto import reid_pb2
 from reid_client.schemas import GalleryStats, ModelInfo
 from server.errors import BadInputError
 from server.service import SearchOptions
-from server.wire import SearchForm, entry_metadata, search_options, thumbnail_url, validated
+from server.wire import (
+    EntrySearchForm,
+    GalleryQuery,
+    SearchForm,
+    entry_metadata,
+    search_options,
+    thumbnail_url,
+    validated,
+)
 
 DEFAULT_K = 10
 """Matches per query when a request sets neither ``k`` nor ``full_ranking``."""
@@ -71,7 +79,6 @@ def search_options_from_proto(request: reid_pb2.SearchRequest) -> SearchOptions:
     queries = request.queries or request.embeddings
     cameras = [_optional(query, "camera") for query in queries]
     known = [camera for camera in cameras if camera is not None]
-    f = request.filters
     params = validated(
         SearchForm,
         {
@@ -80,15 +87,51 @@ def search_options_from_proto(request: reid_pb2.SearchRequest) -> SearchOptions:
             # The cameras the queries name (a query may leave its camera unset), so an
             # exclude_same_camera without any is refused as over HTTP.
             "query_cameras": known or None,
-            "exclude_same_camera": f.exclude_same_camera,
-            "cameras": list(f.include_cameras) or None,  # empty = every camera
-            "exclude_cameras": list(f.exclude_cameras) or None,
-            "time_from": _optional(f, "time_from"),
-            "time_to": _optional(f, "time_to"),
-            "min_score": _optional(f, "min_score"),
+            **_filter_fields(request.filters),
         },
     )
     return search_options(params, query_cameras=cameras if known else None)
+
+
+def _filter_fields(f: reid_pb2.SearchFilters) -> dict[str, Any]:
+    """The search form fields of a ``SearchFilters`` message (empty lists: every camera)."""
+    return {
+        "exclude_same_camera": f.exclude_same_camera,
+        "cameras": list(f.include_cameras) or None,
+        "exclude_cameras": list(f.exclude_cameras) or None,
+        "time_from": _optional(f, "time_from"),
+        "time_to": _optional(f, "time_to"),
+        "min_score": _optional(f, "min_score"),
+    }
+
+
+def entry_search_options(request: reid_pb2.SearchByEntryRequest) -> SearchOptions:
+    """``SearchOptions`` of a search by entry, validated by HTTP's ``EntrySearchForm``
+    (the service sets the query camera: the entry's)."""
+    if request.full_ranking and request.HasField("k"):
+        raise BadInputError("set either k or full_ranking, not both")
+    params = validated(
+        EntrySearchForm,
+        {
+            "k": request.k if request.HasField("k") else DEFAULT_K,
+            "full_ranking": request.full_ranking,
+            **_filter_fields(request.filters),
+        },
+    )
+    return search_options(params)
+
+
+def gallery_query(request: reid_pb2.ListGalleryRequest) -> GalleryQuery:
+    """The page a ``ListGalleryRequest`` asks for, validated as ``GET /v1/gallery``'s query."""
+    fields: dict[str, Any] = {
+        "offset": request.offset,
+        "cameras": list(request.cameras) or None,
+        "time_from": _optional(request, "time_from"),
+        "time_to": _optional(request, "time_to"),
+    }
+    if request.HasField("limit"):
+        fields["limit"] = request.limit
+    return validated(GalleryQuery, fields)
 
 
 def query_images(request: reid_pb2.SearchRequest) -> list[bytes]:
@@ -131,13 +174,48 @@ def match_to_proto(match: Match) -> reid_pb2.Match:
     )
 
 
-def search_response(results: Sequence[Sequence[Match]]) -> reid_pb2.SearchResponse:
-    """A ``SearchResponse`` with one ``QueryResult`` per query."""
+def search_response(
+    results: Sequence[Sequence[Match]], query_cameras: Sequence[int | None] | None = None
+) -> reid_pb2.SearchResponse:
+    """A ``SearchResponse`` with one ``QueryResult`` per query (and its camera, if known)."""
+    cameras = query_cameras if query_cameras is not None else [None] * len(results)
     return reid_pb2.SearchResponse(
         results=[
-            reid_pb2.QueryResult(matches=[match_to_proto(m) for m in matches])
-            for matches in results
+            reid_pb2.QueryResult(matches=[match_to_proto(m) for m in matches], query_camera=camera)
+            for matches, camera in zip(results, cameras, strict=True)
         ]
+    )
+
+
+def metadata_to_proto(meta: EntryMetadata) -> reid_pb2.EntryMetadata:
+    """An ``EntryMetadata`` message (unset optional fields stand for missing values)."""
+    return reid_pb2.EntryMetadata(
+        camera=meta.camera,
+        timestamp=meta.timestamp,
+        track=meta.track,
+        box=_box_to_proto(meta.box),
+        source=meta.source,
+        extra_json=json.dumps(meta.extra),
+    )
+
+
+def stored_entry(entry: Entry) -> reid_pb2.StoredEntry:
+    """A ``StoredEntry`` message: id, metadata, creation time and thumbnail path."""
+    return reid_pb2.StoredEntry(
+        id=int(entry.id),
+        metadata=metadata_to_proto(entry.metadata),
+        created=float(entry.created),
+        thumbnail_url=thumbnail_url(entry.id, entry.has_thumbnail) or "",
+    )
+
+
+def list_gallery_response(page: EntryPage) -> reid_pb2.ListGalleryResponse:
+    """A ``ListGalleryResponse`` of one page."""
+    return reid_pb2.ListGalleryResponse(
+        entries=[stored_entry(entry) for entry in page.entries],
+        total=page.total,
+        offset=page.offset,
+        limit=page.limit,
     )
 
 

@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING, TypeVar
 import grpc
 
 from reid_client.proto import reid_pb2, reid_pb2_grpc
+from reid_client.schemas import MAX_ID
 from server.errors import BadInputError, NotFoundError, ServiceError
 from server.grpc_api import convert
+from server.logs import bind_request_id
 
 if TYPE_CHECKING:
     from server.service import SearchService
@@ -27,6 +29,14 @@ T = TypeVar("T")
 
 API_KEY_HEADER = "x-api-key"
 """Metadata key carrying the API key; ``authorization: Bearer KEY`` works too."""
+
+
+def request_id_from_metadata(metadata: Sequence[tuple[str, str | bytes]] | None) -> str | None:
+    """The caller's ``x-request-id``, if it sent one."""
+    for key, value in metadata or ():
+        if key.lower() == "x-request-id":
+            return value.decode(errors="replace") if isinstance(value, bytes) else value
+    return None
 
 
 def api_key_from_metadata(metadata: Sequence[tuple[str, str | bytes]] | None) -> str | None:
@@ -74,25 +84,31 @@ class ReIDServicer(reid_pb2_grpc.ReIDServiceServicer):
         """Authorize, run ``call`` and turn its failures into gRPC statuses.
 
         Every call is counted in the service's Prometheus metrics (protocol ``grpc``,
-        route = RPC name, status = gRPC code name), next to the HTTP requests.
+        route = RPC name, status = gRPC code name), next to the HTTP requests. Its log
+        lines carry the request id (the caller's ``x-request-id`` or a new one), which
+        is sent back as ``x-request-id`` trailing metadata, as HTTP sends it back in a
+        header.
         """
         started = time.perf_counter()
         code = "OK"
-        try:
-            key = api_key_from_metadata(context.invocation_metadata())
-            self._service.authorize(key, write=write)
-            return await call()
-        except ServiceError as error:
-            code = error.grpc_code
-            await context.abort(status_code(error.grpc_code), error.message)
-        except Exception:
-            code = "INTERNAL"
-            log.exception("gRPC %s failed", rpc)
-            await context.abort(
-                grpc.StatusCode.INTERNAL, f"{rpc} failed on the server (see the server log)"
-            )
-        finally:
-            self._observe(rpc, code, time.perf_counter() - started)
+        metadata = context.invocation_metadata()
+        with bind_request_id(request_id_from_metadata(metadata)) as rid:
+            context.set_trailing_metadata((("x-request-id", rid),))
+            try:
+                self._service.authorize(api_key_from_metadata(metadata), write=write)
+                return await call()
+            except ServiceError as error:
+                code = error.grpc_code
+                await context.abort(status_code(error.grpc_code), error.message)
+            except Exception:
+                code = "INTERNAL"
+                log.exception("gRPC %s failed", rpc)
+                await context.abort(
+                    grpc.StatusCode.INTERNAL,
+                    f"{rpc} failed on the server (see the server log, request id {rid})",
+                )
+            finally:
+                self._observe(rpc, code, time.perf_counter() - started)
         raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
 
     def _observe(self, rpc: str, code: str, seconds: float) -> None:
@@ -111,9 +127,21 @@ class ReIDServicer(reid_pb2_grpc.ReIDServiceServicer):
             else:
                 embeddings = convert.query_embeddings(request)
                 results = await self._service.search_embeddings(embeddings, options)
-            return convert.search_response(results)
+            return convert.search_response(results, options.query_cameras)
 
         return await self._handle(context, "Search", call, write=False)
+
+    async def SearchByEntry(  # noqa: N802 - gRPC method name
+        self, request: reid_pb2.SearchByEntryRequest, context: grpc.aio.ServicerContext
+    ) -> reid_pb2.SearchResponse:
+        async def call() -> reid_pb2.SearchResponse:
+            options = convert.entry_search_options(request)
+            if request.id > MAX_ID:  # no gallery id is that large
+                raise NotFoundError(f"no gallery entry with id {request.id}")
+            entry, matches = await self._service.search_by_entry(int(request.id), options)
+            return convert.search_response([matches], [entry.metadata.camera])
+
+        return await self._handle(context, "SearchByEntry", call, write=False)
 
     async def Embed(  # noqa: N802 - gRPC method name
         self, request: reid_pb2.EmbedRequest, context: grpc.aio.ServicerContext
@@ -157,6 +185,22 @@ class ReIDServicer(reid_pb2_grpc.ReIDServiceServicer):
             return convert.stats_response(await self._service.stats())
 
         return await self._handle(context, "GalleryStats", call, write=False)
+
+    async def ListGallery(  # noqa: N802 - gRPC method name
+        self, request: reid_pb2.ListGalleryRequest, context: grpc.aio.ServicerContext
+    ) -> reid_pb2.ListGalleryResponse:
+        async def call() -> reid_pb2.ListGalleryResponse:
+            query = convert.gallery_query(request)
+            page = await self._service.list_entries(
+                query.offset,
+                query.limit,
+                cameras=query.cameras,
+                time_from=query.time_from,
+                time_to=query.time_to,
+            )
+            return convert.list_gallery_response(page)
+
+        return await self._handle(context, "ListGallery", call, write=False)
 
     async def ModelInfo(  # noqa: N802 - gRPC method name
         self, request: reid_pb2.ModelInfoRequest, context: grpc.aio.ServicerContext

@@ -3,7 +3,7 @@
 import json
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Response, UploadFile
+from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 
 from reid.gallery import Entry, EntryMetadata
 from reid_client import schemas as s
@@ -18,7 +18,7 @@ from server.routes.deps import (
     errors,
 )
 from server.routes.search import read_files
-from server.wire import entry_metadata, thumbnail_url
+from server.wire import GalleryQuery, entry_metadata, thumbnail_url
 
 router = APIRouter(prefix="/v1/gallery", tags=["gallery"])
 
@@ -71,6 +71,27 @@ async def add(
 ) -> s.AddResponse:
     meta = parse_metadata(metadata, len(images))
     return s.AddResponse(ids=await service.add(await read_files(images), meta))
+
+
+@router.get(
+    "",
+    summary="List gallery entries, a page at a time, in id order",
+    responses=READ_ERRORS,
+)
+async def list_entries(service: Reader, params: Annotated[GalleryQuery, Query()]) -> s.GalleryPage:
+    page = await service.list_entries(
+        params.offset,
+        params.limit,
+        cameras=params.cameras,
+        time_from=params.time_from,
+        time_to=params.time_to,
+    )
+    return s.GalleryPage(
+        entries=[entry_out(entry) for entry in page.entries],
+        total=page.total,
+        offset=page.offset,
+        limit=page.limit,
+    )
 
 
 @router.post("/delete", summary="Delete several gallery entries", responses=READ_ERRORS)

@@ -1,6 +1,8 @@
-"""``/v1/search``, ``/v1/search/raw`` and ``/v1/embed``: queries by image."""
+"""``/v1/search``, ``/v1/search/raw``, ``/v1/search/by-entry/{id}`` and ``/v1/embed``:
+queries by image (or by a stored entry's embedding)."""
 
 import time
+from dataclasses import replace
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
@@ -8,9 +10,15 @@ from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from reid.gallery import Match
 from reid_client import schemas as s
 from server.errors import UnsupportedMediaError
-from server.routes.deps import IMAGE_ERRORS, Reader
+from server.routes.deps import IMAGE_ERRORS, NOT_FOUND, EntryId, Reader
 from server.service import SearchOptions, SearchService
-from server.wire import RawSearchQuery, SearchForm, search_options, thumbnail_url
+from server.wire import (
+    EntrySearchForm,
+    RawSearchQuery,
+    SearchForm,
+    search_options,
+    thumbnail_url,
+)
 
 router = APIRouter(tags=["search"], responses=IMAGE_ERRORS)
 
@@ -60,6 +68,27 @@ async def search(
     options = search_options(params)
     results = await service.search(await read_files(images), options)
     return search_response(service, results, options, started)
+
+
+@router.post(
+    "/v1/search/by-entry/{entry_id}",
+    summary="Find a gallery entry's person elsewhere: search with its stored embedding",
+    description=(
+        "The entry's own camera is the query camera (so `exclude_same_camera` drops it) "
+        "and the entry itself is left out of its matches. One result, whose "
+        "`query_camera` is the entry's camera."
+    ),
+    responses=NOT_FOUND,
+    openapi_extra={"requestBody": {"required": False}},  # every field is optional
+)
+async def search_by_entry(
+    service: Reader, entry_id: EntryId, params: Annotated[EntrySearchForm, Form()]
+) -> s.SearchResponse:
+    started = time.perf_counter()
+    options = search_options(params)
+    entry, matches = await service.search_by_entry(entry_id, options)
+    options = replace(options, query_cameras=[entry.metadata.camera])
+    return search_response(service, [matches], options, started)
 
 
 _RAW_BODY = {

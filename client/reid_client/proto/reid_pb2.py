@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12reid/v1/reid.proto\x12\x07reid.v1\"1\n\x03\x42ox\x12\t\n\x01x\x18\x01 \x01(\x02\x12\t\n\x01y\x18\x02 \x01(\x02\x12\t\n\x01w\x18\x03 \x01(\x02\x12\t\n\x01h\x18\x04 \x01(\x02\";\n\nQueryImage\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x13\n\x06\x63\x61mera\x18\x02 \x01(\x05H\x00\x88\x01\x01\x42\t\n\x07_camera\"@\n\x0eQueryEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\x12\x13\n\x06\x63\x61mera\x18\x02 \x01(\x05H\x00\x88\x01\x01\x42\t\n\x07_camera\"\xcc\x01\n\rSearchFilters\x12\x17\n\x0finclude_cameras\x18\x01 \x03(\x05\x12\x17\n\x0f\x65xclude_cameras\x18\x02 \x03(\x05\x12\x16\n\ttime_from\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x14\n\x07time_to\x18\x04 \x01(\x01H\x01\x88\x01\x01\x12\x16\n\tmin_score\x18\x05 \x01(\x02H\x02\x88\x01\x01\x12\x1b\n\x13\x65xclude_same_camera\x18\x06 \x01(\x08\x42\x0c\n\n_time_fromB\n\n\x08_time_toB\x0c\n\n_min_score\"\xb7\x01\n\rSearchRequest\x12$\n\x07queries\x18\x01 \x03(\x0b\x32\x13.reid.v1.QueryImage\x12+\n\nembeddings\x18\x02 \x03(\x0b\x32\x17.reid.v1.QueryEmbedding\x12\x0e\n\x01k\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x14\n\x0c\x66ull_ranking\x18\x04 \x01(\x08\x12\'\n\x07\x66ilters\x18\x05 \x01(\x0b\x32\x16.reid.v1.SearchFiltersB\x04\n\x02_k\"\xf9\x01\n\x05Match\x12\n\n\x02id\x18\x01 \x01(\x04\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x13\n\x06\x63\x61mera\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x16\n\ttimestamp\x18\x04 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\x05track\x18\x05 \x01(\x03H\x02\x88\x01\x01\x12\x1e\n\x03\x62ox\x18\x06 \x01(\x0b\x32\x0c.reid.v1.BoxH\x03\x88\x01\x01\x12\x13\n\x06source\x18\x07 \x01(\tH\x04\x88\x01\x01\x12\x15\n\rthumbnail_url\x18\x08 \x01(\t\x12\x12\n\nextra_json\x18\t \x01(\tB\t\n\x07_cameraB\x0c\n\n_timestampB\x08\n\x06_trackB\x06\n\x04_boxB\t\n\x07_source\".\n\x0bQueryResult\x12\x1f\n\x07matches\x18\x01 \x03(\x0b\x32\x0e.reid.v1.Match\"7\n\x0eSearchResponse\x12%\n\x07results\x18\x01 \x03(\x0b\x32\x14.reid.v1.QueryResult\"\x1e\n\x0c\x45mbedRequest\x12\x0e\n\x06images\x18\x01 \x03(\x0c\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"D\n\rEmbedResponse\x12\x0b\n\x03\x64im\x18\x01 \x01(\r\x12&\n\nembeddings\x18\x02 \x03(\x0b\x32\x12.reid.v1.Embedding\"\xcf\x01\n\rEntryMetadata\x12\x13\n\x06\x63\x61mera\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x16\n\ttimestamp\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\x05track\x18\x03 \x01(\x03H\x02\x88\x01\x01\x12\x1e\n\x03\x62ox\x18\x04 \x01(\x0b\x32\x0c.reid.v1.BoxH\x03\x88\x01\x01\x12\x13\n\x06source\x18\x05 \x01(\tH\x04\x88\x01\x01\x12\x12\n\nextra_json\x18\x06 \x01(\tB\t\n\x07_cameraB\x0c\n\n_timestampB\x08\n\x06_trackB\x06\n\x04_boxB\t\n\x07_source\"G\n\x0cGalleryEntry\x12\r\n\x05image\x18\x01 \x01(\x0c\x12(\n\x08metadata\x18\x02 \x01(\x0b\x32\x16.reid.v1.EntryMetadata\"=\n\x13\x41\x64\x64ToGalleryRequest\x12&\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x15.reid.v1.GalleryEntry\"#\n\x14\x41\x64\x64ToGalleryResponse\x12\x0b\n\x03ids\x18\x01 \x03(\x04\">\n\x18\x44\x65leteFromGalleryRequest\x12\x0b\n\x03ids\x18\x01 \x03(\x04\x12\x15\n\rallow_missing\x18\x02 \x01(\x08\"=\n\x19\x44\x65leteFromGalleryResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x03(\x04\x12\x0f\n\x07missing\x18\x02 \x03(\x04\"\x15\n\x13GalleryStatsRequest\"E\n\x14GalleryStatsResponse\x12\x0c\n\x04size\x18\x01 \x01(\x04\x12\x0b\n\x03\x64im\x18\x02 \x01(\r\x12\x12\n\nstats_json\x18\x03 \x01(\t\"\x12\n\x10ModelInfoRequest\"A\n\x11ModelInfoResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03\x64im\x18\x02 \x01(\r\x12\x11\n\tinfo_json\x18\x03 \x01(\t2\xba\x03\n\x0bReIDService\x12\x39\n\x06Search\x12\x16.reid.v1.SearchRequest\x1a\x17.reid.v1.SearchResponse\x12\x36\n\x05\x45mbed\x12\x15.reid.v1.EmbedRequest\x1a\x16.reid.v1.EmbedResponse\x12K\n\x0c\x41\x64\x64ToGallery\x12\x1c.reid.v1.AddToGalleryRequest\x1a\x1d.reid.v1.AddToGalleryResponse\x12Z\n\x11\x44\x65leteFromGallery\x12!.reid.v1.DeleteFromGalleryRequest\x1a\".reid.v1.DeleteFromGalleryResponse\x12K\n\x0cGalleryStats\x12\x1c.reid.v1.GalleryStatsRequest\x1a\x1d.reid.v1.GalleryStatsResponse\x12\x42\n\tModelInfo\x12\x19.reid.v1.ModelInfoRequest\x1a\x1a.reid.v1.ModelInfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12reid/v1/reid.proto\x12\x07reid.v1\"1\n\x03\x42ox\x12\t\n\x01x\x18\x01 \x01(\x02\x12\t\n\x01y\x18\x02 \x01(\x02\x12\t\n\x01w\x18\x03 \x01(\x02\x12\t\n\x01h\x18\x04 \x01(\x02\";\n\nQueryImage\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x13\n\x06\x63\x61mera\x18\x02 \x01(\x05H\x00\x88\x01\x01\x42\t\n\x07_camera\"@\n\x0eQueryEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\x12\x13\n\x06\x63\x61mera\x18\x02 \x01(\x05H\x00\x88\x01\x01\x42\t\n\x07_camera\"\xcc\x01\n\rSearchFilters\x12\x17\n\x0finclude_cameras\x18\x01 \x03(\x05\x12\x17\n\x0f\x65xclude_cameras\x18\x02 \x03(\x05\x12\x16\n\ttime_from\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x14\n\x07time_to\x18\x04 \x01(\x01H\x01\x88\x01\x01\x12\x16\n\tmin_score\x18\x05 \x01(\x02H\x02\x88\x01\x01\x12\x1b\n\x13\x65xclude_same_camera\x18\x06 \x01(\x08\x42\x0c\n\n_time_fromB\n\n\x08_time_toB\x0c\n\n_min_score\"\xb7\x01\n\rSearchRequest\x12$\n\x07queries\x18\x01 \x03(\x0b\x32\x13.reid.v1.QueryImage\x12+\n\nembeddings\x18\x02 \x03(\x0b\x32\x17.reid.v1.QueryEmbedding\x12\x0e\n\x01k\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x14\n\x0c\x66ull_ranking\x18\x04 \x01(\x08\x12\'\n\x07\x66ilters\x18\x05 \x01(\x0b\x32\x16.reid.v1.SearchFiltersB\x04\n\x02_k\"\xf9\x01\n\x05Match\x12\n\n\x02id\x18\x01 \x01(\x04\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x13\n\x06\x63\x61mera\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x16\n\ttimestamp\x18\x04 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\x05track\x18\x05 \x01(\x03H\x02\x88\x01\x01\x12\x1e\n\x03\x62ox\x18\x06 \x01(\x0b\x32\x0c.reid.v1.BoxH\x03\x88\x01\x01\x12\x13\n\x06source\x18\x07 \x01(\tH\x04\x88\x01\x01\x12\x15\n\rthumbnail_url\x18\x08 \x01(\t\x12\x12\n\nextra_json\x18\t \x01(\tB\t\n\x07_cameraB\x0c\n\n_timestampB\x08\n\x06_trackB\x06\n\x04_boxB\t\n\x07_source\"Z\n\x0bQueryResult\x12\x1f\n\x07matches\x18\x01 \x03(\x0b\x32\x0e.reid.v1.Match\x12\x19\n\x0cquery_camera\x18\x02 \x01(\x05H\x00\x88\x01\x01\x42\x0f\n\r_query_camera\"7\n\x0eSearchResponse\x12%\n\x07results\x18\x01 \x03(\x0b\x32\x14.reid.v1.QueryResult\"\x1e\n\x0c\x45mbedRequest\x12\x0e\n\x06images\x18\x01 \x03(\x0c\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"D\n\rEmbedResponse\x12\x0b\n\x03\x64im\x18\x01 \x01(\r\x12&\n\nembeddings\x18\x02 \x03(\x0b\x32\x12.reid.v1.Embedding\"\xcf\x01\n\rEntryMetadata\x12\x13\n\x06\x63\x61mera\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x16\n\ttimestamp\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\x05track\x18\x03 \x01(\x03H\x02\x88\x01\x01\x12\x1e\n\x03\x62ox\x18\x04 \x01(\x0b\x32\x0c.reid.v1.BoxH\x03\x88\x01\x01\x12\x13\n\x06source\x18\x05 \x01(\tH\x04\x88\x01\x01\x12\x12\n\nextra_json\x18\x06 \x01(\tB\t\n\x07_cameraB\x0c\n\n_timestampB\x08\n\x06_trackB\x06\n\x04_boxB\t\n\x07_source\"G\n\x0cGalleryEntry\x12\r\n\x05image\x18\x01 \x01(\x0c\x12(\n\x08metadata\x18\x02 \x01(\x0b\x32\x16.reid.v1.EntryMetadata\"=\n\x13\x41\x64\x64ToGalleryRequest\x12&\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x15.reid.v1.GalleryEntry\"#\n\x14\x41\x64\x64ToGalleryResponse\x12\x0b\n\x03ids\x18\x01 \x03(\x04\">\n\x18\x44\x65leteFromGalleryRequest\x12\x0b\n\x03ids\x18\x01 \x03(\x04\x12\x15\n\rallow_missing\x18\x02 \x01(\x08\"=\n\x19\x44\x65leteFromGalleryResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x03(\x04\x12\x0f\n\x07missing\x18\x02 \x03(\x04\"\x15\n\x13GalleryStatsRequest\"E\n\x14GalleryStatsResponse\x12\x0c\n\x04size\x18\x01 \x01(\x04\x12\x0b\n\x03\x64im\x18\x02 \x01(\r\x12\x12\n\nstats_json\x18\x03 \x01(\t\"\x12\n\x10ModelInfoRequest\"A\n\x11ModelInfoResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03\x64im\x18\x02 \x01(\r\x12\x11\n\tinfo_json\x18\x03 \x01(\t\"\x9b\x01\n\x12ListGalleryRequest\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x12\n\x05limit\x18\x02 \x01(\rH\x00\x88\x01\x01\x12\x0f\n\x07\x63\x61meras\x18\x03 \x03(\x05\x12\x16\n\ttime_from\x18\x04 \x01(\x01H\x01\x88\x01\x01\x12\x14\n\x07time_to\x18\x05 \x01(\x01H\x02\x88\x01\x01\x42\x08\n\x06_limitB\x0c\n\n_time_fromB\n\n\x08_time_to\"k\n\x0bStoredEntry\x12\n\n\x02id\x18\x01 \x01(\x04\x12(\n\x08metadata\x18\x02 \x01(\x0b\x32\x16.reid.v1.EntryMetadata\x12\x0f\n\x07\x63reated\x18\x03 \x01(\x01\x12\x15\n\rthumbnail_url\x18\x04 \x01(\t\"j\n\x13ListGalleryResponse\x12%\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x14.reid.v1.StoredEntry\x12\r\n\x05total\x18\x02 \x01(\x04\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\r\n\x05limit\x18\x04 \x01(\r\"w\n\x14SearchByEntryRequest\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0e\n\x01k\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x14\n\x0c\x66ull_ranking\x18\x03 \x01(\x08\x12\'\n\x07\x66ilters\x18\x04 \x01(\x0b\x32\x16.reid.v1.SearchFiltersB\x04\n\x02_k2\xcd\x04\n\x0bReIDService\x12\x39\n\x06Search\x12\x16.reid.v1.SearchRequest\x1a\x17.reid.v1.SearchResponse\x12\x36\n\x05\x45mbed\x12\x15.reid.v1.EmbedRequest\x1a\x16.reid.v1.EmbedResponse\x12K\n\x0c\x41\x64\x64ToGallery\x12\x1c.reid.v1.AddToGalleryRequest\x1a\x1d.reid.v1.AddToGalleryResponse\x12Z\n\x11\x44\x65leteFromGallery\x12!.reid.v1.DeleteFromGalleryRequest\x1a\".reid.v1.DeleteFromGalleryResponse\x12K\n\x0cGalleryStats\x12\x1c.reid.v1.GalleryStatsRequest\x1a\x1d.reid.v1.GalleryStatsResponse\x12\x42\n\tModelInfo\x12\x19.reid.v1.ModelInfoRequest\x1a\x1a.reid.v1.ModelInfoResponse\x12H\n\x0bListGallery\x12\x1b.reid.v1.ListGalleryRequest\x1a\x1c.reid.v1.ListGalleryResponse\x12G\n\rSearchByEntry\x12\x1d.reid.v1.SearchByEntryRequest\x1a\x17.reid.v1.SearchResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,35 +44,43 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MATCH']._serialized_start=603
   _globals['_MATCH']._serialized_end=852
   _globals['_QUERYRESULT']._serialized_start=854
-  _globals['_QUERYRESULT']._serialized_end=900
-  _globals['_SEARCHRESPONSE']._serialized_start=902
-  _globals['_SEARCHRESPONSE']._serialized_end=957
-  _globals['_EMBEDREQUEST']._serialized_start=959
-  _globals['_EMBEDREQUEST']._serialized_end=989
-  _globals['_EMBEDDING']._serialized_start=991
-  _globals['_EMBEDDING']._serialized_end=1018
-  _globals['_EMBEDRESPONSE']._serialized_start=1020
-  _globals['_EMBEDRESPONSE']._serialized_end=1088
-  _globals['_ENTRYMETADATA']._serialized_start=1091
-  _globals['_ENTRYMETADATA']._serialized_end=1298
-  _globals['_GALLERYENTRY']._serialized_start=1300
-  _globals['_GALLERYENTRY']._serialized_end=1371
-  _globals['_ADDTOGALLERYREQUEST']._serialized_start=1373
-  _globals['_ADDTOGALLERYREQUEST']._serialized_end=1434
-  _globals['_ADDTOGALLERYRESPONSE']._serialized_start=1436
-  _globals['_ADDTOGALLERYRESPONSE']._serialized_end=1471
-  _globals['_DELETEFROMGALLERYREQUEST']._serialized_start=1473
-  _globals['_DELETEFROMGALLERYREQUEST']._serialized_end=1535
-  _globals['_DELETEFROMGALLERYRESPONSE']._serialized_start=1537
-  _globals['_DELETEFROMGALLERYRESPONSE']._serialized_end=1598
-  _globals['_GALLERYSTATSREQUEST']._serialized_start=1600
-  _globals['_GALLERYSTATSREQUEST']._serialized_end=1621
-  _globals['_GALLERYSTATSRESPONSE']._serialized_start=1623
-  _globals['_GALLERYSTATSRESPONSE']._serialized_end=1692
-  _globals['_MODELINFOREQUEST']._serialized_start=1694
-  _globals['_MODELINFOREQUEST']._serialized_end=1712
-  _globals['_MODELINFORESPONSE']._serialized_start=1714
-  _globals['_MODELINFORESPONSE']._serialized_end=1779
-  _globals['_REIDSERVICE']._serialized_start=1782
-  _globals['_REIDSERVICE']._serialized_end=2224
+  _globals['_QUERYRESULT']._serialized_end=944
+  _globals['_SEARCHRESPONSE']._serialized_start=946
+  _globals['_SEARCHRESPONSE']._serialized_end=1001
+  _globals['_EMBEDREQUEST']._serialized_start=1003
+  _globals['_EMBEDREQUEST']._serialized_end=1033
+  _globals['_EMBEDDING']._serialized_start=1035
+  _globals['_EMBEDDING']._serialized_end=1062
+  _globals['_EMBEDRESPONSE']._serialized_start=1064
+  _globals['_EMBEDRESPONSE']._serialized_end=1132
+  _globals['_ENTRYMETADATA']._serialized_start=1135
+  _globals['_ENTRYMETADATA']._serialized_end=1342
+  _globals['_GALLERYENTRY']._serialized_start=1344
+  _globals['_GALLERYENTRY']._serialized_end=1415
+  _globals['_ADDTOGALLERYREQUEST']._serialized_start=1417
+  _globals['_ADDTOGALLERYREQUEST']._serialized_end=1478
+  _globals['_ADDTOGALLERYRESPONSE']._serialized_start=1480
+  _globals['_ADDTOGALLERYRESPONSE']._serialized_end=1515
+  _globals['_DELETEFROMGALLERYREQUEST']._serialized_start=1517
+  _globals['_DELETEFROMGALLERYREQUEST']._serialized_end=1579
+  _globals['_DELETEFROMGALLERYRESPONSE']._serialized_start=1581
+  _globals['_DELETEFROMGALLERYRESPONSE']._serialized_end=1642
+  _globals['_GALLERYSTATSREQUEST']._serialized_start=1644
+  _globals['_GALLERYSTATSREQUEST']._serialized_end=1665
+  _globals['_GALLERYSTATSRESPONSE']._serialized_start=1667
+  _globals['_GALLERYSTATSRESPONSE']._serialized_end=1736
+  _globals['_MODELINFOREQUEST']._serialized_start=1738
+  _globals['_MODELINFOREQUEST']._serialized_end=1756
+  _globals['_MODELINFORESPONSE']._serialized_start=1758
+  _globals['_MODELINFORESPONSE']._serialized_end=1823
+  _globals['_LISTGALLERYREQUEST']._serialized_start=1826
+  _globals['_LISTGALLERYREQUEST']._serialized_end=1981
+  _globals['_STOREDENTRY']._serialized_start=1983
+  _globals['_STOREDENTRY']._serialized_end=2090
+  _globals['_LISTGALLERYRESPONSE']._serialized_start=2092
+  _globals['_LISTGALLERYRESPONSE']._serialized_end=2198
+  _globals['_SEARCHBYENTRYREQUEST']._serialized_start=2200
+  _globals['_SEARCHBYENTRYREQUEST']._serialized_end=2319
+  _globals['_REIDSERVICE']._serialized_start=2322
+  _globals['_REIDSERVICE']._serialized_end=2911
 # @@protoc_insertion_point(module_scope)

@@ -87,10 +87,12 @@ class Match(_message.Message):
     def __init__(self, id: _Optional[int] = ..., score: _Optional[float] = ..., camera: _Optional[int] = ..., timestamp: _Optional[float] = ..., track: _Optional[int] = ..., box: _Optional[_Union[Box, _Mapping]] = ..., source: _Optional[str] = ..., thumbnail_url: _Optional[str] = ..., extra_json: _Optional[str] = ...) -> None: ...
 
 class QueryResult(_message.Message):
-    __slots__ = ("matches",)
+    __slots__ = ("matches", "query_camera")
     MATCHES_FIELD_NUMBER: _ClassVar[int]
+    QUERY_CAMERA_FIELD_NUMBER: _ClassVar[int]
     matches: _containers.RepeatedCompositeFieldContainer[Match]
-    def __init__(self, matches: _Optional[_Iterable[_Union[Match, _Mapping]]] = ...) -> None: ...
+    query_camera: int
+    def __init__(self, matches: _Optional[_Iterable[_Union[Match, _Mapping]]] = ..., query_camera: _Optional[int] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
     __slots__ = ("results",)
@@ -197,3 +199,53 @@ class ModelInfoResponse(_message.Message):
     dim: int
     info_json: str
     def __init__(self, name: _Optional[str] = ..., dim: _Optional[int] = ..., info_json: _Optional[str] = ...) -> None: ...
+
+class ListGalleryRequest(_message.Message):
+    __slots__ = ("offset", "limit", "cameras", "time_from", "time_to")
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    CAMERAS_FIELD_NUMBER: _ClassVar[int]
+    TIME_FROM_FIELD_NUMBER: _ClassVar[int]
+    TIME_TO_FIELD_NUMBER: _ClassVar[int]
+    offset: int
+    limit: int
+    cameras: _containers.RepeatedScalarFieldContainer[int]
+    time_from: float
+    time_to: float
+    def __init__(self, offset: _Optional[int] = ..., limit: _Optional[int] = ..., cameras: _Optional[_Iterable[int]] = ..., time_from: _Optional[float] = ..., time_to: _Optional[float] = ...) -> None: ...
+
+class StoredEntry(_message.Message):
+    __slots__ = ("id", "metadata", "created", "thumbnail_url")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    THUMBNAIL_URL_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    metadata: EntryMetadata
+    created: float
+    thumbnail_url: str
+    def __init__(self, id: _Optional[int] = ..., metadata: _Optional[_Union[EntryMetadata, _Mapping]] = ..., created: _Optional[float] = ..., thumbnail_url: _Optional[str] = ...) -> None: ...
+
+class ListGalleryResponse(_message.Message):
+    __slots__ = ("entries", "total", "offset", "limit")
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[StoredEntry]
+    total: int
+    offset: int
+    limit: int
+    def __init__(self, entries: _Optional[_Iterable[_Union[StoredEntry, _Mapping]]] = ..., total: _Optional[int] = ..., offset: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class SearchByEntryRequest(_message.Message):
+    __slots__ = ("id", "k", "full_ranking", "filters")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    FULL_RANKING_FIELD_NUMBER: _ClassVar[int]
+    FILTERS_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    k: int
+    full_ranking: bool
+    filters: SearchFilters
+    def __init__(self, id: _Optional[int] = ..., k: _Optional[int] = ..., full_ranking: _Optional[bool] = ..., filters: _Optional[_Union[SearchFilters, _Mapping]] = ...) -> None: ...

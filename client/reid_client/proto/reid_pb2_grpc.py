@@ -64,6 +64,16 @@ class ReIDServiceStub:
                 request_serializer=reid_dot_v1_dot_reid__pb2.ModelInfoRequest.SerializeToString,
                 response_deserializer=reid_dot_v1_dot_reid__pb2.ModelInfoResponse.FromString,
                 _registered_method=True)
+        self.ListGallery = channel.unary_unary(
+                '/reid.v1.ReIDService/ListGallery',
+                request_serializer=reid_dot_v1_dot_reid__pb2.ListGalleryRequest.SerializeToString,
+                response_deserializer=reid_dot_v1_dot_reid__pb2.ListGalleryResponse.FromString,
+                _registered_method=True)
+        self.SearchByEntry = channel.unary_unary(
+                '/reid.v1.ReIDService/SearchByEntry',
+                request_serializer=reid_dot_v1_dot_reid__pb2.SearchByEntryRequest.SerializeToString,
+                response_deserializer=reid_dot_v1_dot_reid__pb2.SearchResponse.FromString,
+                _registered_method=True)
 
 
 class ReIDServiceServicer:
@@ -111,6 +121,22 @@ class ReIDServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListGallery(self, request, context):
+        """One page of gallery entries in id order, with the number matching the filters.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SearchByEntry(self, request, context):
+        """"Find this person elsewhere": search with a stored entry's embedding. The entry's
+        camera is the query camera and the entry itself is left out; NOT_FOUND for an
+        unknown id. One result.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ReIDServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -143,6 +169,16 @@ def add_ReIDServiceServicer_to_server(servicer, server):
                     servicer.ModelInfo,
                     request_deserializer=reid_dot_v1_dot_reid__pb2.ModelInfoRequest.FromString,
                     response_serializer=reid_dot_v1_dot_reid__pb2.ModelInfoResponse.SerializeToString,
+            ),
+            'ListGallery': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListGallery,
+                    request_deserializer=reid_dot_v1_dot_reid__pb2.ListGalleryRequest.FromString,
+                    response_serializer=reid_dot_v1_dot_reid__pb2.ListGalleryResponse.SerializeToString,
+            ),
+            'SearchByEntry': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchByEntry,
+                    request_deserializer=reid_dot_v1_dot_reid__pb2.SearchByEntryRequest.FromString,
+                    response_serializer=reid_dot_v1_dot_reid__pb2.SearchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -307,6 +343,60 @@ class ReIDService:
             '/reid.v1.ReIDService/ModelInfo',
             reid_dot_v1_dot_reid__pb2.ModelInfoRequest.SerializeToString,
             reid_dot_v1_dot_reid__pb2.ModelInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListGallery(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/reid.v1.ReIDService/ListGallery',
+            reid_dot_v1_dot_reid__pb2.ListGalleryRequest.SerializeToString,
+            reid_dot_v1_dot_reid__pb2.ListGalleryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchByEntry(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/reid.v1.ReIDService/SearchByEntry',
+            reid_dot_v1_dot_reid__pb2.SearchByEntryRequest.SerializeToString,
+            reid_dot_v1_dot_reid__pb2.SearchResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -22,6 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from reid.clihelp import HelpFormatter
 from reid.data.synthetic.camera import camera_profile
 from reid.data.synthetic.difficulty import MAX_DIFFICULTY
 from reid.data.synthetic.identity import (
@@ -393,26 +394,55 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m reid.data.synthetic",
         description="Generate a synthetic multi-camera person re-ID dataset in the "
         "Market-1501 layout (bounding_box_train/, bounding_box_test/, query/, meta.json).",
+        formatter_class=HelpFormatter,
     )
     p.add_argument("out", type=Path, help="output directory (created; must be empty)")
     p.add_argument(
-        "--ids-train", type=_bounded(int, 0, MAX_PIDS, "--ids-train"), default=d.ids_train
+        "--ids-train",
+        type=_bounded(int, 0, MAX_PIDS, "--ids-train"),
+        default=d.ids_train,
+        metavar="N",
+        help="identities of the training split",
     )
-    p.add_argument("--ids-test", type=_bounded(int, 1, MAX_PIDS, "--ids-test"), default=d.ids_test)
-    p.add_argument("--cameras", type=_bounded(int, 2, MAX_CAMERAS, "--cameras"), default=d.cameras)
-    p.add_argument("--seed", type=_bounded(int, 0, None, "--seed"), default=d.seed)
-    p.add_argument("--size", type=parse_size, default=d.size, help="HxW, default 128x64")
+    p.add_argument(
+        "--ids-test",
+        type=_bounded(int, 1, MAX_PIDS, "--ids-test"),
+        default=d.ids_test,
+        metavar="N",
+        help="identities of the query/gallery splits (disjoint from the training ones)",
+    )
+    p.add_argument(
+        "--cameras",
+        type=_bounded(int, 2, MAX_CAMERAS, "--cameras"),
+        default=d.cameras,
+        metavar="N",
+        help=f"cameras (2 to {MAX_CAMERAS})",
+    )
+    p.add_argument(
+        "--seed",
+        type=_bounded(int, 0, None, "--seed"),
+        default=d.seed,
+        metavar="N",
+        help="random seed: the same seed and options give the same dataset",
+    )
+    p.add_argument(
+        "--size",
+        type=parse_size,
+        default=f"{d.size[0]}x{d.size[1]}",
+        metavar="HxW",
+        help="image size, height x width",
+    )
     p.add_argument(
         "--difficulty",
         type=_bounded(float, 0, MAX_DIFFICULTY, "--difficulty"),
         default=d.difficulty,
-        help="nuisance strength 0 (nearly clean) .. 3 (very hard), default %(default)s",
+        help="nuisance strength 0 (nearly clean) .. 3 (very hard)",
     )
     p.add_argument(
         "--images-per-id",
         type=_bounded(float, 2, 1000, "--images-per-id"),
         default=d.images_per_id,
-        help="mean number of images per identity (all cameras), default %(default)s",
+        help="mean number of images per identity (all cameras)",
     )
     p.add_argument(
         "--query-prob",
@@ -424,13 +454,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--distractors",
         type=_bounded(int, 0, None, "--distractors"),
         default=None,
-        help="distractor images (pid 0) in the gallery; default 10%% of test images",
+        help="distractor images (pid 0) in the gallery (default: 10%% of test images)",
     )
     p.add_argument(
         "--junk",
         type=_bounded(int, 0, None, "--junk"),
         default=None,
-        help="junk images (pid -1) in the gallery; default 3%% of test images",
+        help="junk images (pid -1) in the gallery (default: 3%% of test images)",
     )
     p.add_argument(
         "--workers",

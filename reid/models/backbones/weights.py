@@ -15,10 +15,12 @@ naming the offending keys: it was made for another architecture.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.resources
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +30,24 @@ from torch import nn
 logger = logging.getLogger(__name__)
 
 RANDOM_INIT = "random init"
+
+_WEIGHTS_FOLLOW: ContextVar[bool] = ContextVar("reid_weights_follow", default=False)
+
+
+@contextlib.contextmanager
+def weights_loaded_later() -> Iterator[None]:
+    """Within: building a backbone without pretrained weights is not warned about.
+
+    For rebuilding a trained encoder whose checkpoint overwrites every weight right
+    after (``reid.models.build_model_from_spec``): its random init is never used.
+    """
+    token = _WEIGHTS_FOLLOW.set(True)
+    try:
+        yield
+    finally:
+        _WEIGHTS_FOLLOW.reset(token)
+
+
 MIN_LOADED_FRACTION = 0.5
 _LIST_LIMIT = 8
 
@@ -244,7 +264,10 @@ def load_pretrained(
     """
     resolved = resolve_pretrained(name, pretrained)
     if resolved is None:
-        logger.warning("%s: no pretrained weights: starting from random init", name)
+        if _WEIGHTS_FOLLOW.get():
+            logger.debug("%s: random init, to be overwritten by the checkpoint's weights", name)
+        else:
+            logger.warning("%s: no pretrained weights: starting from random init", name)
         backbone.pretrained_source = RANDOM_INIT
         backbone.load_report = None
         return None
