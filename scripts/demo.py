@@ -158,8 +158,8 @@ def train_steps(args: argparse.Namespace, paths: Paths) -> tuple[list[Step], Pat
         return [], checkpoint
     argv = [
         sys.executable, "-m", "trainer", "train", "--config", args.config,
-        "--data", paths.spec, "--out", str(paths.train), "train.progress=false",
-        *args.train_override,
+        # train.progress stays "auto": progress bars on a terminal, none in a log file.
+        "--data", paths.spec, "--out", str(paths.train), *args.train_override,
     ]  # fmt: skip
     title = f"Train {Path(args.config).stem} (unsupervised: no identity labels)"
     if checkpoint.is_file():

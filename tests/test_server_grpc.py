@@ -502,7 +502,9 @@ async def test_an_unexpected_exception_is_internal_logged_and_the_server_keeps_s
     with caplog.at_level(logging.ERROR, logger="server.grpc"):
         error = await rpc_error(fake.stub.Search(search_request(png())))
     assert error.code() == grpc.StatusCode.INTERNAL
-    assert error.details() == "Search failed on the server (see the server log)"
+    assert re.fullmatch(
+        r"Search failed on the server \(see the server log, request id \w+\)", error.details()
+    )
     assert "secret" not in error.details()
     assert "ZeroDivisionError" in caplog.text
 

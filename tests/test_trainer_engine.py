@@ -138,7 +138,8 @@ def test_eval_of_a_checkpoint_warns_of_no_random_init_and_says_what_it_does(
     ckpt = supervised_run / "model_best.pt"
     argv = ["eval", "--checkpoint", str(ckpt), "--data", f"synthetic:{tiny_synthetic}"]
     capsys.readouterr()
-    with caplog.at_level(logging.INFO):
+    weights_log = "reid.models.backbones.weights"  # python -m export quiets it in-process
+    with caplog.at_level(logging.INFO, logger=weights_log):
         assert main([*argv, "--json", "--device", "cpu", "--num-workers", "0"]) == 0
     assert "random init" not in caplog.text  # the checkpoint's weights replace it
     err = capsys.readouterr().err
@@ -146,7 +147,7 @@ def test_eval_of_a_checkpoint_warns_of_no_random_init_and_says_what_it_does(
     from reid.models import build_model
 
     caplog.clear()
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.WARNING, logger=weights_log):
         build_model("resnet18", pretrained=None, input_size=(64, 32))
     assert "starting from random init" in caplog.text  # a model that really starts so
 
