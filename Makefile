@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 .PHONY: demo test lint format install clean
 
 # scripts/install.sh is the same recipe the Dockerfiles run.
-$(STAMP): pyproject.toml $(CONSTRAINTS) scripts/install.sh
+$(STAMP): pyproject.toml client/pyproject.toml $(CONSTRAINTS) constraints/lock.txt scripts/install.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	PY=$(PY) EXTRAS=dev CONSTRAINTS=$(CONSTRAINTS) EDITABLE=1 bash scripts/install.sh
 	touch $(STAMP)

