@@ -427,3 +427,46 @@ def test_csv_log_grows_columns_and_truncates(tmp_path: Path) -> None:
     assert [r["mAP"] for r in again.rows] == ["", "0.5", ""]
     again.truncate(1)
     assert len(CsvLog(tmp_path / "m.csv")) == 1
+
+
+def test_cpu_threads_default_to_a_share_of_the_cores_per_local_process(monkeypatch):
+    import os
+
+    from trainer.engine import cpu_threads
+
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert cpu_threads("auto") == cores
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(cores * 2))  # more processes than cores
+    assert cpu_threads("auto") == 1
+    assert cpu_threads(3) == 3
+
+
+def test_train_threads_is_auto_or_a_positive_count(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("method: {name: supervised}\n")
+    assert load_config(path).train.threads == "auto"
+    assert load_config(path, ["train.threads=1"]).train.threads == 1
+    with pytest.raises(ConfigError, match=r"train\.threads"):
+        load_config(path, ["train.threads=0"])
+
+
+def _wait_policy_after_importing_python_m_trainer(preset: str | None) -> str:
+    """``OMP_WAIT_POLICY`` once ``trainer/__main__.py`` has run (without running main)."""
+    import subprocess
+    import sys
+
+    setup = "os.environ.pop('OMP_WAIT_POLICY', None)"
+    if preset is not None:
+        setup = f"os.environ['OMP_WAIT_POLICY'] = {preset!r}"
+    probe = (
+        f"import os, runpy; {setup}; runpy.run_module('trainer', run_name='probe'); "
+        "print(os.environ['OMP_WAIT_POLICY'])"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+def test_python_m_trainer_makes_waiting_openmp_threads_sleep():
+    assert _wait_policy_after_importing_python_m_trainer(None) == "PASSIVE"
+    assert _wait_policy_after_importing_python_m_trainer("ACTIVE") == "ACTIVE"  # the user's wins

@@ -7,8 +7,8 @@ A config file has these sections (every key optional except ``method.name``)::
     method:     {name, ...the method's own parameters (its params model)}
     data:       {spec, num_workers, transforms: {flip, pad, erasing_p, color_jitter}}
     train:      {epochs, iters_per_epoch, batch_size, num_instances, sampler, grad_clip,
-                 amp, channels_last, device, seed, progress, find_unused_parameters,
-                 sync_bn}
+                 amp, channels_last, device, seed, progress, threads,
+                 find_unused_parameters, sync_bn}
     optim:      {name, lr, weight_decay, momentum, nesterov, backbone_lr_mult}
     schedule:   {name, warmup_epochs, warmup_factor, milestones, gamma, min_lr_factor}
     eval:       {every, rerank, metric, batch_size}
@@ -184,8 +184,16 @@ class TrainConfig(Section):
     device: str = "auto"
     seed: int = 0
     progress: bool | Literal["auto"] = "auto"
+    threads: int | Literal["auto"] = "auto"
     find_unused_parameters: bool = True
     sync_bn: bool = False
+
+    @field_validator("threads")
+    @classmethod
+    def _positive_threads(cls, threads: int | str) -> int | str:
+        if isinstance(threads, int) and threads < 1:
+            raise ValueError(f"expected auto or a thread count >= 1, got {threads}")
+        return threads
 
     @field_validator("device")
     @classmethod

@@ -31,6 +31,7 @@ all-gathered batches.
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from collections.abc import Sequence
@@ -128,6 +129,22 @@ def resolve_device(name: str, dist: DistInfo) -> torch.device:
     if dist.enabled:
         return torch.device("cuda", dist.local_rank)
     return torch.device("cuda", int(index) if index.isdigit() else None)
+
+
+def cpu_threads(setting: int | str) -> int:
+    """Intra-op CPU threads for this process: ``auto`` shares the usable cores among the
+    processes torchrun started on this machine (``LOCAL_WORLD_SIZE``), at least one.
+
+    Oversubscribed cores (2 DDP processes x 2 threads on 2 cores, or any other job
+    beside training) cost far more than they add; ``python -m trainer`` also makes
+    waiting OpenMP threads sleep instead of spin (``OMP_WAIT_POLICY=PASSIVE``, see
+    ``trainer/__main__.py``).
+    """
+    if setting != "auto":
+        return int(setting)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    processes = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    return max(1, (cores or 1) // max(1, processes))
 
 
 def seed_everything(seed: int, *extra: int) -> None:
@@ -538,6 +555,7 @@ def build_trainer(
     """Assemble encoder, method, optimiser, schedule and hooks from a typed config."""
     dist = dist or DistInfo()
     device = resolve_device(config.train.device, dist)
+    torch.set_num_threads(cpu_threads(config.train.threads))
     if not dataset.train:
         raise TrainerError(f"dataset {dataset.name!r} has no training images")
     labels, num_classes = true_labels(dataset.train)
