@@ -236,36 +236,30 @@ def worst_queries(scores: QueryScores, count: int = 10) -> list[QueryOutcome]:
     ]
 
 
-def served_query_scores(evaluation: Evaluation, dataset: ReIDDataset) -> QueryScores:
-    """Per-query AP / INP / first-match rank of the served ranking of ``evaluation``."""
+def _served_ranking(evaluation: Evaluation, dataset: ReIDDataset) -> dict[str, Any]:
+    """The served distance matrix and labels of ``evaluation``, as metric keywords."""
     if evaluation.rankings is None:
         raise ValueError("the evaluation holds no served rankings")
     q_pids, q_camids = label_arrays(dataset.query)
     g_pids, g_camids = label_arrays(dataset.gallery)
-    return per_query_scores(
-        evaluation.rankings.distmat,
-        q_pids,
-        g_pids,
-        q_camids,
-        g_camids,
-        inf_is_missed=evaluation.k is not None,
-    )
+    return {
+        "distmat": evaluation.rankings.distmat,
+        "q_pids": q_pids,
+        "g_pids": g_pids,
+        "q_camids": q_camids,
+        "g_camids": g_camids,
+        "inf_is_missed": evaluation.k is not None,
+    }
+
+
+def served_query_scores(evaluation: Evaluation, dataset: ReIDDataset) -> QueryScores:
+    """Per-query AP / INP / first-match rank of the served ranking of ``evaluation``."""
+    return per_query_scores(**_served_ranking(evaluation, dataset))
 
 
 def served_camera_pairs(evaluation: Evaluation, dataset: ReIDDataset) -> list[CameraPair]:
     """:func:`camera_pairs` of the served ranking of ``evaluation``."""
-    if evaluation.rankings is None:
-        raise ValueError("the evaluation holds no served rankings")
-    q_pids, q_camids = label_arrays(dataset.query)
-    g_pids, g_camids = label_arrays(dataset.gallery)
-    return camera_pairs(
-        evaluation.rankings.distmat,
-        q_pids,
-        g_pids,
-        q_camids,
-        g_camids,
-        inf_is_missed=evaluation.k is not None,
-    )
+    return camera_pairs(**_served_ranking(evaluation, dataset))
 
 
 # ----------------------------------------------------------------------------- served side

@@ -49,35 +49,56 @@ def _id_list(name: str, value: object) -> list[int] | None:
     return out or None
 
 
-class _SearchOptions(BaseModel):
-    """The search fields shared by every way of querying: k, ranking and filters."""
+class _CameraTimeFilter(BaseModel):
+    """Keep entries of some cameras within an inclusive time window (search and listing)."""
 
     model_config = ConfigDict(extra="forbid")
-    k: int = Field(10, ge=1, description="matches per query")
-    full_ranking: bool = Field(False, description="every entry passing the filters")
-    exclude_same_camera: bool = Field(False, description="drop matches from the query's camera")
     cameras: list[int] | None = Field(None, description="keep only these cameras")
-    exclude_cameras: list[int] | None = Field(None, description="drop these cameras")
     time_from: float | None = Field(None, description="earliest timestamp")
     time_to: float | None = Field(None, description="latest timestamp")
-    min_score: float | None = Field(None, description="lowest cosine score")
 
-    @field_validator("cameras", "exclude_cameras", mode="before")
+    @field_validator("cameras", mode="before")
     @classmethod
     def _parse_ids(cls, value: object, info: Any) -> list[int] | None:
         return _id_list(info.field_name, value)
 
-    @field_validator("time_from", "time_to", "min_score")
+    @field_validator("time_from", "time_to")
     @classmethod
     def _finite(cls, value: float | None, info: Any) -> float | None:
-        if value is not None and not math.isfinite(value):
-            raise ValueError(f"{info.field_name} must be finite, got {value}")
-        return value
+        return _finite_or_none(info.field_name, value)
 
     @model_validator(mode="after")
-    def _time_order(self) -> _SearchOptions:
-        _check_time_order(self.time_from, self.time_to)
+    def _time_order(self) -> _CameraTimeFilter:
+        t_from, t_to = self.time_from, self.time_to
+        if t_from is not None and t_to is not None and t_from > t_to:
+            raise ValueError(f"time_from ({t_from}) is after time_to ({t_to})")
         return self
+
+
+def _finite_or_none(name: str, value: float | None) -> float | None:
+    if value is not None and not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return value
+
+
+class _SearchOptions(_CameraTimeFilter):
+    """The search fields shared by every way of querying: k, ranking and filters."""
+
+    k: int = Field(10, ge=1, description="matches per query")
+    full_ranking: bool = Field(False, description="every entry passing the filters")
+    exclude_same_camera: bool = Field(False, description="drop matches from the query's camera")
+    exclude_cameras: list[int] | None = Field(None, description="drop these cameras")
+    min_score: float | None = Field(None, description="lowest cosine score")
+
+    @field_validator("exclude_cameras", mode="before")
+    @classmethod
+    def _parse_excluded(cls, value: object, info: Any) -> list[int] | None:
+        return _id_list(info.field_name, value)
+
+    @field_validator("min_score")
+    @classmethod
+    def _finite_score(cls, value: float | None, info: Any) -> float | None:
+        return _finite_or_none(info.field_name, value)
 
     def form_fields(self) -> dict[str, str]:
         """The fields as multipart form values (unset optional fields left out)."""
@@ -116,14 +137,13 @@ MAX_PAGE_SIZE = 1000
 """Most entries one page of ``GET /v1/gallery`` may hold."""
 
 
-class GalleryPageParams(BaseModel):
+class GalleryPageParams(_CameraTimeFilter):
     """Which page of the gallery to list (``GET /v1/gallery``, gRPC ``ListGallery``).
 
     Entries are ordered by id; ``cameras`` and the inclusive time window filter them as
     in a search (an entry without a camera or timestamp fails those filters).
     """
 
-    model_config = ConfigDict(extra="forbid")
     offset: int = Field(
         0,
         description="entries to skip (matching the filters, in id order)",
@@ -134,9 +154,6 @@ class GalleryPageParams(BaseModel):
         description=f"entries per page, 1..{MAX_PAGE_SIZE}",
         json_schema_extra={"minimum": 1, "maximum": MAX_PAGE_SIZE},
     )
-    cameras: list[int] | None = Field(None, description="keep only these cameras")
-    time_from: float | None = Field(None, description="earliest timestamp")
-    time_to: float | None = Field(None, description="latest timestamp")
 
     @field_validator("offset")
     @classmethod
@@ -155,31 +172,9 @@ class GalleryPageParams(BaseModel):
             )
         return value
 
-    @field_validator("cameras", mode="before")
-    @classmethod
-    def _parse_ids(cls, value: object, info: Any) -> list[int] | None:
-        return _id_list(info.field_name, value)
-
-    @field_validator("time_from", "time_to")
-    @classmethod
-    def _finite(cls, value: float | None, info: Any) -> float | None:
-        if value is not None and not math.isfinite(value):
-            raise ValueError(f"{info.field_name} must be finite, got {value}")
-        return value
-
-    @model_validator(mode="after")
-    def _time_order(self) -> GalleryPageParams:
-        _check_time_order(self.time_from, self.time_to)
-        return self
-
     def query_values(self) -> dict[str, str]:
         """The fields as URL query values (unset optional fields left out)."""
         return _form_values(self.model_dump(exclude_none=True))
-
-
-def _check_time_order(time_from: float | None, time_to: float | None) -> None:
-    if time_from is not None and time_to is not None and time_from > time_to:
-        raise ValueError(f"time_from ({time_from}) is after time_to ({time_to})")
 
 
 def _form_values(values: dict[str, Any]) -> dict[str, str]:
