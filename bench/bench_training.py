@@ -28,6 +28,7 @@ METHODS = {
     "supervised": "supervised_synthetic.yaml",
     "cluster_contrast": "cluster_contrast_synthetic.yaml",
     "aff_scl": "aff_scl_synthetic.yaml",
+    "iics": "iics_synthetic.yaml",
     "frifm_adl": "frifm_adl_synthetic.yaml",
 }
 DATA_ARGS = ["--ids-train", "150", "--ids-test", "100", "--cameras", "6", "--seed", "0"]

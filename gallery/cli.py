@@ -52,6 +52,9 @@ def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--grpc", metavar="HOST:PORT", help="send the queries over gRPC instead")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument(
+        "--save-json", metavar="PATH", help="also write that JSON object to PATH (any output mode)"
+    )
+    p.add_argument(
         "--report",
         metavar="DIR",
         help="write a self-contained HTML report (model and checkpoint hash, CMC, camera "
@@ -208,9 +211,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
             else str(args.model or info.model.export_dir or ""),
         )
         report = write_report(evaluation, dataset, args.report, source=source, num_worst=args.worst)
+    out = evaluation.to_dict()
+    out["report"] = str(report) if report else None
+    if args.save_json:
+        Path(args.save_json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.save_json).write_text(json.dumps(out, indent=2) + "\n")
     if args.json:
-        out = evaluation.to_dict()
-        out["report"] = str(report) if report else None
         print(json.dumps(out, indent=2))
     else:
         print(format_text(evaluation))

@@ -37,7 +37,7 @@ ever built. Only the output is dense.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import faiss
@@ -50,6 +50,7 @@ __all__ = [
     "k_nearest",
     "l2_normalize",
     "re_rank",
+    "re_rank_distance",
 ]
 
 _PAIR_BATCH = 1 << 10  # feature pairs whose distance is computed at once (cache-sized)
@@ -157,6 +158,42 @@ def re_rank(
     return final
 
 
+def re_rank_distance(
+    dist: np.ndarray, k1: int = 20, k2: int = 6, lambda_value: float = 0.3
+) -> np.ndarray:
+    """Re-ranked ``[N, N]`` float32 distances of one set, from a precomputed distance.
+
+    For distances that are not those of a feature space, e.g. IICS's intra-inter camera
+    similarity (Xuan and Zhang, "Intra-Inter Camera Similarity for Unsupervised Person
+    Re-Identification"), whose reference code re-ranks its precomputed matrix before
+    agglomerative clustering. As there, each row is min-max scaled to ``[0, 1]`` (the
+    scaled value is used inside the kernel and in the result
+    ``(1 - lambda) * d_J + lambda * d_scaled``); neighbours are the k nearest of each row
+    (the sample itself first). Memory: a few ``N x N`` float32 arrays.
+    """
+    RerankParams(k1, k2, lambda_value)  # validates
+    d = np.asarray(dist, dtype=np.float32)
+    if d.ndim != 2 or d.shape[0] != d.shape[1] or len(d) == 0:
+        raise ValueError(f"dist must be a non-empty square [N, N] matrix, got {d.shape}")
+    if not np.isfinite(d).all():
+        raise ValueError("dist contains NaN or inf")
+    low = d.min(axis=1, keepdims=True)
+    span = d.max(axis=1, keepdims=True) - low
+    scaled = (d - low) / np.where(span > 0, span, 1.0)
+    k = min(max(k1 + 1, k2), len(d))
+    _, indices = _self_first(*_smallest(scaled, k))
+
+    def distances_of(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        return scaled[rows, cols].astype(np.float64)
+
+    encoding = _encode_from(distances_of, len(d), indices, k1, k2)
+    final = scaled  # the encoding is built: scale in place
+    final *= np.float32(lambda_value)
+    for part, overlap in _overlap_blocks(encoding, np.arange(len(d))):
+        final[part] += (1.0 - lambda_value) * _jaccard_from_overlap(overlap)
+    return final
+
+
 # ----------------------------------------------------------------------------- helpers
 
 
@@ -240,14 +277,30 @@ def _encode(
     scale: np.ndarray | None,
 ) -> sparse.csr_array:
     """The (query-expanded) k-reciprocal feature ``V`` as a sparse float64 matrix."""
+
+    def distances_of(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        d = _pair_distances(feats, rows, cols, dists, indices)
+        if scale is not None:
+            d /= scale[rows]
+        return d
+
+    return _encode_from(distances_of, len(feats), indices, k1, k2)
+
+
+def _encode_from(
+    distances_of: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    n: int,
+    indices: np.ndarray,
+    k1: int,
+    k2: int,
+) -> sparse.csr_array:
+    """``V`` from the kNN lists and a function giving the distances of (row, col) pairs."""
     expanded = _expanded_sets(indices, k1)
-    rows = np.repeat(np.arange(len(feats)), np.diff(expanded.indptr))
+    rows = np.repeat(np.arange(n), np.diff(expanded.indptr))
     cols = expanded.indices.astype(np.int64)
-    d = _pair_distances(feats, rows, cols, dists, indices)
-    if scale is not None:
-        d /= scale[rows]
+    d = distances_of(rows, cols)
     weights = np.exp(-d)  # each row holds its own sample at distance 0, so sums are >= 1
-    weights /= np.bincount(rows, weights=weights, minlength=len(feats))[rows]
+    weights /= np.bincount(rows, weights=weights, minlength=n)[rows]
     encoding = sparse.csr_array((weights, cols, expanded.indptr), shape=expanded.shape)
     if k2 > 1:
         mean_of_neighbours = _neighbour_matrix(indices[:, :k2], 1.0 / min(k2, indices.shape[1]))

@@ -1,14 +1,20 @@
-"""Reproduce the method comparison of docs/RESULTS.md on the synthetic dataset.
+"""Reproduce the method comparison of docs/RESULTS.md on the synthetic dataset, over seeds.
 
 Every row trains on the same data with the same budget (the ``*_synthetic.yaml``
 configs: 6 epochs x 30 iterations, batch 64, 128x64, pretrained MobileNetV2 unless the
-row says otherwise) and is scored on the query/gallery split with the **last**
-checkpoint (never the best-on-test one, so nothing is tuned on the test split).
+row says otherwise), once per training seed (``train.seed``), and is scored on the
+query/gallery split with the **last** checkpoint (never the best-on-test one, so
+nothing is tuned on the test split). The main rows are also run on a second synthetic
+data seed. Each row is reported as mean +- std (sample std) and min-max over its runs.
 
     .venv/bin/python scripts/results_synthetic.py [--out runs/results] [--rows NAME ...]
+        [--seeds 0 1 2] [--data-seeds 0 2] [--override KEY=VALUE ...] [--no-write]
 
-Rows already finished in ``--out`` are reused (delete a row's folder to rerun it).
-The table is printed and written into docs/RESULTS.md.
+Every run is resumable: a finished run (``result.json`` in its folder) is reused, an
+unfinished one is started again, so the runner can be stopped and run in parts. The
+table is printed and, for a full run with no ``--override``, written into
+docs/RESULTS.md. ``--override`` applies to every trained row (validation sweeps:
+``--data-seeds 1 --rows aff_scl_both --override train.epochs=8 --out runs/val/e8``).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import statistics
 import subprocess
 import sys
 import time
@@ -27,8 +34,11 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from _report import machine_summary, update_section  # noqa: E402
 
-DATA_ARGS = ["--ids-train", "150", "--ids-test", "100", "--cameras", "6", "--seed", "0"]
+DATA_SIZE = ["--ids-train", "150", "--ids-test", "100", "--cameras", "6"]
 PRETRAINED = '{"pretrained": "imagenet", "input_size": [128, 64]}'
+TEST_DATA_SEEDS = (0, 2)
+"""Data seeds of the test splits; seed 1 is the validation set (settings are chosen
+there, never on these)."""
 
 
 @dataclass(frozen=True)
@@ -39,44 +49,54 @@ class Row:
     overrides: list[str] = field(default_factory=list)
     model: str | None = None
     """For direct-transfer rows: evaluate this untrained encoder instead of training."""
+    main: bool = False
+    """Main rows are also run on the second data seed."""
 
 
 ROWS = [
     Row("direct_transfer", "direct transfer (ImageNet MobileNetV2, no training)",
-        model="mobilenetv2"),
-    Row("cluster_contrast", "cluster_contrast", "cluster_contrast_synthetic.yaml"),
+        model="mobilenetv2", main=True),
+    Row("cluster_contrast", "cluster_contrast (per-instance memory, reference)",
+        "cluster_contrast_synthetic.yaml", main=True),
+    Row("cluster_contrast_batch_mean", "cluster_contrast, batch-mean memory",
+        "cluster_contrast_synthetic.yaml", ["method.memory_update=batch_mean"]),
     Row("cluster_contrast_random_init", "cluster_contrast, random init",
         "cluster_contrast_synthetic.yaml", ["model.kwargs.pretrained=null"]),
     Row("aff_scl_mean", "aff_scl, mean memory only", "aff_scl_synthetic.yaml",
         ["method.memories=mean"]),
     Row("aff_scl_hard", "aff_scl, hard memory only", "aff_scl_synthetic.yaml",
         ["method.memories=hard"]),
-    Row("aff_scl_both", "aff_scl, both memories (paper)", "aff_scl_synthetic.yaml",
-        ["method.memories=both"]),
-    Row("frifm_adl_neither", "frifm_adl, neither (plain encoder, no ADL)",
-        "frifm_adl_synthetic.yaml", ["model.name=mobilenetv2", "method.adl=false"]),
-    Row("frifm_adl_frifm", "frifm_adl, FRIFM only", "frifm_adl_synthetic.yaml",
+    Row("aff_scl_both", "aff_scl, both memories (paper; the demo)", "aff_scl_synthetic.yaml",
+        ["method.memories=both"], main=True),
+    Row("aff_scl_both_threads1", "aff_scl, both memories, 1 thread (perturbation)",
+        "aff_scl_synthetic.yaml", ["method.memories=both", "train.threads=1"]),
+    Row("iics", "iics (= frifm_adl with neither)", "iics_synthetic.yaml", main=True),
+    Row("frifm_adl_frifm", "frifm_adl on IICS, FRIFM only", "frifm_adl_synthetic.yaml",
         ["model.name=frifm_mobilenetv2", "method.adl=false"]),
-    Row("frifm_adl_adl", "frifm_adl, ADL only", "frifm_adl_synthetic.yaml",
+    Row("frifm_adl_adl", "frifm_adl on IICS, ADL only", "frifm_adl_synthetic.yaml",
         ["model.name=mobilenetv2", "method.adl=true"]),
-    Row("frifm_adl_both", "frifm_adl, FRIFM + ADL (paper)", "frifm_adl_synthetic.yaml",
-        ["model.name=frifm_mobilenetv2", "method.adl=true"]),
-    Row("supervised", "supervised upper bound (true labels)", "supervised_synthetic.yaml"),
+    Row("frifm_adl_both", "frifm_adl on IICS, FRIFM + ADL (paper)", "frifm_adl_synthetic.yaml",
+        ["model.name=frifm_mobilenetv2", "method.adl=true"], main=True),
+    Row("supervised", "supervised upper bound (true labels)", "supervised_synthetic.yaml",
+        main=True),
 ]  # fmt: skip
 
 
-def ensure_data(data_dir: Path) -> str:
+def ensure_data(data_dir: Path, data_seed: int) -> str:
+    """Generate the synthetic split of ``data_seed`` once; its ``--data`` spec."""
     if not (data_dir / "meta.json").is_file():
-        cmd = [sys.executable, "-m", "reid.data.synthetic", str(data_dir), *DATA_ARGS, "--force"]
+        cmd = [sys.executable, "-m", "reid.data.synthetic", str(data_dir), *DATA_SIZE,
+               "--seed", str(data_seed), "--force"]  # fmt: skip
         subprocess.run(cmd, cwd=REPO, check=True)
     return f"synthetic:{data_dir}"
 
 
-def train_command(row: Row, spec: str, run_dir: Path) -> list[str]:
+def train_command(row: Row, spec: str, run_dir: Path, seed: int, extra: list[str]) -> list[str]:
+    # eval.every=0: in-training evaluation changes nothing but the time (scored after).
     return [
         sys.executable, "-m", "trainer", "train",
         "--config", f"trainer/configs/{row.config}", "--data", spec, "--out", str(run_dir),
-        "train.progress=false", *row.overrides,
+        "train.progress=false", "eval.every=0", f"train.seed={seed}", *row.overrides, *extra,
     ]  # fmt: skip
 
 
@@ -89,8 +109,8 @@ def eval_command(row: Row, spec: str, run_dir: Path) -> list[str]:
     return [sys.executable, "-m", "trainer", "eval", *source, "--data", spec, "--json"]
 
 
-def run_row(row: Row, spec: str, out: Path) -> dict:
-    run_dir = out / row.name
+def run_one(row: Row, spec: str, run_dir: Path, seed: int, extra: list[str]) -> dict:
+    """One (row, data seed, train seed) run, or its saved result."""
     result_path = run_dir / "result.json"
     if result_path.is_file():
         return json.loads(result_path.read_text())
@@ -98,7 +118,7 @@ def run_row(row: Row, spec: str, out: Path) -> dict:
     train_seconds = 0.0
     commands = []
     if row.config:
-        cmd = train_command(row, spec, run_dir)
+        cmd = train_command(row, spec, run_dir, seed, extra)
         commands.append(cmd)
         print("$ " + shlex.join(cmd), flush=True)
         start = time.perf_counter()
@@ -107,64 +127,125 @@ def run_row(row: Row, spec: str, out: Path) -> dict:
         train_seconds = time.perf_counter() - start
     cmd = eval_command(row, spec, run_dir)
     commands.append(cmd)
-    print("$ " + shlex.join(cmd), flush=True)
     scores = json.loads(subprocess.run(cmd, cwd=REPO, check=True, capture_output=True).stdout)
-    result = {"row": row.name, "label": row.label, "train_seconds": train_seconds,
-              "scores": scores, "commands": [shlex.join(c) for c in commands]}  # fmt: skip
+    result = {"row": row.name, "seed": seed, "train_seconds": train_seconds, "scores": scores,
+              "commands": [shlex.join(c) for c in commands]}  # fmt: skip
     result_path.write_text(json.dumps(result, indent=2))
+    print(f"  {row.name} seed {seed}: mAP {100 * scores['mAP']:.1f}", flush=True)
     return result
+
+
+def summarise(values: list[float]) -> dict[str, float]:
+    """mean, sample std (0 for one value), min, max of percentages."""
+    pct = [100 * v for v in values]
+    std = statistics.stdev(pct) if len(pct) > 1 else 0.0
+    return {"mean": statistics.fmean(pct), "std": std, "min": min(pct), "max": max(pct)}
+
+
+def cell(s: dict[str, float]) -> str:
+    return f"{s['mean']:.1f} ± {s['std']:.1f} ({s['min']:.1f}-{s['max']:.1f})"
 
 
 def relative(command: str) -> str:
     return command.replace(sys.executable, "python").replace(str(REPO) + "/", "")
 
 
-def table(results: list[dict]) -> str:
-    supervised = next((r for r in results if r["row"] == "supervised"), None)
+def table(groups: list[tuple[Row, int, list[dict]]]) -> str:
     lines = [
-        "| method | mAP | rank-1 | rank-5 | training time | mAP / supervised |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| method | data seed | runs | mAP mean ± std (min-max) | rank-1 mean ± std (min-max) "
+        "| training time / run |",
+        "|---|---:|---:|---|---|---:|",
     ]
-    for r in results:
-        s = r["scores"]
-        ratio = f"{s['mAP'] / supervised['scores']['mAP']:.2f}" if supervised else "-"
-        minutes = f"{r['train_seconds'] / 60:.1f} min" if r["train_seconds"] else "-"
+    for row, data_seed, runs in groups:
+        m = summarise([r["scores"]["mAP"] for r in runs])
+        r1 = summarise([r["scores"]["rank1"] for r in runs])
+        seconds = [r["train_seconds"] for r in runs if r["train_seconds"]]
+        minutes = f"{statistics.fmean(seconds) / 60:.1f} min" if seconds else "-"
         lines.append(
-            f"| {r['label']} | {100 * s['mAP']:.1f} | {100 * s['rank1']:.1f} | "
-            f"{100 * s['rank5']:.1f} | {minutes} | {ratio} |"
+            f"| {row.label} | {data_seed} | {len(runs)} | {cell(m)} | {cell(r1)} | {minutes} |"
         )
     return "\n".join(lines)
+
+
+def perturbation(groups: list[tuple[Row, int, list[dict]]]) -> str:
+    """Same seed, 2 threads vs 1: the per-seed mAP differences of the demo row."""
+    by_name = {(row.name, d): runs for row, d, runs in groups}
+    base, one = by_name.get(("aff_scl_both", 0)), by_name.get(("aff_scl_both_threads1", 0))
+    if not base or not one:
+        return ""
+    one_by_seed = {r["seed"]: r for r in one}
+    diffs = [
+        (r["seed"], 100 * r["scores"]["mAP"], 100 * one_by_seed[r["seed"]]["scores"]["mAP"])
+        for r in base
+        if r["seed"] in one_by_seed
+    ]
+    parts = ", ".join(f"seed {s}: {a:.1f} vs {b:.1f}" for s, a, b in diffs)
+    gaps = [abs(a - b) for _, a, b in diffs]
+    return (
+        f"Perturbation (same seed, `train.threads` 2 vs 1, data seed 0, aff_scl both): {parts}; "
+        f"mean |difference| {statistics.fmean(gaps):.1f} mAP points."
+        if gaps
+        else ""
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "results")
     parser.add_argument("--rows", nargs="*", help="subset of row names (default all)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="train seeds")
+    parser.add_argument(
+        "--data-seeds", nargs="+", type=int, default=list(TEST_DATA_SEEDS),
+        help="synthetic data seeds; rows other than the main ones run on the first only",
+    )  # fmt: skip
+    parser.add_argument("--override", nargs="*", default=[], help="KEY=VALUE for trained rows")
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)
-    spec = ensure_data(args.out / "data")
     rows = [r for r in ROWS if not args.rows or r.name in args.rows]
-    results = [run_row(row, spec, args.out) for row in rows]
+    unknown = set(args.rows or ()) - {r.name for r in ROWS}
+    if unknown:
+        parser.error(f"unknown rows {sorted(unknown)}; rows: {', '.join(r.name for r in ROWS)}")
+    groups: list[tuple[Row, int, list[dict]]] = []
+    for index, data_seed in enumerate(args.data_seeds):
+        spec = ensure_data(args.out / f"data{data_seed}", data_seed)
+        for row in rows:
+            if index > 0 and not row.main:
+                continue
+            seeds = [args.seeds[0]] if row.model else args.seeds  # untrained: deterministic
+            folder = args.out / f"data{data_seed}" / row.name
+            runs = [
+                run_one(row, spec, folder / f"seed{seed}", seed, args.override) for seed in seeds
+            ]
+            groups.append((row, data_seed, runs))
     commands = "\n".join(
-        f"- {r['label']}: " + "; ".join(f"`{relative(c)}`" for c in r["commands"]) for r in results
+        f"- {row.label}: "
+        + "; ".join(f"`{relative(c)}`" for c in runs[0]["commands"])
+        + (" (and `train.seed=` each seed)" if row.config else "")
+        for row, data_seed, runs in groups
+        if data_seed == args.data_seeds[0]
     )
+    seeds = " ".join(str(s) for s in args.seeds)
     body = "\n".join(
         [
-            "Command: `.venv/bin/python scripts/results_synthetic.py` (all rows below).",
+            "Command: `.venv/bin/python scripts/results_synthetic.py` (all rows below; "
+            f"train seeds {seeds}; resumable).",
             f"Machine: {machine_summary()}.",
-            "Data: `python -m reid.data.synthetic DIR " + " ".join(DATA_ARGS) + "` "
-            "(150 train identities, 2,243 images; 253 queries x 1,457 gallery; 6 cameras; "
-            "128x64; difficulty 2). Scores in %, last checkpoint, no re-ranking.",
+            "Data: `python -m reid.data.synthetic DIR " + " ".join(DATA_SIZE) + " --seed D` "
+            "(D = data seed; seed 0: 150 train identities, 2,243 images; 253 queries x 1,457 "
+            "gallery; 6 cameras; 128x64; difficulty 2). Scores in %, last checkpoint, no "
+            "re-ranking; std is the sample standard deviation over the runs.",
             "",
-            table(results),
+            table(groups),
             "",
-            "Per-row commands:",
+            perturbation(groups),
+            "",
+            "Per-row commands (data seed 0 shown):",
             "",
             commands,
         ]
     )
     print(body)
-    if not args.no_write and not args.rows:
+    if not args.no_write and not args.rows and not args.override:
         update_section(REPO / "docs" / "RESULTS.md", "## Synthetic dataset: method comparison",
                        body)  # fmt: skip
     return 0

@@ -474,9 +474,11 @@ def test_cli_evaluates_a_running_server_with_json_and_report(
         "evaluate", "--server", live_server, "--data", f"synthetic:{tiny_synthetic}",
         "--model", str(tmp_path / "export"), "--json", "--report", str(tmp_path / "report"),
         "--api-key", "secret", "--batch", "16", "--no-progress",
+        "--save-json", str(tmp_path / "saved" / "evaluation.json"),
     ]  # fmt: skip
     assert main(argv) == 0
     out = json.loads(capsys.readouterr().out)
+    assert json.loads((tmp_path / "saved" / "evaluation.json").read_text()) == out
     expected, _, _ = reference(dataset, runtime)
     assert opened == [tmp_path / "export"]
     assert out["mode"] == "full" and out["passed"] is True
@@ -616,6 +618,20 @@ def test_demo_trains_once_resumes_an_interrupted_run_and_reuses_a_finished_one(t
     assert step.argv[-1] == "--resume"
     (checkpoint.parent / demo.TRAIN_DONE).write_text("done")
     assert demo.train_steps(args, paths) == ([], checkpoint)
+
+
+def test_demo_prints_its_result_next_to_the_range_measured_over_seeds(monkeypatch):
+    demo = _demo_module()
+    measured = {"mean": 30.0, "std": 2.0, "min": 27.0, "max": 33.0, "runs": 3}
+    monkeypatch.setattr(demo, "EXPECTED_MAP", measured)
+    defaults = demo.parse_args([])
+    line = demo.expected_range_line(31.2, defaults)
+    assert "31.2%" in line and "30.0 +- 2.0" in line and "27.0-33.0 over 3" in line
+    assert "inside the expected range" in line
+    assert "OUTSIDE" in demo.expected_range_line(12.0, defaults)
+    other = demo.parse_args(["--train-override", "train.epochs=2"])  # not what was measured
+    assert "no reference range" in demo.expected_range_line(12.0, other)
+    assert "no reference range" in demo.expected_range_line(12.0, demo.parse_args(["--seed", "3"]))
 
 
 def test_demo_exports_again_unless_a_passing_export_is_newer_than_the_checkpoint(tmp_path):

@@ -2,7 +2,8 @@
 
 ``test_every_registered_method_prepares_steps_and_resumes`` runs over
 ``trainer.methods.METHODS``, so a new method is covered as soon as it is registered;
-the other tests pin cluster_contrast, aff_scl and frifm_adl (every ablation switch).
+the other tests pin cluster_contrast, aff_scl, frifm_adl (every ablation switch) and
+its cluster-contrast variant; ``tests/test_iics.py`` pins IICS.
 """
 
 from __future__ import annotations
@@ -35,18 +36,18 @@ CASES = [
     ("aff_scl", "aff_resnet18", {"memories": "mean"}),
     ("aff_scl", "aff_resnet18", {"memories": "hard"}),
     ("aff_scl", "aff_resnet18", {"memories": "both"}),
-    ("frifm_adl", "resnet18", {"adl": False}),  # neither
-    ("frifm_adl", "frifm_resnet18", {"adl": False}),  # FRIFM only
-    ("frifm_adl", "resnet18", {"adl": True}),  # ADL only
-    ("frifm_adl", "frifm_resnet18", {"adl": True}),  # both
+    ("cluster_contrast", "resnet18", {"memory_update": "batch_mean"}),
+    ("frifm_adl_cluster_contrast", "resnet18", {"adl": False}),
+    ("frifm_adl_cluster_contrast", "frifm_resnet18", {"adl": True}),
 ]
 EXPECTED_LOSSES = {
     "cluster_contrast": {"contrast"},
     ("aff_scl", "mean"): {"mean"},
     ("aff_scl", "hard"): {"hard"},
     ("aff_scl", "both"): {"mean", "hard", "balance"},
-    ("frifm_adl", False): {"contrast"},
-    ("frifm_adl", True): {"contrast", "camera", "adl"},
+    ("cluster_contrast", "batch_mean"): {"contrast"},
+    ("frifm_adl_cluster_contrast", False): {"contrast"},
+    ("frifm_adl_cluster_contrast", True): {"contrast", "camera", "adl"},
 }
 
 
@@ -111,7 +112,7 @@ def _grad_norm(module: torch.nn.Module) -> float:
 
 
 def test_methods_are_registered() -> None:
-    assert {"supervised", "cluster_contrast", "aff_scl", "frifm_adl"} <= set(METHODS)
+    assert {"supervised", "cluster_contrast", "aff_scl", "frifm_adl", "iics"} <= set(METHODS)
     for name, cls in METHODS.items():
         assert cls.name == name and issubclass(cls.params_cls, Params)
 
@@ -122,21 +123,25 @@ def test_every_registered_method_prepares_steps_and_resumes(name: str) -> None:
     m = _make(name, "resnet18", {})
     feats = _features(m.info.embedding_dim) if m.needs_features else None
     labels = TRUE_LABELS if m.needs_labels else None
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # a well-separated epoch gives no warning
-        plan = m.prepare_epoch(_context(feats, true_labels=labels))
-    assert plan.labels.shape == (N,) and np.issubdtype(plan.labels.dtype, np.integer)
-    assert (plan.labels >= 0).all() and all(isinstance(v, float) for v in plan.stats.values())
+    trained: set[int] = set()
+    for epoch in (0, 1):  # two epochs: a method with stages (iics) trains each in turn
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a well-separated epoch gives no warning
+            plan = m.prepare_epoch(_context(feats, epoch=epoch, true_labels=labels))
+        assert plan.labels.shape == (N,) and np.issubdtype(plan.labels.dtype, np.integer)
+        assert (plan.labels >= 0).all() and all(isinstance(v, float) for v in plan.stats.values())
 
-    batch = _batch(plan.labels)
-    m.train()
-    out = m.training_step(batch)
-    assert out.losses and all(torch.isfinite(v) and v.ndim == 0 for v in out.losses.values())
-    sum(out.losses.values()).backward()
-    assert _grad_norm(m.encoder) > 0
-    for p in m.extra_parameters():  # the method's own parameters are trained too
-        assert p.grad is not None
-    m.after_step(batch, out)
+        batch = _batch(plan.labels)
+        m.train()
+        m.zero_grad(set_to_none=True)
+        out = m.training_step(batch)
+        assert out.losses and all(torch.isfinite(v) and v.ndim == 0 for v in out.losses.values())
+        sum(out.losses.values()).backward()
+        assert _grad_norm(m.encoder) > 0
+        trained |= {id(p) for p in m.extra_parameters() if p.grad is not None}
+        m.after_step(batch, out)
+    trainable = [n for n, p in m.named_parameters() if p.requires_grad and id(p) not in trained]
+    assert not [n for n in trainable if not n.startswith("encoder.")]  # the method's own too
 
     fresh = _make(name, "resnet18", {}, seed=1)  # resume: the state is all in state_dict
     load_method_state(fresh, method_state(m))
@@ -185,7 +190,7 @@ def test_epoch_step_update_and_resume(method: str, model: str, params: dict) -> 
     batch = _batch(plan.labels)
     before = _memories(m)
     out = m.training_step(batch)
-    key = method if method == "cluster_contrast" else (method, next(iter(params.values())))
+    key = (method, next(iter(params.values()))) if params else method
     assert set(out.losses) == EXPECTED_LOSSES[key]
     assert all(torch.isfinite(v) and v.ndim == 0 for v in out.losses.values())
     sum(out.losses.values()).backward()
@@ -208,8 +213,23 @@ def test_epoch_step_update_and_resume(method: str, model: str, params: dict) -> 
     torch.testing.assert_close(fresh.pseudo_labels, m.pseudo_labels, rtol=0, atol=0)
 
 
-def test_cluster_contrast_memory_update_is_the_momentum_formula() -> None:
+def test_cluster_contrast_memory_follows_each_instance_in_turn_by_default() -> None:
+    """The reference rule (cluster-contrast ``cm.py``): slot <- L2(m * slot + (1 - m) * x)
+    for every batch instance, one after the other."""
     m = _make("cluster_contrast", "resnet18", {"momentum": 0.2})
+    plan = m.prepare_epoch(_context(_features(m.info.embedding_dim)))
+    batch = _batch(plan.labels)
+    expected = m.memory.features.clone()
+    out = m.training_step(batch)
+    m.after_step(batch, out)
+    feats, labels = out.features.detach(), batch["target"]["label"]
+    for x, c in zip(feats, labels.tolist(), strict=True):
+        expected[c] = F.normalize(0.2 * expected[c] + 0.8 * x, dim=0)
+    torch.testing.assert_close(m.memory.features, expected)
+
+
+def test_cluster_contrast_batch_mean_memory_moves_once_per_cluster() -> None:
+    m = _make("cluster_contrast", "resnet18", {"momentum": 0.2, "memory_update": "batch_mean"})
     plan = m.prepare_epoch(_context(_features(m.info.embedding_dim)))
     batch = _batch(plan.labels)
     old = m.memory.features.clone()
@@ -243,34 +263,35 @@ def test_aff_scl_hard_memory_takes_the_least_similar_instance() -> None:
 
 def test_frifm_adl_gradients_reach_camera_branch_estimator_and_encoder() -> None:
     m = _make("frifm_adl", "frifm_resnet18", {"adl": True})
-    assert isinstance(m, FrifmAdl) and m.camera is not None and m.statistics is not None
+    assert isinstance(m, FrifmAdl) and m.adl is not None
+    adl = m.adl
     extra = {id(p) for p in m.extra_parameters()}
-    assert {id(p) for p in m.camera.parameters()} | {
-        id(p) for p in m.statistics.parameters()
-    } == extra
+    assert {id(p) for p in adl.parameters()} <= extra  # trained with the IICS classifiers
     plan = m.prepare_epoch(_context(_features(m.info.embedding_dim)))
     batch = _batch(plan.labels)
 
     out = m.training_step(batch)
+    assert {"intra", "camera", "adl"} == set(out.losses)  # IICS's intra stage + ADL
     out.losses["camera"].backward()  # camera CE: camera branch only (detached map)
-    assert _grad_norm(m.camera) > 0 and _grad_norm(m.encoder) == 0
+    assert _grad_norm(adl.camera) > 0 and _grad_norm(m.encoder) == 0
     m.zero_grad()
 
     out = m.training_step(batch)
     out.losses["adl"].backward()  # MI term: estimator and (reversed) encoder, not the branch
-    assert _grad_norm(m.statistics) > 0 and _grad_norm(m.encoder) > 0
-    assert _grad_norm(m.camera) == 0
+    assert _grad_norm(adl.statistics) > 0 and _grad_norm(m.encoder) > 0
+    assert _grad_norm(adl.camera) == 0
     assert "mi" in out.extras and "camera_acc" in out.extras
 
 
 @pytest.mark.parametrize("coeff", [1.0, 0.5])
 def test_frifm_adl_gradient_reversal_opposes_the_estimator(coeff: float) -> None:
     m = _make("frifm_adl", "resnet18", {"adl": True, "grl_coeff": coeff})
+    assert m.adl is not None
     dim = m.info.embedding_dim
     identity = torch.randn(8, dim, requires_grad=True)
     camera = torch.randn(8, m.params.camera_dim)
     torch.manual_seed(3)
-    (-m.mutual_information(identity, camera)).backward()  # what the loop minimises
+    (-m.adl.mutual_information(identity, camera)).backward()  # what the loop minimises
     through_grl = identity.grad.clone()
     # the gradient the estimator's objective has w.r.t. the identity feature, no GRL
     plain = identity.detach().clone().requires_grad_(True)
@@ -278,7 +299,8 @@ def test_frifm_adl_gradient_reversal_opposes_the_estimator(coeff: float) -> None
     shuffled = camera[torch.randperm(8)]
     from trainer.losses import jsd_mutual_information
 
-    bound = jsd_mutual_information(m.statistics(plain, camera), m.statistics(plain, shuffled))
+    stats = m.adl.statistics
+    bound = jsd_mutual_information(stats(plain, camera), stats(plain, shuffled))
     (-bound).backward()
     assert through_grl.abs().sum() > 0
     torch.testing.assert_close(through_grl, -coeff * plain.grad)
@@ -323,12 +345,16 @@ def test_bad_params_are_rejected() -> None:
     with pytest.raises(ConfigError, match="valid keys"):
         _make("cluster_contrast", "resnet18", {"lambda": 1.0})
     with pytest.raises(ConfigError, match="eps"):
-        _make("frifm_adl", "resnet18", {"eps": 0.0})
+        _make("frifm_adl_cluster_contrast", "resnet18", {"eps": 0.0})
+    with pytest.raises(ConfigError, match="inter_clusters"):
+        _make("frifm_adl", "resnet18", {"inter_clusters": 1})
+    with pytest.raises(ConfigError, match="memory_update"):
+        _make("cluster_contrast", "resnet18", {"memory_update": "mean"})
 
 
 MY_CONFIGS = [
     f"{method}_{dataset}"
-    for method in ("cluster_contrast", "aff_scl", "frifm_adl")
+    for method in ("cluster_contrast", "aff_scl", "frifm_adl", "iics")
     for dataset in ("market1501", "dukemtmc", "synthetic")
 ]
 

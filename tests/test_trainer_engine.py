@@ -206,11 +206,15 @@ def train_and_resume(
     return a, b, straight, split
 
 
-@pytest.mark.parametrize("method", ["supervised", "fake_memory"])
+TINY_IICS = {"name": "iics", "intra_clusters": 4, "inter_clusters": 8, "k1": 5, "k2": 2}
+
+
+@pytest.mark.parametrize("method", ["supervised", "fake_memory", "iics"])
 def test_resume_continues_exactly(
     method: str, fake_methods: None, tmp_path: Path, tiny_synthetic: Path
 ) -> None:
-    a, b, straight, split = train_and_resume(tmp_path, tiny_synthetic, {"name": method})
+    spec = TINY_IICS if method == "iics" else {"name": method}  # iics: intra, then inter
+    a, b, straight, split = train_and_resume(tmp_path, tiny_synthetic, spec)
     assert a["metadata"]["epoch"] == b["metadata"]["epoch"] == 2
     for key, value in a["encoder"].items():
         assert torch.allclose(value.float(), b["encoder"][key].float(), atol=1e-6), key
@@ -380,6 +384,21 @@ def test_all_outlier_epoch_keeps_previous_labels_and_memory(
     assert trainer.state.global_step == 4
     assert np.array_equal(trainer.state.last_labels, labels)
     assert trainer.method.memory.shape == memory.shape
+
+
+def test_parameters_a_method_re_initialises_lose_their_optimiser_state(
+    tmp_path: Path, tiny_synthetic: Path
+) -> None:
+    """IICS starts a fresh classifier each stage: its Adam moments must not carry over."""
+    (tmp_path / "run").mkdir()
+    trainer = build(tmp_path, tiny_synthetic, TINY_IICS, epochs=4)
+    method = trainer.method
+    trainer.run_epoch(0)  # intra stage
+    trainer.run_epoch(1)  # inter stage
+    state = trainer.optimizer.state
+    assert method.intra_weight in state and method.inter_weight in state
+    trainer.prepare_epoch(2)  # the next round's intra stage: a fresh intra classifier
+    assert method.intra_weight not in state and method.inter_weight in state
 
 
 def test_too_few_clusters_lower_p(fake_methods: None, tmp_path: Path, tiny_synthetic: Path) -> None:

@@ -337,6 +337,8 @@ class Trainer:
                 f"and dtype {labels.dtype}; expected {len(self.records)} integers"
             )
         labels = labels.astype(np.int64)
+        for param in plan.fresh_parameters:
+            self.optimizer.state.pop(param, None)
         self.epoch_record.update({k: float(v) for k, v in plan.stats.items()})
         if not (labels >= 0).any():
             labels = self._no_labels(epoch, snapshot, plan.stats)
@@ -575,6 +577,7 @@ def build_trainer(
         num_classes=num_classes or None,
         embedding_dim=int(encoder.embedding_dim),
         device=device,
+        epochs=config.train.epochs,
     )
     if config.train.channels_last and device.type == "cuda":
         encoder = encoder.to(memory_format=torch.channels_last)

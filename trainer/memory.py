@@ -5,10 +5,13 @@ method's ``after_step``; nothing happens inside autograd. They are resized each
 epoch to the new cluster count, and ``load_state_dict`` accepts a checkpoint of any
 size (the buffer takes the saved shape), so a resumed run restores them exactly.
 
-* :class:`ClusterMemory`: the cluster-contrast memory. Initialised from the
-  normalised cluster means; per step, each cluster present in the batch moves
-  towards the mean of its batch features:
-  ``c <- normalise(m * c + (1 - m) * mean_batch(c))`` (AFF_SCL eq. (10)).
+* :class:`ClusterMemory`: the cluster memory. Initialised from the normalised
+  cluster means; per step either
+  - ``"instance"`` (cluster-contrast's reference code, ``cm.py``): each batch
+    instance in turn moves its cluster's slot, ``c <- normalise(m * c + (1 - m) * x)``,
+    so a slot follows its latest instances; or
+  - ``"batch_mean"`` (AFF_SCL eq. (10)): each cluster in the batch moves once, towards
+    the mean of its batch features, ``c <- normalise(m * c + (1 - m) * mean_batch(c))``.
 * :class:`HardSampleMemory`: the hard-sample memory of AFF_SCL. Per step and per
   cluster ``i`` in the batch, the hard sample is the batch instance least similar
   to the cluster centre ``c_i`` (eq. (12), dot product), and
@@ -28,7 +31,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["ClusterMemory", "HardSampleMemory", "cluster_means"]
+__all__ = ["MEMORY_UPDATES", "ClusterMemory", "HardSampleMemory", "cluster_means"]
+
+MEMORY_UPDATES = ("instance", "batch_mean")
+"""The :class:`ClusterMemory` update rules (see the module docstring)."""
 
 
 def cluster_means(features: Tensor, labels: Tensor, num_clusters: int) -> Tensor:
@@ -101,11 +107,24 @@ class _SlotMemory(nn.Module):
         )
 
     def extra_repr(self) -> str:
-        return f"slots={self.num_slots}, dim={self.dim}, momentum={self.momentum}"
+        rule = getattr(self, "rule", None)
+        return f"slots={self.num_slots}, dim={self.dim}, momentum={self.momentum}" + (
+            f", update={rule}" if rule else ""
+        )
 
 
 class ClusterMemory(_SlotMemory):
-    """Mean-feature memory (cluster contrast; AFF_SCL eqs. (9)-(10))."""
+    """Cluster-centroid memory (cluster contrast; AFF_SCL eqs. (9)-(10)).
+
+    ``update``: ``"instance"`` (per instance, in batch order; the cluster-contrast
+    reference) or ``"batch_mean"`` (once per cluster with its batch mean; AFF_SCL).
+    """
+
+    def __init__(self, dim: int, momentum: float, update: str = "instance") -> None:
+        super().__init__(dim, momentum)
+        if update not in MEMORY_UPDATES:
+            raise ValueError(f"update must be one of {', '.join(MEMORY_UPDATES)}, got {update!r}")
+        self.rule = update
 
     @torch.no_grad()
     def init_from(self, features: Tensor, labels: Tensor, num_clusters: int) -> None:
@@ -114,12 +133,17 @@ class ClusterMemory(_SlotMemory):
 
     @torch.no_grad()
     def update(self, features: Tensor, labels: Tensor) -> None:
-        """Momentum update of every cluster in the batch with its batch mean."""
+        """Momentum update of the batch's clusters by this memory's rule (outliers skipped)."""
         labels = self._check_batch(features, labels)
         keep = labels >= 0
         if not bool(keep.any()):
             return
         features, labels = features[keep].to(self.features), labels[keep]
+        if self.rule == "instance":
+            m = self.momentum
+            for row, feature in zip(labels.tolist(), features, strict=True):
+                self.features[row] = F.normalize(m * self.features[row] + (1 - m) * feature, dim=0)
+            return
         rows, inverse = torch.unique(labels, return_inverse=True)
         sums = features.new_zeros(len(rows), self.dim).index_add_(0, inverse, features)
         counts = torch.bincount(inverse, minlength=len(rows)).to(features.dtype)

@@ -15,7 +15,7 @@ from typing import Any
 from torch import nn
 
 # One import line per method: importing the module registers it.
-from trainer.methods import aff_scl, cluster_contrast, frifm_adl, supervised  # noqa: F401
+from trainer.methods import aff_scl, cluster_contrast, frifm_adl, iics, supervised  # noqa: F401
 from trainer.methods.base import (
     METHODS,
     EpochContext,

@@ -66,7 +66,7 @@ class AffScl(ClusteredMethod):
 
     def __init__(self, encoder: nn.Module, params: AffSclParams, info: TrainInfo) -> None:
         super().__init__(encoder, params, info)
-        self.mean_memory = ClusterMemory(info.embedding_dim, params.momentum)
+        self.mean_memory = ClusterMemory(info.embedding_dim, params.momentum, "batch_mean")
         self.hard_memory = HardSampleMemory(info.embedding_dim, params.momentum)
 
     def init_memories(self, features: Tensor, labels: Tensor, num_clusters: int) -> None:

@@ -88,6 +88,8 @@ class TrainInfo:
     """True identity count when the train split is labelled (for supervised)."""
     embedding_dim: int
     device: torch.device
+    epochs: int = 1
+    """``train.epochs`` of the run (methods with per-epoch schedules, e.g. IICS)."""
 
 
 @dataclass
@@ -116,6 +118,10 @@ class EpochPlan:
     """One int per train record: a class index >= 0, or -1 to leave it out."""
     stats: dict[str, float] = field(default_factory=dict)
     """Numbers worth logging, e.g. ``num_clusters``, ``outlier_ratio``."""
+    fresh_parameters: tuple[torch.nn.Parameter, ...] = ()
+    """Trainable parameters the method re-initialised for this epoch (e.g. a new
+    classifier over new pseudo-labels): the loop drops their optimiser state
+    (momentum, Adam moments), as a newly built optimiser would have none."""
 
 
 @dataclass

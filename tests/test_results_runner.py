@@ -1,0 +1,74 @@
+"""The results runner (scripts/results_synthetic.py): spread over seeds, resumable runs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "results_synthetic.py"
+
+
+@pytest.fixture(scope="module")
+def runner():
+    spec = importlib.util.spec_from_file_location("results_synthetic", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def _result(row: str, seed: int, map_: float) -> dict:
+    scores = {"mAP": map_, "rank1": map_ + 0.1}
+    return {"row": row, "seed": seed, "train_seconds": 60.0, "scores": scores,
+            "commands": ["python -m trainer"]}  # fmt: skip
+
+
+def test_rows_are_summarised_as_mean_sample_std_and_range(runner) -> None:
+    s = runner.summarise([0.30, 0.36, 0.33])
+    assert s == pytest.approx({"mean": 33.0, "std": 3.0, "min": 30.0, "max": 36.0})
+    assert runner.summarise([0.5])["std"] == 0.0  # one run: no spread to report
+    row = runner.ROWS[1]
+    text = runner.table(
+        [(row, 0, [_result(row.name, s, m) for s, m in enumerate([0.3, 0.36, 0.33])])]
+    )
+    assert "| 3 | 33.0 ± 3.0 (30.0-36.0) | 43.0 ± 3.0 (40.0-46.0) | 1.0 min |" in text
+
+
+def test_every_trained_row_names_a_shipped_config_and_main_rows_cover_the_demo(runner) -> None:
+    configs = SCRIPT.parent.parent / "trainer" / "configs"
+    for row in runner.ROWS:
+        assert (row.model is None) != (row.config is None), row.name
+        assert row.config is None or (configs / row.config).is_file(), row.name
+    main = {r.name for r in runner.ROWS if r.main}
+    assert {"aff_scl_both", "cluster_contrast", "iics", "frifm_adl_both", "supervised"} <= main
+    assert 1 not in runner.TEST_DATA_SEEDS  # data seed 1 is the validation set
+
+
+def test_a_finished_run_is_reused_and_an_unfinished_one_started_again(
+    runner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    row = runner.ROWS[1]
+    done = tmp_path / "done"
+    done.mkdir()
+    (done / "result.json").write_text(json.dumps(_result(row.name, 0, 0.4)))
+    calls = []
+    monkeypatch.setattr(runner.subprocess, "run", lambda *a, **k: calls.append(a) or 1 / 0)
+    assert runner.run_one(row, "synthetic:x", done, 0, [])["scores"]["mAP"] == 0.4
+    assert calls == []
+    with pytest.raises(ZeroDivisionError):  # no result yet: it trains
+        runner.run_one(row, "synthetic:x", tmp_path / "new", 0, [])
+    assert "train.seed=0" in calls[0][0] and "eval.every=0" in calls[0][0]
+
+
+def test_the_thread_perturbation_pairs_runs_of_the_same_seed(runner) -> None:
+    rows = {r.name: r for r in runner.ROWS}
+    two = [_result("aff_scl_both", s, m) for s, m in [(0, 0.30), (1, 0.40)]]
+    one = [_result("aff_scl_both_threads1", s, m) for s, m in [(1, 0.37), (0, 0.32)]]
+    groups = [(rows["aff_scl_both"], 0, two), (rows["aff_scl_both_threads1"], 0, one)]
+    text = runner.perturbation(groups)
+    assert "seed 0: 30.0 vs 32.0" in text and "seed 1: 40.0 vs 37.0" in text
+    assert "mean |difference| 2.5" in text
