@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from reid.models.encoder import TrainOutput
 from trainer.config import Params
 from trainer.losses import grad_reverse, jsd_mutual_information
+from trainer.methods.base import check_camera_ids
 
 __all__ = ["AdlParams", "AdversarialDisentangling", "CameraBranch", "StatisticsNetwork"]
 
@@ -129,11 +130,7 @@ class AdversarialDisentangling(nn.Module):
     ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """``camera`` (weighted CE) and ``adl`` (``-lambda * I_JS``) terms, and extras."""
         camids = camids.to(out.embedding.device).long()
-        if camids.numel() and (int(camids.min()) < 0 or int(camids.max()) >= self.num_cameras):
-            raise ValueError(
-                f"camera ids must be in [0, {self.num_cameras}), got "
-                f"{int(camids.min())}..{int(camids.max())}"
-            )
+        check_camera_ids(camids, self.num_cameras)
         p = self.params
         fmap = out.feature_map.detach() if p.camera_detach else out.feature_map
         cam_feat, cam_logits = self.camera(fmap)

@@ -73,6 +73,13 @@ def register_method(cls: M) -> M:
     return cls
 
 
+def check_camera_ids(camids: torch.Tensor, num_cameras: int) -> None:
+    """Raise a ``ValueError`` naming the range unless every id is in ``[0, num_cameras)``."""
+    if camids.numel() and (int(camids.min()) < 0 or int(camids.max()) >= num_cameras):
+        low, high = int(camids.min()), int(camids.max())
+        raise ValueError(f"camera ids must be in [0, {num_cameras}), got {low}..{high}")
+
+
 def run_here(compute: Callable[[], T]) -> T:
     """Single-process ``EpochContext.run_once``: just compute."""
     return compute()

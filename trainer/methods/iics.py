@@ -59,6 +59,7 @@ from trainer.methods.base import (
     Method,
     StepOutput,
     TrainInfo,
+    check_camera_ids,
     register_method,
 )
 
@@ -231,8 +232,7 @@ class Iics(Method):
                 labels=self.pseudo_labels.cpu().numpy(), stats={"stage": float(stage == "inter")}
             )
         features, camids = context.features, np.asarray(context.camids)
-        if int(camids.max()) >= self.info.num_cameras or int(camids.min()) < 0:
-            raise ValueError(f"camera ids must be in [0, {self.info.num_cameras})")
+        check_camera_ids(torch.from_numpy(camids), self.info.num_cameras)
         stats: dict[str, float] = {"stage": float(stage == "inter")}
         if stage == "intra":
 
@@ -271,13 +271,7 @@ class Iics(Method):
         p = self.params
         if self.stage == "intra":
             camids = stream["camid"].to(feats.device).long()
-            if camids.numel() and (
-                int(camids.min()) < 0 or int(camids.max()) >= self.info.num_cameras
-            ):
-                raise ValueError(
-                    f"camera ids must be in [0, {self.info.num_cameras}), got "
-                    f"{int(camids.min())}..{int(camids.max())}"
-                )
+            check_camera_ids(camids, self.info.num_cameras)
             k = p.intra_clusters
             logits = (self.intra_bn(feats) @ self.intra_weight.t()).view(len(feats), -1, k)
             own = logits[torch.arange(len(feats), device=feats.device), camids]
