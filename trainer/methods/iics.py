@@ -142,12 +142,17 @@ def intra_inter_distance(
     return dist
 
 
-def _fresh_classifier(bn: nn.BatchNorm1d, weight: Tensor) -> None:
-    """The reference's classifier init: BN weight 1, bias 0 (frozen), weights ~ N(0, 0.001)."""
+def _fresh_classifier(bn: nn.BatchNorm1d, weight: Tensor, seed: int) -> None:
+    """The reference's classifier init: BN weight 1, bias 0 (frozen), weights ~ N(0, 0.001).
+
+    Drawn from a generator keyed by ``seed`` (not the global RNG, which the loop seeds
+    per rank), so every DDP process starts the same classifier.
+    """
+    generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         bn.reset_parameters()
         bn.reset_running_stats()
-        weight.normal_(0.0, 0.001)
+        weight.copy_(torch.randn(weight.shape, generator=generator) * 0.001)
 
 
 @register_method
@@ -165,7 +170,7 @@ class Iics(Method):
         self.inter_bn = nn.BatchNorm1d(dim)
         self.inter_weight = nn.Parameter(torch.empty(params.inter_clusters, dim))
         for bn, weight in ((self.intra_bn, self.intra_weight), (self.inter_bn, self.inter_weight)):
-            _fresh_classifier(bn, weight)
+            _fresh_classifier(bn, weight, seed=0)
             bn.bias.requires_grad_(False)
         self.register_buffer("pseudo_labels", torch.full((info.num_train,), -1, dtype=torch.long))
         self.register_buffer("intra_sizes", torch.zeros(cameras, dtype=torch.long))
@@ -242,7 +247,7 @@ class Iics(Method):
             labels, sizes = context.run_once(compute)
             self.intra_sizes.copy_(torch.from_numpy(sizes))
             fresh = (self.intra_weight, self.intra_bn.weight)
-            _fresh_classifier(self.intra_bn, self.intra_weight)
+            _fresh_classifier(self.intra_bn, self.intra_weight, seed=context.epoch)
         else:
             mix = self.mix_rate_at(context.epoch)
             distributions = self.camera_distributions(features) if mix > 0 else None
@@ -254,7 +259,7 @@ class Iics(Method):
 
             labels = context.run_once(compute)
             fresh = (self.inter_weight, self.inter_bn.weight)
-            _fresh_classifier(self.inter_bn, self.inter_weight)
+            _fresh_classifier(self.inter_bn, self.inter_weight, seed=context.epoch)
             stats["mix_rate"] = mix
         self.pseudo_labels.copy_(torch.from_numpy(labels))
         stats["num_clusters"] = float(len(np.unique(labels[labels >= 0])))
