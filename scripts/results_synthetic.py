@@ -1,7 +1,7 @@
 """Reproduce the method comparison of docs/RESULTS.md on the synthetic dataset, over seeds.
 
 Every row trains on the same data with the same budget (the ``*_synthetic.yaml``
-configs: 6 epochs x 30 iterations, batch 64, 128x64, pretrained MobileNetV2 unless the
+configs: 10 epochs x 30 iterations, batch 64, 128x64, pretrained MobileNetV2 unless the
 row says otherwise), once per training seed (``train.seed``), and is scored on the
 query/gallery split with the **last** checkpoint (never the best-on-test one, so
 nothing is tuned on the test split). The main rows are also run on a second synthetic
