@@ -138,15 +138,15 @@ def run_one(row: Row, spec: str, run_dir: Path, seed: int, extra: list[str]) -> 
     result_path = run_dir / (f"result_{row.name}.json" if row.scores_run_of else "result.json")
     if result_path.is_file():
         return json.loads(result_path.read_text())
+    if row.scores_run_of and not (run_dir / "result.json").is_file():
+        raise SystemExit(
+            f"row {row.name} scores the run of row {row.scores_run_of}, which has not "
+            f"finished in {run_dir}: run both (--rows {row.scores_run_of} {row.name})"
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
     train_seconds = 0.0
     commands = []
     if row.scores_run_of:
-        if not (run_dir / "result.json").is_file():
-            raise SystemExit(
-                f"row {row.name} scores the run of row {row.scores_run_of}, which has not "
-                f"finished in {run_dir}: run both (--rows {row.scores_run_of} {row.name})"
-            )
         trained = json.loads((run_dir / "result.json").read_text())
         train_seconds, commands = trained["train_seconds"], [trained["commands"][0]]
     elif row.config:

@@ -206,7 +206,8 @@ def test_unknown_key_without_a_close_match_lists_the_valid_keys_only(tmp_path: P
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, MINIMAL), ["eval.zzzz=1"])
     assert str(info.value) == (
-        "unknown key(s) eval.zzzz; valid keys in 'eval': every, rerank, metric, batch_size"
+        "unknown key(s) eval.zzzz; valid keys in 'eval': every, rerank, metric, batch_size, "
+        "camera_prior"
     )
 
 
