@@ -196,6 +196,21 @@ def test_the_banks_move_halfway_and_stay_unit_per_stripe() -> None:
 # ----------------------------------------------------------------------------- the method
 
 
+def test_the_encoder_embedding_splits_back_into_its_global_and_stripe_features() -> None:
+    """What the banks are filled from: the loop's features are the encoder's embedding."""
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        encoder = build_model("part_resnet18", **TINY_MODEL).eval()
+    with torch.no_grad():
+        out = encoder.forward_train(torch.randn(3, 3, *INPUT))
+    g, parts = encoder.split_embedding(out.embedding)
+    torch.testing.assert_close(g, out.aux["global_embedding"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(parts, out.part_feats, atol=1e-5, rtol=0)
+    cos = 0.5 * (g[0] @ g[1]) + 0.5 * (parts[0] * parts[1]).sum(1).mean()
+    assert float(out.embedding[0] @ out.embedding[1]) == pytest.approx(float(cos), abs=1e-5)
+
+
 def _method(**params: object) -> Selective:
     torch.manual_seed(0)
     with warnings.catch_warnings():

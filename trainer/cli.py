@@ -19,8 +19,10 @@ Evaluate::
 prints CMC / mAP / mINP; with ``--json`` one JSON object whose scores (``mAP``,
 ``mINP``, ``rank1``, ``rank5``, ``rank10``, ...) are fractions in [0, 1], exactly
 ``reid.metrics.RankResult.as_dict()``. The encoder is rebuilt from the checkpoint
-alone. Exit status: 0 success, 2 bad input (message on stderr, no traceback),
-1 failure during training.
+alone. ``--camera-prior W`` adds ``W`` to the distance of every same-camera
+query-gallery pair (selective contrast's reference evaluation uses 0.05). Exit
+status: 0 success, 2 bad input (message on stderr, no traceback), 1 failure during
+training.
 """
 
 from __future__ import annotations

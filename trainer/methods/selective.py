@@ -45,9 +45,15 @@ Loss per branch over the ``K = 1 + k + n`` entries, logits ``scale * x . M[idx]`
 numbers are reported (Market, epoch 40); ``configs/test.yml`` has 0.5, a shipped
 example no logged run used.
 
-Evaluation in the reference adds ``lambda_c [same camera]`` to the query-gallery
-distance; that term is not part of an encoder: ``python -m trainer eval
---camera-prior 0.05`` (``eval.camera_prior`` during training) applies it.
+Evaluation. The reference ranks by ``0.5 |g - g'| + 0.5 mean_p |l_p - l_p'| + lambda_c
+[same camera]``. The exported embedding (``reid.models.part``) ranks by cosine:
+``1 - cos(e, e') = 0.25 |g - g'|^2 + 0.25 mean_p |l_p - l_p'|^2``, the squared form of
+the first two terms (half the selection distance's); the unsquared sum is not an inner
+product of any one vector. The camera term is not part of an encoder: ``python -m
+trainer eval --camera-prior 0.05`` (``eval.camera_prior`` during training) adds it to
+the cosine distance. The scales agree where it matters: ``d |a - b| / d(1 - cos) =
+1 / sqrt(2 (1 - cos))`` is 1 at ``1 - cos = 0.5``, so 0.05 there is 0.05 here; closer
+pairs (cos 0.8) see it about 1.6 times larger here.
 
 Deviations, ours:
 
@@ -56,7 +62,6 @@ Deviations, ours:
   and each image's first visit contrasts against mostly empty slots; starting from the
   fill pass changes only that first pass of the warm-up (a slot halves its old content
   at every write). ``zero`` is the reference's start;
-
 * the banks are filled from the loop's train-set features (eval mode, no flip; the
   encoder's ``split_embedding`` recovers ``g`` and the ``l_p`` from the embedding),
   the reference from a train-mode pass over its flipped training loader;
