@@ -51,6 +51,10 @@ class Row:
     """For direct-transfer rows: evaluate this untrained encoder instead of training."""
     main: bool = False
     """Main rows are also run on the second data seed."""
+    eval_args: list[str] = field(default_factory=list)
+    """Extra ``python -m trainer eval`` arguments (e.g. ``--camera-prior 0.05``)."""
+    scores_run_of: str | None = None
+    """Score the trained run of this other row (same config) instead of training again."""
 
 
 ROWS = [
@@ -77,6 +81,21 @@ ROWS = [
         ["model.name=mobilenetv2", "method.adl=true"]),
     Row("frifm_adl_both", "frifm_adl on IICS, FRIFM + ADL (paper)", "frifm_adl_synthetic.yaml",
         ["model.name=frifm_mobilenetv2", "method.adl=true"], main=True),
+    Row("selective_warmup_only", "selective, warm-up only (self positive + random negatives)",
+        "selective_synthetic.yaml", ["method.warmup_epochs=6"]),
+    Row("selective_positives", "selective, + multiple positives (random negatives)",
+        "selective_synthetic.yaml", ["method.negatives=random"]),
+    Row("selective", "selective, + selected negatives (full; global + local)",
+        "selective_synthetic.yaml", main=True),
+    Row("selective_global_only", "selective, global branch only", "selective_synthetic.yaml",
+        ["method.local_weight=0", "method.global_weight=1", "model.kwargs.global_weight=1"]),
+    Row("selective_camera0", "selective, camera weight 0", "selective_synthetic.yaml",
+        ["method.camera_weight=0"]),
+    Row("selective_camera003", "selective, camera weight 0.03", "selective_synthetic.yaml",
+        ["method.camera_weight=0.03"]),
+    Row("selective_camera_prior", "selective (full), scored with the camera prior 0.05",
+        "selective_synthetic.yaml", main=True, eval_args=["--camera-prior", "0.05"],
+        scores_run_of="selective"),
     Row("supervised", "supervised upper bound (true labels)", "supervised_synthetic.yaml",
         main=True),
 ]  # fmt: skip
@@ -106,18 +125,31 @@ def eval_command(row: Row, spec: str, run_dir: Path) -> list[str]:
         if row.model
         else ["--checkpoint", str(run_dir / "checkpoint_last.pt")]
     )
-    return [sys.executable, "-m", "trainer", "eval", *source, "--data", spec, "--json"]
+    return [sys.executable, "-m", "trainer", "eval", *source, "--data", spec, "--json",
+            *row.eval_args]  # fmt: skip
 
 
 def run_one(row: Row, spec: str, run_dir: Path, seed: int, extra: list[str]) -> dict:
-    """One (row, data seed, train seed) run, or its saved result."""
-    result_path = run_dir / "result.json"
+    """One (row, data seed, train seed) run, or its saved result.
+
+    A row with ``scores_run_of`` scores that row's finished run (``run_dir`` is that
+    row's folder) and keeps its result in ``result_<name>.json`` beside it.
+    """
+    result_path = run_dir / (f"result_{row.name}.json" if row.scores_run_of else "result.json")
     if result_path.is_file():
         return json.loads(result_path.read_text())
+    if row.scores_run_of and not (run_dir / "result.json").is_file():
+        raise SystemExit(
+            f"row {row.name} scores the run of row {row.scores_run_of}, which has not "
+            f"finished in {run_dir}: run both (--rows {row.scores_run_of} {row.name})"
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
     train_seconds = 0.0
     commands = []
-    if row.config:
+    if row.scores_run_of:
+        trained = json.loads((run_dir / "result.json").read_text())
+        train_seconds, commands = trained["train_seconds"], [trained["commands"][0]]
+    elif row.config:
         cmd = train_command(row, spec, run_dir, seed, extra)
         commands.append(cmd)
         print("$ " + shlex.join(cmd), flush=True)
@@ -128,8 +160,9 @@ def run_one(row: Row, spec: str, run_dir: Path, seed: int, extra: list[str]) -> 
     cmd = eval_command(row, spec, run_dir)
     commands.append(cmd)
     scores = json.loads(subprocess.run(cmd, cwd=REPO, check=True, capture_output=True).stdout)
+    commands = [c if isinstance(c, str) else shlex.join(c) for c in commands]
     result = {"row": row.name, "seed": seed, "train_seconds": train_seconds, "scores": scores,
-              "commands": [shlex.join(c) for c in commands]}  # fmt: skip
+              "commands": commands}  # fmt: skip
     result_path.write_text(json.dumps(result, indent=2))
     print(f"  {row.name} seed {seed}: mAP {100 * scores['mAP']:.1f}", flush=True)
     return result
@@ -212,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
             if index > 0 and not row.main:
                 continue
             seeds = [args.seeds[0]] if row.model else args.seeds  # untrained: deterministic
-            folder = args.out / f"data{data_seed}" / row.name
+            folder = args.out / f"data{data_seed}" / (row.scores_run_of or row.name)
             runs = [
                 run_one(row, spec, folder / f"seed{seed}", seed, args.override) for seed in seeds
             ]

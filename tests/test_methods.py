@@ -112,7 +112,8 @@ def _grad_norm(module: torch.nn.Module) -> float:
 
 
 def test_methods_are_registered() -> None:
-    assert {"supervised", "cluster_contrast", "aff_scl", "frifm_adl", "iics"} <= set(METHODS)
+    shipped = {"supervised", "cluster_contrast", "aff_scl", "frifm_adl", "iics", "selective"}
+    assert shipped <= set(METHODS)
     for name, cls in METHODS.items():
         assert cls.name == name and issubclass(cls.params_cls, Params)
 
@@ -354,7 +355,7 @@ def test_bad_params_are_rejected() -> None:
 
 MY_CONFIGS = [
     f"{method}_{dataset}"
-    for method in ("cluster_contrast", "aff_scl", "frifm_adl", "iics")
+    for method in ("cluster_contrast", "aff_scl", "frifm_adl", "iics", "selective")
     for dataset in ("market1501", "dukemtmc", "synthetic")
 ]
 

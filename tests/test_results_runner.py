@@ -72,3 +72,28 @@ def test_the_thread_perturbation_pairs_runs_of_the_same_seed(runner) -> None:
     text = runner.perturbation(groups)
     assert "seed 0: 30.0 vs 32.0" in text and "seed 1: 40.0 vs 37.0" in text
     assert "mean |difference| 2.5" in text
+
+
+def test_a_row_scoring_another_rows_run_evaluates_it_again_without_training(
+    runner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = {r.name: r for r in runner.ROWS}
+    row = rows["selective_camera_prior"]
+    assert row.scores_run_of == "selective" and rows["selective"].config == row.config
+    trained = tmp_path / "selective" / "seed0"
+    with pytest.raises(SystemExit, match="--rows selective selective_camera_prior"):
+        runner.run_one(row, "synthetic:x", trained, 0, [])  # nothing trained yet
+    trained.mkdir(parents=True)
+    (trained / "result.json").write_text(json.dumps(_result("selective", 0, 0.4)))
+    calls = []
+
+    class Done:
+        stdout = json.dumps({"mAP": 0.45, "rank1": 0.6})
+
+    monkeypatch.setattr(runner.subprocess, "run", lambda cmd, **k: calls.append(cmd) or Done)
+    result = runner.run_one(row, "synthetic:x", trained, 0, [])
+    (cmd,) = calls  # one evaluation, no training
+    assert cmd[2:4] == ["trainer", "eval"] and cmd[-2:] == ["--camera-prior", "0.05"]
+    assert result["scores"]["mAP"] == 0.45 and result["train_seconds"] == 60.0
+    assert json.loads((trained / "result.json").read_text())["scores"]["mAP"] == 0.4
+    assert (trained / "result_selective_camera_prior.json").is_file()

@@ -60,7 +60,7 @@ def test_configs_readme_lists_every_config() -> None:
 
 def test_every_method_has_its_three_configs_and_the_bases_are_shipped() -> None:
     names = {p.stem for p in CONFIGS}
-    methods = ("supervised", "cluster_contrast", "aff_scl", "frifm_adl", "iics")
+    methods = ("supervised", "cluster_contrast", "aff_scl", "frifm_adl", "iics", "selective")
     datasets = ("synthetic", "market1501", "dukemtmc")
     variants = {"frifm_adl_cluster_contrast_synthetic"}  # labelled variants, synthetic only
     assert names == {f"{m}_{d}" for m in methods for d in datasets} | variants
@@ -71,7 +71,7 @@ def test_every_method_has_its_three_configs_and_the_bases_are_shipped() -> None:
 
 
 @pytest.mark.parametrize(
-    "method", ["supervised", "cluster_contrast", "aff_scl", "frifm_adl", "iics"]
+    "method", ["supervised", "cluster_contrast", "aff_scl", "frifm_adl", "iics", "selective"]
 )
 def test_dataset_configs_state_only_what_differs(method: str) -> None:
     """Each DukeMTMC-reID config is its Market-1501 config, plus the Duke eps where the
@@ -206,7 +206,8 @@ def test_unknown_key_without_a_close_match_lists_the_valid_keys_only(tmp_path: P
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, MINIMAL), ["eval.zzzz=1"])
     assert str(info.value) == (
-        "unknown key(s) eval.zzzz; valid keys in 'eval': every, rerank, metric, batch_size"
+        "unknown key(s) eval.zzzz; valid keys in 'eval': every, rerank, metric, batch_size, "
+        "camera_prior"
     )
 
 

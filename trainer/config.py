@@ -11,7 +11,7 @@ A config file has these sections (every key optional except ``method.name``)::
                  find_unused_parameters, sync_bn}
     optim:      {name, lr, weight_decay, momentum, nesterov, backbone_lr_mult}
     schedule:   {name, warmup_epochs, warmup_factor, milestones, gamma, min_lr_factor}
-    eval:       {every, rerank, metric, batch_size}
+    eval:       {every, rerank, metric, batch_size, camera_prior}
     checkpoint: {every, keep_last}
 
 ``_base_`` names a file whose settings this one starts from (chains allowed): mappings
@@ -247,12 +247,17 @@ class ScheduleConfig(Section):
 
 
 class EvalConfig(Section):
-    """Evaluation on query/gallery every ``every`` epochs (and after the last; 0 = never)."""
+    """Evaluation on query/gallery every ``every`` epochs (and after the last; 0 = never).
+
+    ``camera_prior``: weight added to the distance of same-camera query-gallery pairs
+    (the selective-contrast reference's evaluation; 0 = plain distances).
+    """
 
     every: int = Field(5, ge=0)
     rerank: bool = False
     metric: Literal["cosine", "euclidean", "sqeuclidean"] = "cosine"
     batch_size: int = Field(128, ge=1)
+    camera_prior: float = Field(0.0, ge=0)
 
 
 class CheckpointConfig(Section):

@@ -2,7 +2,7 @@
 
 Per epoch::
 
-    features = extract(encoder, train set)            # only if method.needs_features
+    features = extract(encoder, train set)            # only if method.wants_features(epoch)
     plan = method.prepare_epoch(EpochContext(...))    # pseudo-labels, memories
     loader = P x K sampler over plan.labels           # this rank's share of batches
     for batch in loader:
@@ -297,7 +297,8 @@ class Trainer:
         """Features + ``method.prepare_epoch``; the labels to sample from, or ``None``."""
         features = None
         start = time.perf_counter()
-        if self.method.needs_features:
+        extract = self.method.wants_features(epoch)
+        if extract:
             features = extract_features(
                 self.encoder,
                 self.records,
@@ -322,7 +323,7 @@ class Trainer:
         snapshot = method_state(self.method)
         start = time.perf_counter()
         plan = self.method.prepare_epoch(context)
-        if self.method.needs_features:
+        if extract:
             get_logger().info(
                 f"epoch {epoch + 1}: features of {len(self.records)} images in "
                 f"{feature_seconds:.1f} s, {self.method.name} pseudo-labels (clustering) in "
@@ -609,6 +610,7 @@ def build_trainer(
                 rerank=config.eval.rerank,
                 checkpoint_every=config.checkpoint.every,
                 keep_last=config.checkpoint.keep_last,
+                camera_prior=config.eval.camera_prior,
             )
             if out_dir is not None
             else []

@@ -128,8 +128,12 @@ def evaluate_encoder(
     metric: str = "cosine",
     rerank: bool = False,
     progress: bool | None = False,
+    camera_prior: float = 0.0,
 ) -> RankResult:
     """CMC / mAP / mINP of ``encoder`` on the dataset's query and gallery splits.
+
+    ``camera_prior``: weight added to same-camera query-gallery distances
+    (``reid.metrics.add_camera_prior``; 0 = none).
 
     Under DDP call it on every rank (features are sharded); every rank gets the result.
     """
@@ -160,4 +164,5 @@ def evaluate_encoder(
         g_camids,
         metric=metric,  # type: ignore[arg-type]
         rerank=RerankParams() if rerank else None,
+        camera_prior=camera_prior,
     )

@@ -86,10 +86,18 @@ class EvalHook(HookBase):
     ``RankResult.as_dict``) to the epoch record and tracks the best mAP.
     """
 
-    def __init__(self, every: int, *, metric: str = "cosine", rerank: bool = False) -> None:
+    def __init__(
+        self,
+        every: int,
+        *,
+        metric: str = "cosine",
+        rerank: bool = False,
+        camera_prior: float = 0.0,
+    ) -> None:
         self.every = every
         self.metric = metric
         self.rerank = rerank
+        self.camera_prior = camera_prior
         self._warned = False
 
     def due(self) -> bool:
@@ -119,6 +127,7 @@ class EvalHook(HookBase):
             metric=self.metric,
             rerank=self.rerank,
             progress=t.progress,
+            camera_prior=self.camera_prior,
         )
         scores = {k: float(v) for k, v in result.as_dict().items() if k in SCORE_KEYS}
         t.epoch_record.update(scores)
@@ -232,11 +241,12 @@ def default_hooks(
     rerank: bool,
     checkpoint_every: int,
     keep_last: int | None,
+    camera_prior: float = 0.0,
 ) -> list[HookBase]:
     """The standard hook list (order matters, see the module docstring)."""
     return [
         ProgressHook(progress),
-        EvalHook(eval_every, metric=eval_metric, rerank=rerank),
+        EvalHook(eval_every, metric=eval_metric, rerank=rerank, camera_prior=camera_prior),
         LogHook(out_dir),
         CheckpointHook(out_dir, checkpoint_every, keep_last),
     ]

@@ -1,9 +1,10 @@
-"""Cluster-level memories: one L2-normalised slot per pseudo-identity.
+"""Memories: one L2-normalised slot per pseudo-identity, or per train image.
 
-Both memories are plain buffers updated explicitly (``torch.no_grad``) from the
-method's ``after_step``; nothing happens inside autograd. They are resized each
-epoch to the new cluster count, and ``load_state_dict`` accepts a checkpoint of any
-size (the buffer takes the saved shape), so a resumed run restores them exactly.
+Every memory is a plain buffer updated explicitly (``torch.no_grad``) from the
+method's ``after_step``; nothing happens inside autograd, and checkpoints carry the
+buffers, so a resumed run restores them exactly. The cluster memories are resized
+each epoch to the new cluster count, and ``load_state_dict`` accepts a checkpoint of
+any size (the buffer takes the saved shape).
 
 * :class:`ClusterMemory`: the cluster memory. Initialised from the normalised
   cluster means; per step either
@@ -17,21 +18,39 @@ size (the buffer takes the saved shape), so a resumed run restores them exactly.
   to the cluster centre ``c_i`` (eq. (12), dot product), and
   ``h_i <- normalise(m * h_i + (1 - m) * hard_i)`` (eq. (13)).
 
+* :class:`InstanceMemory`: one slot per train image (selective contrast's global bank
+  ``[N, D]`` and local bank ``[N, P, d]``, normalised over the last axis), set from a
+  pass over the train set, then ``slot_i <- normalise(m * slot_i + (1 - m) * x_i)``
+  for the batch's images.
+* :class:`MixtureMemory`: selective contrast's mixture bank ``[N, D]``, zero at the
+  start, written by every anchor ``i`` into each of its positive slots ``j``:
+  ``M_j <- normalise((M_j + x_i) / 2)``.
+
 AFF_SCL: Wu, Yang and Wang, "Unsupervised Person Re-Identification with
 Attention-Guided Fine-Grained Features and Symmetric Contrast Learning" (Sensors
-2022); equation numbers are that paper's.
+2022); equation numbers are that paper's. Selective contrast: Pang et al., "Fully
+Unsupervised Person Re-Identification via Selective Contrastive Learning" (ACM TOMM
+2022), as its reference code (pangbo1997/Unsup_ReID ``engine/memory_bank.py``,
+``engine/loss.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["MEMORY_UPDATES", "ClusterMemory", "HardSampleMemory", "cluster_means"]
+__all__ = [
+    "MEMORY_UPDATES",
+    "ClusterMemory",
+    "HardSampleMemory",
+    "InstanceMemory",
+    "MixtureMemory",
+    "cluster_means",
+]
 
 MEMORY_UPDATES = ("instance", "batch_mean")
 """The :class:`ClusterMemory` update rules (see the module docstring)."""
@@ -192,3 +211,103 @@ class HardSampleMemory(_SlotMemory):
         features = features.to(self.features)
         clusters, rows = self.hardest(features, labels, centres.to(self.features))
         self._blend(clusters, features[rows])
+
+
+def _distinct(rows: Tensor) -> bool:
+    return int(torch.unique(rows).numel()) == int(rows.numel())
+
+
+class InstanceMemory(nn.Module):
+    """One unit slot per train image: ``features [N, *shape]``, normalised over the last axis.
+
+    ``shape`` is ``D`` (a global bank) or ``(P, d)`` (a bank of ``P`` stripe features
+    per image, each normalised on its own). ``ready`` records whether :meth:`reset` has
+    filled the bank (it is a buffer, so a resumed run knows too).
+    """
+
+    def __init__(self, num_slots: int, shape: int | Sequence[int], momentum: float) -> None:
+        super().__init__()
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"momentum must be in [0, 1], got {momentum}")
+        self.shape = (int(shape),) if isinstance(shape, int) else tuple(int(s) for s in shape)
+        self.momentum = float(momentum)
+        self.register_buffer("features", torch.zeros(int(num_slots), *self.shape))
+        self.register_buffer("ready", torch.zeros((), dtype=torch.bool))
+
+    @property
+    def num_slots(self) -> int:
+        return int(self.features.shape[0])
+
+    def _check(self, features: Tensor, rows: int | None = None) -> None:
+        expected = [self.num_slots if rows is None else rows, *self.shape]
+        if list(features.shape) != expected:
+            raise ValueError(f"expected features {expected}, got {list(features.shape)}")
+
+    @torch.no_grad()
+    def reset(self, features: Tensor) -> None:
+        """Fill every slot (``[N, *shape]``, normalised here) and mark the bank ready."""
+        self._check(features)
+        self.features.copy_(F.normalize(features.detach().to(self.features), dim=-1))
+        self.ready.fill_(True)
+
+    @torch.no_grad()
+    def update(self, indices: Tensor, features: Tensor) -> None:
+        """``slot_i <- normalise(m * slot_i + (1 - m) * x_i)`` for the batch's images.
+
+        An image that occurs twice in the batch moves twice, in batch order.
+        """
+        indices = indices.to(self.features.device).long().reshape(-1)
+        self._check(features, len(indices))
+        features = features.detach().to(self.features)
+        m = self.momentum
+        if _distinct(indices):
+            mixed = m * self.features[indices] + (1.0 - m) * features
+            self.features[indices] = F.normalize(mixed, dim=-1)
+            return
+        for row, x in zip(indices.tolist(), features, strict=True):
+            self.features[row] = F.normalize(m * self.features[row] + (1.0 - m) * x, dim=-1)
+
+    def extra_repr(self) -> str:
+        return f"slots={self.num_slots}, shape={self.shape}, momentum={self.momentum}"
+
+
+class MixtureMemory(nn.Module):
+    """Selective contrast's mixture bank: ``features [N, D]``, zero until written.
+
+    :meth:`write` moves each anchor's positive slots halfway towards the anchor:
+    ``M_j <- normalise((M_j + x_i) / 2)`` (the reference's ``Exclusive.backward``).
+    """
+
+    def __init__(self, num_slots: int, dim: int) -> None:
+        super().__init__()
+        self.dim = int(dim)
+        self.register_buffer("features", torch.zeros(int(num_slots), self.dim))
+
+    @property
+    def num_slots(self) -> int:
+        return int(self.features.shape[0])
+
+    @torch.no_grad()
+    def write(self, positives: Tensor, features: Tensor) -> None:
+        """Write anchor ``i`` (``features[i]``, ``[B, D]``) into slots ``positives[i]`` ``[B, K]``.
+
+        Order: column by column (self first, then the neighbours in rank order), the
+        anchors in batch order within a column; a slot written twice moves twice.
+        """
+        positives = positives.to(self.features.device).long()
+        if positives.ndim != 2 or features.shape != (len(positives), self.dim):
+            raise ValueError(
+                f"expected positives [B, K] and features [B, {self.dim}], "
+                f"got {list(positives.shape)} and {list(features.shape)}"
+            )
+        features = features.detach().to(self.features)
+        for column in positives.t():
+            if _distinct(column):
+                mixed = (self.features[column] + features) / 2
+                self.features[column] = F.normalize(mixed, dim=1)
+                continue
+            for row, x in zip(column.tolist(), features, strict=True):
+                self.features[row] = F.normalize((self.features[row] + x) / 2, dim=0)
+
+    def extra_repr(self) -> str:
+        return f"slots={self.num_slots}, dim={self.dim}"

@@ -59,6 +59,7 @@ class PartEncoder(ReIDEncoder):
     ``D = embedding_dim + num_stripes * part_dim`` (ResNet-50: 2048 + 8 * 256 = 4096).
     ``TrainOutput``: ``bn_feat`` the global feature before L2, ``part_feats``
     ``[B, P, part_dim]`` L2-normalised; ``aux["global_embedding"]`` is ``g``.
+    :meth:`split_embedding` recovers ``g`` and the ``l_i`` from the embedding alone.
     """
 
     def __init__(
@@ -80,6 +81,8 @@ class PartEncoder(ReIDEncoder):
         channels = backbone.out_channels
         global_dim = channels if embedding_dim is None else int(embedding_dim)
         self.num_stripes = int(num_stripes)
+        self.global_dim = global_dim
+        self.part_dim = int(part_dim)
         self.global_scale = math.sqrt(global_weight)
         self.part_scale = math.sqrt((1.0 - global_weight) / num_stripes)
         self.pool = build_pooling(pooling)
@@ -108,3 +111,21 @@ class PartEncoder(ReIDEncoder):
             part_feats=torch.stack(parts, dim=1),
             aux={"global_embedding": global_emb},
         )
+
+    def split_embedding(self, embedding: Tensor) -> tuple[Tensor, Tensor]:
+        """``(g [B, global_dim], parts [B, P, part_dim])`` from embeddings ``[B, D]``.
+
+        Undoes the concatenation of ``forward``: each piece is renormalised, so the
+        final L2 (a no-op up to rounding, the pieces being unit vectors) does not
+        matter. A piece whose weight is 0 (``global_weight`` 0 or 1) is not in the
+        embedding and comes back as zeros.
+        """
+        if embedding.ndim != 2 or embedding.shape[1] != self.embedding_dim:
+            raise ValueError(
+                f"expected embeddings [B, {self.embedding_dim}], got {list(embedding.shape)}"
+            )
+        g = embedding[:, : self.global_dim]
+        parts = embedding[:, self.global_dim :].reshape(
+            len(embedding), self.num_stripes, self.part_dim
+        )
+        return F.normalize(g, dim=1), F.normalize(parts, dim=2)

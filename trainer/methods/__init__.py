@@ -2,7 +2,7 @@
 
 A new method is one file defining a ``Method`` subclass decorated with
 ``@register_method`` (with its ``name`` and its ``params_cls``, a
-``trainer.config.Params`` model in the same file), one import line below, and its
+``trainer.config.Params`` model in the same file), one import below, and its
 YAML configs in ``trainer/configs/``. ``tests/test_methods.py`` runs every
 registered method through an epoch, a step and a resume.
 """
@@ -14,8 +14,15 @@ from typing import Any
 
 from torch import nn
 
-# One import line per method: importing the module registers it.
-from trainer.methods import aff_scl, cluster_contrast, frifm_adl, iics, supervised  # noqa: F401
+# One import per method: importing the module registers it.
+from trainer.methods import (  # noqa: F401
+    aff_scl,
+    cluster_contrast,
+    frifm_adl,
+    iics,
+    selective,
+    supervised,
+)
 from trainer.methods.base import (
     METHODS,
     EpochContext,

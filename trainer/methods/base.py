@@ -5,7 +5,7 @@ discriminators, pseudo-labels); the encoder it trains is the pure
 ``reid.models`` encoder that gets exported. The loop (``trainer.engine``) runs,
 per epoch::
 
-    features = extract(encoder, train images)          # only if method.needs_features
+    features = extract(encoder, train images)          # only if method.wants_features(epoch)
     plan = method.prepare_epoch(EpochContext(...))      # pseudo-labels, memories, ...
     for batch in loader(sampler over plan.labels):
         out = method.training_step(batch)               # named, already weighted losses
@@ -111,7 +111,8 @@ class EpochContext:
     supervised methods may use them."""
     features: torch.Tensor | None
     """L2-normalised train-set embeddings ``[N, D]`` (on the training device) from
-    the encoder in eval mode, when ``method.needs_features``; identical on every rank."""
+    the encoder in eval mode, when ``method.wants_features(epoch)``; identical on every
+    rank; ``None`` otherwise."""
     run_once: Callable[[Callable[[], Any]], Any] = run_here
     """Run an expensive deterministic computation (clustering) once and share its
     (picklable) result with every process; under DDP rank 0 computes and broadcasts."""
@@ -162,6 +163,13 @@ class Method(nn.Module):
         self.encoder = encoder
         self.params = params
         self.info = info
+
+    def wants_features(self, epoch: int) -> bool:
+        """Whether the loop extracts the train-set features before ``prepare_epoch`` of
+        ``epoch`` (default ``needs_features``, every epoch). A method that needs them only
+        sometimes (selective: once, to fill its per-image memories) overrides this; the
+        answer must be the same on every rank (decide from buffers, not randomness)."""
+        return self.needs_features
 
     def prepare_epoch(self, context: EpochContext) -> EpochPlan:
         raise NotImplementedError
