@@ -102,7 +102,7 @@ def install(app: FastAPI) -> None:
             spec = tidy_openapi(FastAPI.openapi(app))
             settings = getattr(app.state, "settings", None)
             if settings is not None:
-                describe_settings(spec, app, settings)
+                describe_settings(spec, settings)
             app.openapi_schema = spec
         return app.openapi_schema
 
@@ -249,12 +249,13 @@ def _input_only_schemas(spec: dict[str, Any]) -> set[str]:
 # -- what the settings change --------------------------------------------------------------
 
 
-def describe_settings(spec: dict[str, Any], app: FastAPI, settings: Any) -> dict[str, Any]:
+def describe_settings(spec: dict[str, Any], settings: Any) -> dict[str, Any]:
     """``spec`` (changed in place) as this server's settings make it: operations that
     need no key under them declare no security (and no 401/403), and ``k`` states its
     range ``1..max_k``."""
     from fastapi.routing import APIRoute
 
+    from server.routes import ROUTERS
     from server.routes.deps import require_read, require_write
 
     open_calls = set()
@@ -263,7 +264,7 @@ def describe_settings(spec: dict[str, Any], app: FastAPI, settings: Any) -> dict
     if not settings.writes_need_key:
         open_calls.add(require_write)
     paths = spec.get("paths", {})
-    for route in app.routes:
+    for route in (route for router in ROUTERS for route in router.routes):
         if not isinstance(route, APIRoute) or route.path not in paths:
             continue
         calls = _dependency_calls(route.dependant)

@@ -18,7 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
+from starlette.routing import BaseRoute, Match
 
 from server import docs, logs, wire
 from server.errors import ServiceError
@@ -135,10 +135,16 @@ def _add_handlers(app: FastAPI) -> None:
         return error_response(500, "InternalError", message, request_id=rid)
 
 
+def _all_routes(app: FastAPI) -> list[BaseRoute]:
+    """The app's own routes and those of the routers it includes (``server.routes``)."""
+    own = [route for route in app.router.routes if getattr(route, "path", None)]
+    return [*own, *(route for router in (*ROUTERS, page.router) for route in router.routes)]
+
+
 def _allowed_methods(request: Request) -> list[str]:
     """The methods some route of the app answers at the request's path."""
     methods: set[str] = set()
-    for route in request.app.routes:
+    for route in _all_routes(request.app):
         match, _ = route.matches(request.scope)
         if match is not Match.NONE:
             methods |= set(getattr(route, "methods", None) or ())

@@ -42,6 +42,54 @@ def _load_fake_service(settings):  # the replacement of server.cli.load_service
     return SearchService(ColourRuntime(), gallery, settings)
 
 
+FAULTS_ENV = "REID_TEST_FAULTS"
+"""A directory: while it holds a file ``enospc`` (``readonly``), the gallery's writes
+fail as on a full (read-only) disk: thumbnail files cannot be created and SQLite refuses
+to write. Only this test harness reads it; the server has no such switch."""
+
+
+def _install_faults(directory: Path) -> None:
+    import builtins
+    import errno
+    import sqlite3
+    import types
+
+    from reid.gallery import store
+
+    def fault() -> tuple[int, str] | None:
+        if (directory / "enospc").exists():
+            return errno.ENOSPC, "database or disk is full"
+        if (directory / "readonly").exists():
+            return errno.EROFS, "attempt to write a readonly database"
+        return None
+
+    def faulty_open(file, mode="r", *args, **kwargs):
+        failing = fault()
+        if failing and any(flag in mode for flag in "wax+"):
+            raise OSError(failing[0], os.strerror(failing[0]), str(file))
+        return builtins.open(file, mode, *args, **kwargs)
+
+    class FaultyConnection(sqlite3.Connection):
+        def execute(self, sql, *args):
+            failing = fault()
+            if failing and sql.lstrip().upper().startswith(("BEGIN", "INSERT", "DELETE")):
+                raise sqlite3.OperationalError(failing[1])
+            return super().execute(sql, *args)
+
+        def executemany(self, sql, *args):
+            failing = fault()
+            if failing:
+                raise sqlite3.OperationalError(failing[1])
+            return super().executemany(sql, *args)
+
+    real_connect = sqlite3.connect
+    faulty = types.ModuleType("sqlite3")  # the module as the store sees it
+    faulty.__dict__.update(sqlite3.__dict__)
+    faulty.connect = lambda *args, **kwargs: real_connect(*args, **kwargs, factory=FaultyConnection)
+    store.sqlite3 = faulty
+    store.open = faulty_open  # the store's writes of thumbnail files
+
+
 class LiveServer:
     """A ``tests/live_server.py`` child process; ``url`` and ``grpc_target`` once ready."""
 
@@ -125,4 +173,6 @@ if __name__ == "__main__":
     from server import cli
 
     cli.load_service = _load_fake_service
+    if os.environ.get(FAULTS_ENV):
+        _install_faults(Path(os.environ[FAULTS_ENV]))
     sys.exit(cli.main())

@@ -456,7 +456,7 @@ def _page_filter(
 def _row_to_entry(row: tuple) -> Row:
     _, camera, timestamp, track, bx, by, bw, bh, source, extra, thumbnail, created = row
     box = None if bx is None else (bx, by, bw, bh)
-    meta = EntryMetadata(camera, timestamp, track, box, source, json.loads(extra))
+    meta = EntryMetadata.stored(camera, timestamp, track, box, source, json.loads(extra))
     return meta, thumbnail is not None, created
 
 

@@ -183,6 +183,25 @@ class EntryMetadata:
         }
 
     @classmethod
+    def stored(
+        cls,
+        camera: int | None,
+        timestamp: float | None,
+        track: int | None,
+        box: tuple[float, float, float, float] | None,
+        source: str | None,
+        extra: dict[str, Any],
+    ) -> EntryMetadata:
+        """Metadata read back from storage, as it was stored: not checked again, so a
+        gallery written under older, looser checks stays readable."""
+        meta = object.__new__(cls)
+        values = {"camera": camera, "timestamp": timestamp, "track": track}
+        values.update(box=None if box is None else tuple(box), source=source, extra=extra)
+        for name, value in values.items():
+            object.__setattr__(meta, name, value)
+        return meta
+
+    @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EntryMetadata:
         """Build from a dict with any subset of the fields; ``ValueError`` on bad keys or types."""
         if not isinstance(data, Mapping):
