@@ -226,12 +226,7 @@ def decode_image_bytes(
                     image.draft(None, (need_w, need_h))  # DCT scaling: decode less
                     factor = min(image.size[0] // need_w, image.size[1] // need_h)
             image.load()
-            decoded = _to_8bit(image)
-            if factor >= 2:
-                if decoded.mode not in _REDUCIBLE:
-                    decoded = decoded.convert("RGBA" if "A" in decoded.mode else "RGB")
-                decoded = decoded.reduce(factor)
-            rgb = decoded.convert("RGB")
+            rgb = _shrunk(image, max(factor, 1))
     except Image.DecompressionBombError as exc:
         limit = f" (the limit is {max_pixels})" if max_pixels is not None else ""
         raise ImageTooLargeError(f"image has too many pixels{limit}: {_clean(exc)}") from None
@@ -240,6 +235,35 @@ def decode_image_bytes(
     except (OSError, SyntaxError, ValueError, MemoryError, IndexError, TypeError) as exc:
         raise _undecodable(exc) from None
     return np.asarray(rgb, dtype=np.uint8)
+
+
+STRIP_ROWS = 512
+"""Rows of the decoded image converted at a time (rounded to the shrink factor)."""
+
+
+def _shrunk(image: Image.Image, factor: int) -> Image.Image:
+    """``image`` as 8-bit RGB, box-reduced by ``factor`` (1: the same size), a strip of
+    rows at a time.
+
+    Converting or reducing the whole image would copy it (a palette or 16-bit image to
+    8-bit RGB, an RGBA one to premultiplied RGBa first): up to 8 bytes a pixel besides
+    the decoded image. Strip by strip, only about ``STRIP_ROWS`` rows are copied. The
+    conversions are per pixel and the reduction per block, so the pixels are those of
+    converting and reducing the whole image.
+    """
+    if image.mode == "RGB" and factor == 1:
+        return image.copy()
+    width, height = image.size
+    out = Image.new("RGB", (-(-width // factor), -(-height // factor)))
+    step = factor * max(1, STRIP_ROWS // factor)
+    for top in range(0, height, step):
+        strip = _to_8bit(image.crop((0, top, width, min(top + step, height))))
+        if factor > 1:
+            if strip.mode not in _REDUCIBLE:
+                strip = strip.convert("RGBA" if "A" in strip.mode else "RGB")
+            strip = strip.reduce(factor)
+        out.paste(strip.convert("RGB"), (0, top // factor))
+    return out
 
 
 def _undecodable(error: BaseException) -> PreprocessError:

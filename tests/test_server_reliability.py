@@ -606,8 +606,8 @@ def test_stalled_headers_and_bodies_are_cut_off(live):
 
 def _big_images() -> list[bytes]:
     """The worst images for decoding memory at max_pixels (4096x4096), each a few KB:
-    RGBA (Pillow premultiplies a copy before shrinking: 8 bytes a pixel), 16-bit grey
-    (7 bytes), palette (5 bytes) and a CMYK JPEG (decoded at 1/8 scale)."""
+    RGBA (4 bytes a pixel decoded, shrunk strip by strip), 16-bit grey, palette, and a
+    CMYK JPEG (decoded at 1/8 scale by the JPEG decoder)."""
     side = 4096
     palette = Image.new("P", (side, side), 3)
     grey16 = Image.fromarray(np.full((side, side), 30000, np.uint16))
@@ -625,8 +625,8 @@ MIB = 1024 * 1024
 def test_peak_memory_of_the_worst_accepted_requests_stays_within_the_stated_bound(tmp_path):
     """Item 1: with the default limits (max_pixels 4096x4096, max_request_pixels 64 Mi,
     decode_workers 2), three concurrent requests of the worst accepted images raise the
-    peak RSS by less than the bound of docs/SERVER.md: decode_workers x 8 bytes x
-    max_pixels (256 MiB), plus 64 MiB for everything else. The request of the issue (32
+    peak RSS by less than the bound of docs/SERVER.md: decode_workers x 6 bytes x
+    max_pixels (192 MiB), plus 64 MiB for everything else. The request of the issue (32
     copies of a 4096x4096 PNG) is refused from the image headers, before any decoding."""
     server = LiveServer(tmp_path / "g", "--no-access-log", log=tmp_path / "log").wait_ready()
     try:
@@ -654,7 +654,7 @@ def test_peak_memory_of_the_worst_accepted_requests_stays_within_the_stated_boun
             assert results == [200, 200, 200]
             peak = server.status_kib("VmHWM")
             growth_mib = (peak - idle) / 1024
-            bound_mib = 2 * 8 * 4096 * 4096 / MIB + 64
+            bound_mib = 2 * 6 * 4096 * 4096 / MIB + 64
             print(f"idle RSS {idle / 1024:.0f} MiB, peak {peak / 1024:.0f} MiB, growth "
                   f"{growth_mib:.0f} MiB, bound {bound_mib:.0f} MiB")  # fmt: skip
             assert growth_mib < bound_mib
