@@ -843,6 +843,10 @@ def test_sigkill_rounds_during_concurrent_adds_and_deletes_lose_nothing_acknowle
         server.stop()
     _integrity(directory)
     assert ledger.deletes and len(ledger.adds) >= 20 * rounds
+    print(
+        f"{rounds} SIGKILL rounds: {len(ledger.adds)} acknowledged adds, "
+        f"{len(ledger.deletes)} acknowledged deletes, none lost"
+    )
 
 
 def test_concurrent_search_add_and_delete_answer_no_5xx_and_no_stale_results(live):
@@ -911,6 +915,10 @@ def test_concurrent_search_add_and_delete_answer_no_5xx_and_no_stale_results(liv
     assert not problems, problems[:5]
     assert statuses and all(s < 500 for s in statuses), sorted(set(statuses))
     assert sum(kind == "delete" for _, kind, _ in events) > 0
+    print(
+        f"{seconds} s of 3 searchers + a writer + a deleter: {len(statuses)} requests, "
+        f"{sum(s >= 500 for s in statuses)} 5xx, {len(problems)} stale or missing results"
+    )
     with httpx.Client(base_url=live.url, timeout=30) as client:  # leave the matrix's 3 entries
         left = [
             i
@@ -977,3 +985,34 @@ def test_a_full_or_read_only_disk_refuses_writes_clearly_and_keeps_reads(
         assert add(client, [image_bytes((7, 8, 9))], [{}]).status_code == 201
         assert client.get("/v1/gallery/stats").json()["size"] == 4
     _integrity(directory)
+
+
+def test_removing_the_model_files_while_serving_keeps_the_server_up(tmp_path, tiny_export):
+    """A real ONNX export (``tests/test_server_live.py``'s tiny one): the runtime holds
+    the model in memory, so deleting the export directory under a running server
+    changes nothing until a restart, which then fails with a clear one-line error."""
+    import shutil
+    import subprocess
+    import sys
+
+    from test_server_live import REPO, ServerProcess, crop
+
+    export = tmp_path / "export"
+    shutil.copytree(tiny_export, export)
+    server = ServerProcess(export, tmp_path / "gallery", "--no-grpc", log=tmp_path / "log")
+    try:
+        server.wait_ready()
+        shutil.rmtree(export)
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            files = [("images", ("a.jpg", crop(1), "image/jpeg"))]
+            assert client.post("/v1/gallery", files=files).status_code == 201
+            r = client.post("/v1/search", files=files, data={"k": "1"})
+            assert r.status_code == 200 and r.json()["results"][0]["matches"]
+            assert client.get("/v1/model").status_code == 200
+    finally:
+        assert server.stop() == 0
+    again = subprocess.run(
+        [sys.executable, "-m", "server", "--model", str(export), "--gallery", str(tmp_path / "g2")],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert again.returncode == 2 and "no export manifest" in again.stderr
