@@ -7,6 +7,7 @@ prepared identically wherever it is embedded.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from io import BytesIO
@@ -122,33 +123,150 @@ def preprocess_batch(images: Sequence[np.ndarray], config: PreprocessConfig) -> 
     return batch
 
 
-def decode_image_bytes(data: bytes, max_pixels: int | None = None) -> np.ndarray:
+_OBJECT_REPR = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")
+
+_REDUCIBLE = {"L", "LA", "RGB", "RGBA"}
+"""Modes ``Image.reduce`` averages correctly (a palette or 1-bit image is converted first)."""
+
+
+class UnsupportedImageError(PreprocessError):
+    """A decodable image in a pixel format that is not embedded (floating-point samples)."""
+
+
+def _clean(error: BaseException) -> str:
+    """The decoder's message without object reprs (``<_io.BytesIO object at 0x...>``)."""
+    return _OBJECT_REPR.sub("the data", str(error)).strip() or type(error).__name__
+
+
+def _open_image(data: bytes) -> Image.Image:
+    try:
+        return Image.open(BytesIO(data))
+    except UnidentifiedImageError:
+        raise PreprocessError(
+            "data is not a decodable image (not in a format that is read: JPEG, PNG, WebP, "
+            "BMP, GIF, TIFF...)"
+        ) from None
+
+
+def image_size(data: bytes) -> tuple[int, int]:
+    """``(width, height)`` of encoded image bytes, from the header alone (nothing decoded)."""
+    if not data:
+        raise PreprocessError("empty image data (0 bytes)")
+    try:
+        with _open_image(data) as image:
+            return image.size
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(f"image has too many pixels: {_clean(exc)}") from None
+    except PreprocessError:
+        raise
+    except Exception as exc:
+        raise _undecodable(exc) from None
+
+
+def _sixteen_bit(image: Image.Image) -> bool:
+    """A 32-bit integer (``I``) image that really holds 16-bit samples (PNG, 16-bit TIFF)."""
+    if image.format == "PNG":
+        return True
+    bits = getattr(image, "tag_v2", {}).get(258)  # TIFF BitsPerSample
+    if isinstance(bits, tuple):
+        bits = bits[0] if bits else None
+    return isinstance(bits, int) and bits <= 16
+
+
+def _to_8bit(image: Image.Image) -> Image.Image:
+    """Deep grey images (16-bit ``I;16*``, 16-bit ``I``) scaled to 8 bits, not clipped
+    (``convert`` would saturate every value over 255); floating-point images refused."""
+    mode = image.mode
+    if mode.startswith("I;16") or (mode == "I" and _sixteen_bit(image)):
+        samples = np.asarray(image)
+        if mode == "I":
+            samples = np.clip(samples, 0, 65535)
+        return Image.fromarray((samples >> 8).astype(np.uint8), mode="L")
+    if mode in ("I", "F") or mode.startswith(("I;32", "F;")):
+        kind = "floating-point" if mode.startswith("F") else "32-bit integer"
+        raise UnsupportedImageError(
+            f"{kind} images (mode {mode}) are not supported; send 8- or 16-bit images"
+        )
+    return image
+
+
+def decode_image_bytes(
+    data: bytes, max_pixels: int | None = None, *, min_size: tuple[int, int] | None = None
+) -> np.ndarray:
     """Decode encoded image bytes (JPEG, PNG, BMP, WebP, ...) to ``uint8[H, W, 3]`` RGB.
 
     Every image the system embeds goes through this one decoder (files on disk and
     uploads alike), so the same bytes always give the same pixels. Raises
     ``PreprocessError`` for empty, truncated or non-image data, and for images larger
-    than ``max_pixels`` (checked from the header, before decoding).
+    than ``max_pixels`` (checked from the header, before decoding);
+    ``UnsupportedImageError`` for floating-point images. 16-bit images are scaled to 8
+    bits; the first frame of an animation is taken; alpha is dropped.
+
+    ``min_size=(height, width)`` bounds memory for large images: an image at least twice
+    that large in both dimensions is shrunk by an integer factor as it is decoded (a
+    JPEG is decoded at 1/2, 1/4 or 1/8 scale by the JPEG decoder itself, then the rest
+    is box-averaged), never below ``min_size``. The server passes its model input size;
+    smaller images are decoded exactly as without it.
     """
     if not data:
         raise PreprocessError("empty image data (0 bytes)")
     try:
-        with Image.open(BytesIO(data)) as image:
+        with _open_image(data) as image:
             width, height = image.size
             if max_pixels is not None and width * height > max_pixels:
                 raise ImageTooLargeError(
                     f"image is {width}x{height} = {width * height} pixels; "
                     f"the limit is {max_pixels}"
                 )
+            factor = 1
+            if min_size is not None:
+                need_h, need_w = max(1, int(min_size[0])), max(1, int(min_size[1]))
+                factor = min(width // need_w, height // need_h)
+                if factor >= 2 and image.format == "JPEG":
+                    image.draft(None, (need_w, need_h))  # DCT scaling: decode less
+                    factor = min(image.size[0] // need_w, image.size[1] // need_h)
             image.load()
-            rgb = image.convert("RGB")
+            rgb = _shrunk(image, max(factor, 1))
     except Image.DecompressionBombError as exc:
         limit = f" (the limit is {max_pixels})" if max_pixels is not None else ""
-        raise ImageTooLargeError(f"image has too many pixels{limit}: {exc}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        if isinstance(exc, PreprocessError):
-            raise
-        raise PreprocessError(
-            f"data is not a decodable image (corrupt, truncated or not an image: {exc})"
-        ) from None
+        raise ImageTooLargeError(f"image has too many pixels{limit}: {_clean(exc)}") from None
+    except PreprocessError:
+        raise
+    except (OSError, SyntaxError, ValueError, MemoryError, IndexError, TypeError) as exc:
+        raise _undecodable(exc) from None
     return np.asarray(rgb, dtype=np.uint8)
+
+
+STRIP_ROWS = 512
+"""Rows of the decoded image converted at a time (rounded to the shrink factor)."""
+
+
+def _shrunk(image: Image.Image, factor: int) -> Image.Image:
+    """``image`` as 8-bit RGB, box-reduced by ``factor`` (1: the same size), a strip of
+    rows at a time.
+
+    Converting or reducing the whole image would copy it (a palette or 16-bit image to
+    8-bit RGB, an RGBA one to premultiplied RGBa first): up to 8 bytes a pixel besides
+    the decoded image. Strip by strip, only about ``STRIP_ROWS`` rows are copied. The
+    conversions are per pixel and the reduction per block, so the pixels are those of
+    converting and reducing the whole image.
+    """
+    if image.mode == "RGB" and factor == 1:
+        return image.copy()
+    width, height = image.size
+    out = Image.new("RGB", (-(-width // factor), -(-height // factor)))
+    step = factor * max(1, STRIP_ROWS // factor)
+    for top in range(0, height, step):
+        strip = _to_8bit(image.crop((0, top, width, min(top + step, height))))
+        if factor > 1:
+            if strip.mode not in _REDUCIBLE:
+                strip = strip.convert("RGBA" if "A" in strip.mode else "RGB")
+            strip = strip.reduce(factor)
+        out.paste(strip.convert("RGB"), (0, top // factor))
+    return out
+
+
+def _undecodable(error: BaseException) -> PreprocessError:
+    return PreprocessError(
+        f"data is not a decodable image (corrupt, truncated or not an image: {_clean(error)})"
+    )

@@ -139,10 +139,18 @@ class _UvicornServer(uvicorn.Server):
 
 async def serve(settings: ServerSettings) -> None:
     """Run until SIGINT/SIGTERM, then drain the batcher and close the gallery."""
+    from server.connections import h11_protocol
     from server.http import create_app
 
+    problems = settings.auth_problems()
+    if problems:
+        raise StartupError("; ".join(problems))
     sock = bind_socket(settings.host, settings.http_port)  # fail fast on a busy port
-    service = await asyncio.to_thread(load_service, settings)
+    try:
+        service = await asyncio.to_thread(load_service, settings)
+    except BaseException:
+        sock.close()
+        raise
     grpc = None
     try:
         await service.start()
@@ -152,10 +160,12 @@ async def serve(settings: ServerSettings) -> None:
         # from the app's middleware (with the request id), not from uvicorn.
         config = uvicorn.Config(
             app,
+            http=h11_protocol(settings.header_timeout_s),  # headers have a deadline
             log_config=None,
             log_level=settings.log_level,
             access_log=False,
             timeout_graceful_shutdown=10,
+            limit_concurrency=settings.max_connections,
         )
         server = _UvicornServer(config)
         loop = asyncio.get_running_loop()
@@ -168,6 +178,19 @@ async def serve(settings: ServerSettings) -> None:
             settings.host,
             port,
             f", gRPC on {settings.host}:{grpc_port}" if grpc is not None else "",
+        )
+        log.info("auth: %s", settings.auth_mode())
+        log.info(
+            "limits: %d images, %d pixels per image, %d per request, %d decodes at once, "
+            "%g MiB per body; slow clients: headers %g s, body pauses %g s, %d connections",
+            settings.max_images,
+            settings.max_pixels,
+            settings.max_request_pixels,
+            settings.decode_workers,
+            settings.max_body_mb,
+            settings.header_timeout_s,
+            settings.body_timeout_s,
+            settings.max_connections,
         )
         info = service.model_info()
         log.info(

@@ -99,7 +99,11 @@ def install(app: FastAPI) -> None:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = tidy_openapi(FastAPI.openapi(app))
+            spec = tidy_openapi(FastAPI.openapi(app))
+            settings = getattr(app.state, "settings", None)
+            if settings is not None:
+                describe_settings(spec, settings)
+            app.openapi_schema = spec
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -240,3 +244,64 @@ def _input_only_schemas(spec: dict[str, Any]) -> set[str]:
                 inputs |= _refs(operation.get("requestBody", {}))
                 outputs |= _refs(operation.get("responses", {}))
     return _closure(inputs, schemas) - _closure(outputs, schemas)
+
+
+# -- what the settings change --------------------------------------------------------------
+
+
+def describe_settings(spec: dict[str, Any], settings: Any) -> dict[str, Any]:
+    """``spec`` (changed in place) as this server's settings make it: operations that
+    need no key under them declare no security (and no 401/403), and ``k`` states its
+    range ``1..max_k``."""
+    from fastapi.routing import APIRoute
+
+    from server.routes import ROUTERS
+    from server.routes.deps import require_read, require_write
+
+    open_calls = set()
+    if not settings.reads_need_key:
+        open_calls.add(require_read)
+    if not settings.writes_need_key:
+        open_calls.add(require_write)
+    paths = spec.get("paths", {})
+    for route in (route for router in ROUTERS for route in router.routes):
+        if not isinstance(route, APIRoute) or route.path not in paths:
+            continue
+        calls = _dependency_calls(route.dependant)
+        needs_key = calls & {require_read, require_write}
+        if not needs_key or not needs_key <= open_calls:
+            continue
+        for method in route.methods:
+            operation = paths[route.path].get(method.lower())
+            if isinstance(operation, dict):
+                operation.pop("security", None)
+                for code in ("401", "403"):
+                    operation.get("responses", {}).pop(code, None)
+    _k_range(spec, settings.max_k)
+    return spec
+
+
+def _dependency_calls(dependant: Any) -> set[Any]:
+    """Every callable a route depends on, transitively."""
+    found = set()
+    todo = list(dependant.dependencies)
+    while todo:
+        sub = todo.pop()
+        found.add(sub.call)
+        todo.extend(sub.dependencies)
+    return found
+
+
+def _k_range(spec: dict[str, Any], max_k: int) -> None:
+    """``k`` (a form field or a query parameter) as ``1..max_k``."""
+    for path_item in spec.get("paths", {}).values():
+        for operation in path_item.values():
+            if not isinstance(operation, dict):
+                continue
+            for parameter in operation.get("parameters", []):
+                if parameter.get("name") == "k" and "schema" in parameter:
+                    parameter["schema"].update(minimum=1, maximum=max_k)
+    for schema in spec.get("components", {}).get("schemas", {}).values():
+        k = schema.get("properties", {}).get("k")
+        if isinstance(k, dict) and k.get("type") == "integer":
+            k.update(minimum=1, maximum=max_k)

@@ -34,7 +34,8 @@ class PayloadTooLargeError(ServiceError):
 
 
 class UnsupportedMediaError(ServiceError):
-    """A body whose content type is not an image or multipart form."""
+    """A body whose content type is not an image or multipart form, or an image in a
+    pixel format that is not embedded (floating-point samples)."""
 
     http_status = 415
     grpc_code = "INVALID_ARGUMENT"
@@ -63,6 +64,20 @@ class ForbiddenError(ServiceError):
 
 class NotReadyError(ServiceError):
     """The model or gallery is not loaded yet, or the service is shutting down."""
+
+    http_status = 503
+    grpc_code = "UNAVAILABLE"
+
+
+class StorageFullError(ServiceError):
+    """The gallery's disk is full: a write was refused and nothing of it was kept."""
+
+    http_status = 507
+    grpc_code = "RESOURCE_EXHAUSTED"
+
+
+class StorageUnavailableError(ServiceError):
+    """The gallery's storage refused a write (read-only, I/O error); reads still work."""
 
     http_status = 503
     grpc_code = "UNAVAILABLE"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -17,10 +18,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Match
 
-from server import docs, wire
+from server import docs, logs, wire
 from server.errors import ServiceError
-from server.middleware import BodyLimitMiddleware, MetricsMiddleware, error_response
+from server.middleware import SCOPE_KEY, BodyLimitMiddleware, MetricsMiddleware, error_response
 from server.routes import ROUTERS, page
 from server.service import SearchService
 from server.settings import ServerSettings
@@ -28,6 +30,8 @@ from server.settings import ServerSettings
 log = logging.getLogger("server.http")
 
 MULTIPART_PATHS = {"/v1/search", "/v1/embed", "/v1/gallery"}
+MULTIPART_LIMIT = re.compile(r"exceeded maximum size|Too many (fields|files)", re.I)
+"""Starlette's messages for a multipart form over its limits (it answers 400)."""
 
 
 def create_app(
@@ -75,7 +79,9 @@ def create_app(
     for router in ROUTERS:
         app.include_router(router)
     app.include_router(page.router)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout_s
+    )
     app.add_middleware(
         MetricsMiddleware,
         get_metrics=lambda: app.state.service.metrics if app.state.service else None,
@@ -108,7 +114,43 @@ def _add_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        return error_response(exc.status_code, "HTTPError", str(exc.detail))
+        detail = str(exc.detail)
+        if exc.status_code == 400 and MULTIPART_LIMIT.search(detail):
+            # Starlette's multipart limits: 1 MiB per text field, 1,000 fields or files.
+            return error_response(413, "PayloadTooLargeError", f"multipart form: {detail}")
+        response = error_response(exc.status_code, "HTTPError", detail)
+        for name, value in (exc.headers or {}).items():  # e.g. Allow on a 405
+            response.headers[name] = value
+        if exc.status_code == 405:  # every method of the path, not only its first route's
+            response.headers["Allow"] = ", ".join(_allowed_methods(request))
+        return response
+
+    @app.exception_handler(Exception)
+    async def last_resort(request: Request, exc: Exception) -> Response:
+        """Anything no other handler answered: a JSON 500 with the request id (logged
+        with its traceback by ``MetricsMiddleware`` or here), never a plain-text page."""
+        rid = request.scope.get(SCOPE_KEY) or logs.request_id.get()
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        message = f"the server failed on this request (request id {rid}; see the server log)"
+        return error_response(500, "InternalError", message, request_id=rid)
+
+
+def _all_routes(app: FastAPI) -> list[BaseRoute]:
+    """The app's own routes and those of the routers it includes (``server.routes``)."""
+    own = [route for route in app.router.routes if getattr(route, "path", None)]
+    return [*own, *(route for router in (*ROUTERS, page.router) for route in router.routes)]
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """The methods some route of the app answers at the request's path."""
+    methods: set[str] = set()
+    for route in _all_routes(request.app):
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    if "GET" in methods:
+        methods.add("HEAD")
+    return sorted(methods)
 
 
 __all__ = ["create_app"]

@@ -3,6 +3,7 @@ log line and metrics."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -38,12 +39,22 @@ def error_response(
 # -- middleware ------------------------------------------------------------------------
 
 
-class BodyLimitMiddleware:
-    """413 for bodies over the limit: from Content-Length, or counted while streaming."""
+class BodyTimeoutError(Exception):
+    """The client paused longer than the body timeout while sending a request body."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+
+class BodyLimitMiddleware:
+    """413 for bodies over the limit: from Content-Length, or counted while streaming;
+    408 when the client pauses more than ``timeout`` seconds while sending the body.
+
+    Either way the app's own answer is replaced (what it read was cut short) and the
+    connection is closed.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout: float | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout = timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -60,26 +71,55 @@ class BodyLimitMiddleware:
                 if too_big:
                     await error_response(413, "PayloadTooLargeError", message)(scope, receive, send)
                     return
-        state = {"seen": 0, "over": False, "replaced": False}
+        state = {"seen": 0, "over": False, "late": False, "done": False, "replaced": False}
+        timeout = self.timeout
 
         async def counting_receive() -> Message:
-            msg = await receive()
+            if state["done"] or timeout is None:
+                msg = await receive()
+            else:
+                try:
+                    msg = await asyncio.wait_for(receive(), timeout)
+                except TimeoutError:
+                    state["late"] = True
+                    raise BodyTimeoutError(f"no body data for {timeout:g} s") from None
             if msg["type"] == "http.request":
                 state["seen"] += len(msg.get("body", b""))
+                if not msg.get("more_body", False):
+                    state["done"] = True
                 if state["seen"] > limit:
                     state["over"] = True
+                    state["done"] = True
                     return {"type": "http.request", "body": b"", "more_body": False}
             return msg
 
+        async def replace() -> None:
+            if state["replaced"]:
+                return
+            state["replaced"] = True
+            if state["over"]:
+                answer = error_response(413, "PayloadTooLargeError", message)
+            else:
+                answer = error_response(
+                    408,
+                    "RequestTimeoutError",
+                    f"the request body stopped arriving for more than {timeout:g} s "
+                    "(body_timeout_s)",
+                )
+            answer.headers["connection"] = "close"
+            await answer(scope, receive, send)
+
         async def guarded_send(msg: Message) -> None:
-            if state["over"]:  # whatever the app answers, the client gets the 413
-                if msg["type"] == "http.response.start" and not state["replaced"]:
-                    state["replaced"] = True
-                    await error_response(413, "PayloadTooLargeError", message)(scope, receive, send)
+            if state["over"] or state["late"]:  # whatever the app answers, this is the answer
+                if msg["type"] == "http.response.start":
+                    await replace()
                 return
             await send(msg)
 
-        await self.app(scope, counting_receive, guarded_send)
+        try:
+            await self.app(scope, counting_receive, guarded_send)
+        except BodyTimeoutError:
+            await replace()
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -14,6 +14,7 @@ import functools
 import hmac
 import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
@@ -27,6 +28,7 @@ from reid.gallery import (
     Gallery,
     GalleryClosedError,
     GalleryError,
+    GalleryStorageError,
     Match,
     SearchFilters,
 )
@@ -34,7 +36,9 @@ from reid.jsonable import to_jsonable
 from reid.preprocess import (
     ImageTooLargeError,
     PreprocessError,
+    UnsupportedImageError,
     decode_image_bytes,
+    image_size,
     preprocess_batch,
 )
 from reid.runtimes import Runtime
@@ -46,7 +50,10 @@ from server.errors import (
     NotFoundError,
     NotReadyError,
     PayloadTooLargeError,
+    StorageFullError,
+    StorageUnavailableError,
     UnauthorizedError,
+    UnsupportedMediaError,
 )
 from server.metrics import Metrics
 from server.settings import ServerSettings
@@ -98,6 +105,9 @@ class SearchService:
         )
         self._started = False
         self._closed = False
+        self._decode_pool = ThreadPoolExecutor(
+            max_workers=settings.decode_workers, thread_name_prefix="decode"
+        )
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -119,6 +129,7 @@ class SearchService:
             self._closed = True
             await asyncio.to_thread(self.gallery.close)
             self.runtime.close()
+            self._decode_pool.shutdown(wait=False, cancel_futures=True)
 
     def is_ready(self) -> bool:
         return self._started and not self._closed and self.batcher.running
@@ -133,13 +144,20 @@ class SearchService:
         """Raise ``UnauthorizedError`` (no key) / ``ForbiddenError`` (wrong key) if needed.
 
         Writes need ``api_key`` when one is set. Reads need ``read_key`` or
-        ``api_key`` when ``read_key`` is set; otherwise reads are open.
+        ``api_key`` when ``read_key`` is set; otherwise reads are open. Writes are never
+        less protected than reads: with only ``read_key`` set they need it too, unless
+        ``allow_anonymous_writes`` (``python -m server`` refuses to start that way without it).
         """
-        write_key = self.settings.api_key
-        read_key = self.settings.read_key
-        accepted = [write_key] if write else [read_key, write_key]
+        settings = self.settings
+        write_key, read_key = settings.api_key, settings.read_key
+        if write:
+            needed = settings.writes_need_key
+            accepted = [write_key] if write_key is not None else [read_key]
+        else:
+            needed = settings.reads_need_key
+            accepted = [read_key, write_key]
         secrets = [s.get_secret_value() for s in accepted if s is not None]
-        if (write and write_key is None) or (not write and read_key is None):
+        if not needed:
             return
         action = "writing to the gallery" if write else "this operation"
         if not key:
@@ -199,24 +217,77 @@ class SearchService:
         return queries
 
     # -- decoding --------------------------------------------------------------------
+    # Memory: at most ``decode_workers`` requests decode at once (a dedicated pool, so
+    # waiting requests hold no thread), one image at a time each; every image is shrunk
+    # to about the model input size as it is decoded (JPEGs by the JPEG decoder itself),
+    # so a request keeps only small images, whatever the size of what it sent.
+
+    def _decode_size(self) -> tuple[int, int]:
+        """``(height, width)`` an image is kept at (at least): model input and thumbnail."""
+        config = self.runtime.manifest.preprocess
+        return max(config.height, self.settings.thumbnail_height), config.width
+
+    def _check_pixels(self, images: Sequence[bytes]) -> None:
+        """Every image's pixels (from its header) against ``max_pixels``, and their sum
+        against ``max_request_pixels``, before any image is decoded."""
+        total = 0
+        limit = self.settings.max_pixels
+        for index, data in enumerate(images):
+            if not data:
+                raise BadInputError(f"image {index}: empty file (0 bytes)")
+            try:
+                width, height = image_size(bytes(data))
+            except ImageTooLargeError as exc:
+                raise PayloadTooLargeError(
+                    f"image {index}: {exc}; the limit is {limit} (max_pixels)"
+                ) from None
+            except PreprocessError as exc:
+                raise BadInputError(f"image {index}: {exc}") from None
+            if width * height > limit:
+                raise PayloadTooLargeError(
+                    f"image {index}: image is {width}x{height} = {width * height} pixels; "
+                    f"the limit is {limit} (max_pixels)"
+                )
+            total += width * height
+        budget = self.settings.max_request_pixels
+        if total > budget:
+            raise PayloadTooLargeError(
+                f"the {len(images)} images have {total} pixels together; the limit for one "
+                f"request is {budget} (max_request_pixels): send fewer or smaller images"
+            )
 
     def _decode_one(self, index: int, data: bytes) -> np.ndarray:
         label = f"image {index}"
         if not data:
             raise BadInputError(f"{label}: empty file (0 bytes)")
         try:  # the pixel limit is checked from the header, before decoding
-            return decode_image_bytes(data, max_pixels=self.settings.max_pixels)
+            return decode_image_bytes(
+                data, max_pixels=self.settings.max_pixels, min_size=self._decode_size()
+            )
         except ImageTooLargeError as exc:
             raise PayloadTooLargeError(f"{label}: {exc}") from None
+        except UnsupportedImageError as exc:
+            raise UnsupportedMediaError(f"{label}: {exc}") from None
         except PreprocessError as exc:
             raise BadInputError(f"{label}: {exc}") from None
 
     def _decode(self, images: Sequence[bytes]) -> list[np.ndarray]:
+        self._check_pixels(images)
         return [self._decode_one(i, bytes(data)) for i, data in enumerate(images)]
 
     def _prepare(self, images: Sequence[bytes]) -> np.ndarray:
-        """Decode + preprocess with the manifest's settings (runs in a thread)."""
+        """Decode + preprocess with the manifest's settings (runs in the decode pool)."""
         return preprocess_batch(self._decode(images), self.runtime.manifest.preprocess)
+
+    def _prepare_with_thumbnails(
+        self, images: Sequence[bytes]
+    ) -> tuple[np.ndarray, list[bytes | None]]:
+        return self._batch_and_thumbnails(self._decode(images), self.runtime.manifest.preprocess)
+
+    async def _in_decode_pool(self, method: Callable[..., T], *args: object) -> T:
+        """Run decoding work in the decode pool (``decode_workers`` threads)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._decode_pool, functools.partial(method, *args))
 
     async def _call(self, method: Callable[..., T], *args: object) -> T:
         """Run a blocking gallery method in a thread, mapping its errors."""
@@ -224,6 +295,10 @@ class SearchService:
             return await asyncio.to_thread(method, *args)
         except GalleryClosedError:
             raise NotReadyError("the gallery is closed (the server is shutting down)") from None
+        except GalleryStorageError as exc:
+            if exc.reason == "full":
+                raise StorageFullError(f"{exc}; nothing was changed") from None
+            raise StorageUnavailableError(f"{exc}; nothing was changed") from None
         except GalleryError as exc:
             raise BadInputError(str(exc)) from None
 
@@ -236,7 +311,7 @@ class SearchService:
         return await self._embed(images)
 
     async def _embed(self, images: Sequence[bytes]) -> np.ndarray:
-        batch = await asyncio.to_thread(self._prepare, images)
+        batch = await self._in_decode_pool(self._prepare, images)
         return await self.batcher.embed(batch)
 
     async def search(self, images: Sequence[bytes], options: SearchOptions) -> list[list[Match]]:
@@ -315,9 +390,7 @@ class SearchService:
             raise BadInputError(
                 f"{len(metadata)} metadata objects for {len(images)} images (give one per image)"
             )
-        decoded = await asyncio.to_thread(self._decode, images)
-        config = self.runtime.manifest.preprocess
-        batch, thumbs = await asyncio.to_thread(self._batch_and_thumbnails, decoded, config)
+        batch, thumbs = await self._in_decode_pool(self._prepare_with_thumbnails, images)
         embeddings = await self.batcher.embed(batch)
         ids = await self._call(self.gallery.add, embeddings, list(metadata), thumbs)
         self._update_size_gauge()

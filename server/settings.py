@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -38,9 +38,15 @@ class ServerSettings(BaseSettings):
     grpc: bool = Field(True, description="serve gRPC too (--no-grpc: HTTP only)")
 
     # Auth: writes need api_key when set; reads need read_key (or api_key) when set.
+    # Writes are never less protected than reads (see ``writes_need_key``).
     api_key: SecretStr | None = Field(None, description="key required for writes")
     read_key: SecretStr | None = Field(
         None, description="key required for reads (unset: open; the write key works too)"
+    )
+    allow_anonymous_writes: bool = Field(
+        False,
+        description="let writes through without a key although --read-key protects reads "
+        "(or --api-key is empty); refused at start-up otherwise",
     )
 
     # Dynamic micro-batching.
@@ -56,6 +62,12 @@ class ServerSettings(BaseSettings):
     max_images: int = Field(32, ge=1, description="images per request")
     max_body_mb: float = Field(32.0, gt=0, description="request body limit in MiB")
     max_pixels: int = Field(4096 * 4096, ge=1, description="pixels per image")
+    max_request_pixels: int = Field(
+        64 * 1024 * 1024, ge=1, description="pixels of all the images of one request together"
+    )
+    decode_workers: int = Field(
+        2, ge=1, le=64, description="images decoded at once, all requests together (memory bound)"
+    )
     max_k: int = Field(1000, ge=1, description="largest k")
     max_full_ranking: int | None = Field(
         None, ge=1, description="cap on matches per query for a full ranking (unset: all)"
@@ -63,6 +75,17 @@ class ServerSettings(BaseSettings):
     thumbnail_height: int = Field(128, ge=8, description="thumbnail height in pixels")
     expose_export_dir: bool = Field(
         False, description="report the served export directory in GET /v1/model"
+    )
+
+    # Slow or stalled clients (HTTP).
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="seconds a connection may take to send a request's headers"
+    )
+    body_timeout_s: float = Field(
+        30.0, gt=0, description="longest pause in seconds while a request body is being sent"
+    )
+    max_connections: int = Field(
+        1000, ge=1, description="HTTP connections and requests at once; more get 503"
     )
 
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
@@ -73,13 +96,68 @@ class ServerSettings(BaseSettings):
         True, description="one log line per HTTP request (--no-access-log: none)"
     )
 
+    _empty_keys: frozenset[str] = PrivateAttr(frozenset())
+
     @model_validator(mode="after")
     def _empty_keys_mean_none(self) -> ServerSettings:
-        if self.api_key is not None and not self.api_key.get_secret_value():
-            self.api_key = None
-        if self.read_key is not None and not self.read_key.get_secret_value():
-            self.read_key = None
+        """An empty key is no key; which ones were given empty is kept, since start-up
+        refuses them (``auth_problems``) rather than silently turning auth off."""
+        empty = set()
+        for name in ("api_key", "read_key"):
+            value = getattr(self, name)
+            if value is not None and not value.get_secret_value():
+                setattr(self, name, None)
+                empty.add(name)
+        self._empty_keys = frozenset(empty)
         return self
+
+    @property
+    def writes_need_key(self) -> bool:
+        """Writes need a key: the API key, or the read key when only that one is set
+        (writes are never less protected than reads, unless ``allow_anonymous_writes``)."""
+        if self.api_key is not None:
+            return True
+        return self.read_key is not None and not self.allow_anonymous_writes
+
+    @property
+    def reads_need_key(self) -> bool:
+        return self.read_key is not None
+
+    def auth_problems(self) -> list[str]:
+        """Why these keys must not be served as they are (empty when they may)."""
+        problems = []
+        if "api_key" in self._empty_keys and not self.allow_anonymous_writes:
+            problems.append(
+                "the API key is empty (--api-key '' or REID_API_KEY=''), which would leave "
+                "writes open: give a key, unset it, or pass --allow-anonymous-writes"
+            )
+        if "read_key" in self._empty_keys:
+            problems.append(
+                "the read key is empty (--read-key '' or REID_READ_KEY=''): give a key, or "
+                "unset it to leave reads open"
+            )
+        if self.read_key is not None and self.api_key is None and not self.allow_anonymous_writes:
+            problems.append(
+                "--read-key without --api-key would let anyone write while reads need a key: "
+                "set --api-key (REID_API_KEY) too, or pass --allow-anonymous-writes"
+            )
+        return problems
+
+    def auth_mode(self) -> str:
+        """The effective auth mode in words (logged at start-up)."""
+        if self.reads_need_key:
+            reads = "reads need the read key (or the API key)"
+        else:
+            reads = "reads are open"
+        if self.api_key is not None:
+            writes = "writes need the API key"
+        elif self.writes_need_key:
+            writes = "writes need the read key (no API key set)"
+        elif self.allow_anonymous_writes:
+            writes = "writes are anonymous (--allow-anonymous-writes)"
+        else:
+            writes = "writes are open (no keys set: anyone who can connect can edit the gallery)"
+        return f"{reads}; {writes}"
 
     @property
     def max_body_bytes(self) -> int:
@@ -98,11 +176,12 @@ class ServerSettings(BaseSettings):
                 "max_images": self.max_images,
                 "max_body_mb": self.max_body_mb,
                 "max_pixels": self.max_pixels,
+                "max_request_pixels": self.max_request_pixels,
                 "max_k": self.max_k,
                 "max_full_ranking": self.max_full_ranking,
             },
             "auth": {
-                "writes_need_key": self.api_key is not None,
-                "reads_need_key": self.read_key is not None,
+                "writes_need_key": self.writes_need_key,
+                "reads_need_key": self.reads_need_key,
             },
         }

@@ -12,13 +12,14 @@ library, checks its own inputs for every caller.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema
 
 from reid.gallery import EntryMetadata, SearchFilters
-from reid_client.schemas import MAX_ID, EntrySearchParams, GalleryPageParams, SearchParams
+from reid_client.schemas import MAX_CAMERA, EntrySearchParams, GalleryPageParams, SearchParams
 from server.errors import BadInputError
 from server.service import SearchOptions
 
@@ -50,7 +51,7 @@ class RawSearchQuery(SearchForm):
 
     query_cameras: Annotated[
         list[int] | None,
-        WithJsonSchema({"type": "integer", "minimum": 0, "maximum": MAX_ID}),
+        WithJsonSchema({"type": "integer", "minimum": 0, "maximum": MAX_CAMERA}),
     ] = Field(None, alias="query_camera", description="the query image's camera")
 
 
@@ -100,6 +101,22 @@ def search_options(
 # -- gallery metadata ----------------------------------------------------------------------
 
 
+def parse_json(text: str, where: str) -> Any:
+    """A JSON value sent as text (HTTP's ``metadata`` field, gRPC's ``extra_json``), or
+    ``BadInputError`` naming ``where``: invalid JSON, an integer of 4,300+ digits,
+    nesting too deep for the parser."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise BadInputError(f"{where} is not valid JSON: {error}") from None
+    except RecursionError:
+        raise BadInputError(f"{where} is nested too deeply") from None
+    except ValueError as error:  # "Exceeds the limit (4300 digits) for integer string..."
+        if "digits" in str(error):
+            raise BadInputError(f"{where} has an integer of more than 4300 digits") from None
+        raise BadInputError(f"{where} is not valid JSON: {error}") from None
+
+
 def entry_metadata(data: Mapping[str, Any], where: str) -> EntryMetadata:
     """One image's metadata (HTTP's JSON object or a gRPC message's fields), checked by
     ``EntryMetadata`` itself; ``where`` names the item in the error message."""
@@ -107,6 +124,8 @@ def entry_metadata(data: Mapping[str, Any], where: str) -> EntryMetadata:
         return EntryMetadata.from_dict(data)
     except (TypeError, ValueError) as error:
         raise BadInputError(f"{where}: {error}") from None
+    except RecursionError:
+        raise BadInputError(f"{where}: nested too deeply") from None
 
 
 # -- validation errors ---------------------------------------------------------------------

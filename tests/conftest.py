@@ -21,3 +21,15 @@ def tiny_synthetic(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("tiny_synthetic") / "data"
     assert main([str(out), *TINY_SYNTHETIC_ARGS]) == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weight ResNet-18 at 64x32 exported to ONNX with its manifest (built once
+    for the server tests that need a real model)."""
+    pytest.importorskip("reid.runtimes.onnx")
+    from export.onnx_export import export_encoder_dir
+    from reid.models import build_model
+
+    model = build_model("resnet18", pretrained=None, input_size=(64, 32)).eval()
+    return export_encoder_dir(model, tmp_path_factory.mktemp("export"))

@@ -130,3 +130,62 @@ def test_files_and_uploaded_bytes_decode_to_identical_pixels(tmp_path):
     (tmp_path / "empty.jpg").write_bytes(b"")
     with pytest.raises(ImageReadError, match=r"empty\.jpg.*empty"):
         read_image_rgb(tmp_path / "empty.jpg")
+
+
+# -- deep, float and large images (issue 17) -----------------------------------------------
+
+
+def _png(image: Image.Image, fmt: str = "PNG") -> bytes:
+    out = io.BytesIO()
+    image.save(out, format=fmt)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "TIFF"])
+def test_16_bit_grey_is_scaled_to_8_bits_not_clipped(fmt):
+    deep = Image.fromarray(np.full((8, 4), 40000, np.uint16))
+    assert (decode_image_bytes(_png(deep, fmt)) == 40000 >> 8).all()
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        Image.fromarray(np.full((8, 4), 0.5, np.float32), mode="F"),
+        Image.fromarray(np.full((8, 4), 7, np.int32), mode="I"),
+    ],
+    ids=["float", "32-bit integer"],
+)
+def test_float_and_32_bit_images_are_refused_not_embedded_as_black(image):
+    from reid.preprocess import UnsupportedImageError
+
+    with pytest.raises(UnsupportedImageError, match="send 8- or 16-bit images"):
+        decode_image_bytes(_png(image, "TIFF"))
+
+
+def test_decode_errors_name_no_object_reprs():
+    with pytest.raises(PreprocessError) as info:
+        decode_image_bytes(b"certainly not an image")
+    assert " at 0x" not in str(info.value) and "not a decodable image" in str(info.value)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "P", "L", "I;16"])
+def test_min_size_shrinks_large_images_by_an_integer_factor_as_they_are_decoded(mode):
+    rng = np.random.default_rng(0)
+    pixels = Image.fromarray(rng.integers(0, 256, (700, 300, 3), dtype=np.uint8))
+    image = {"RGBA": pixels.convert("RGBA"), "P": pixels.convert("P"), "L": pixels.convert("L")}
+    if mode == "I;16":
+        image[mode] = Image.fromarray(np.asarray(pixels.convert("L")).astype(np.uint16) * 257)
+    data = _png(image.get(mode, pixels))
+    full = decode_image_bytes(data)
+    small = decode_image_bytes(data, min_size=(64, 32))  # factor min(300 // 32, 700 // 64) = 9
+    assert small.shape == (78, 34, 3)  # never below min_size
+    np.testing.assert_array_equal(small, np.asarray(Image.fromarray(full).reduce(9)))
+    tiny = _png(Image.new("RGB", (40, 100)))  # less than twice min_size: decoded as is
+    assert decode_image_bytes(tiny, min_size=(64, 32)).shape == (100, 40, 3)
+
+
+def test_large_jpegs_are_decoded_at_reduced_scale_but_never_below_min_size():
+    data = _png(Image.new("RGB", (2000, 4000), (200, 30, 60)), "JPEG")
+    small = decode_image_bytes(data, min_size=(256, 128))
+    assert small.shape[0] >= 256 and small.shape[1] >= 128 and small.shape[0] <= 512
+    np.testing.assert_allclose(small.mean(axis=(0, 1)), (200, 30, 60), atol=3)

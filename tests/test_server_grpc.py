@@ -416,7 +416,10 @@ async def test_add_converts_each_entry_metadata(fake):
     [
         (entry(png(), extra_json="{oops"), "entries[0].metadata.extra_json is not valid JSON"),
         (entry(png(), extra_json="[1, 2]"), "must be a JSON object"),
-        (entry(png(), camera=-3), "entries[0].metadata: camera must be >= 0"),
+        (
+            entry(png(), camera=-3),
+            "entries[0].metadata: camera must be between 0 and 2147483647",
+        ),
         (entry(png(), timestamp=float("nan")), "timestamp must be finite"),
     ],
     ids=["extra-not-json", "extra-not-object", "negative-camera", "nan-timestamp"],

@@ -801,3 +801,18 @@ def test_search_embeddings_with_k_none_is_a_full_ranking():
 
     matches = asyncio.run(go())
     assert len(matches) == 5 and matches[0].score == pytest.approx(1.0)
+
+
+def test_with_only_a_read_key_writes_need_it_too(tmp_path):
+    """Writes are never less protected than reads (``python -m server`` refuses to start
+    this way without --allow-anonymous-writes; an app built in-process stays safe)."""
+    with make_client(tmp_path, read_key=READ_KEY) as client:
+        assert client.post("/v1/gallery", files=files(image_bytes(RED))).status_code == 401
+        r = client.post(
+            "/v1/gallery", files=files(image_bytes(RED)), headers={"X-API-Key": READ_KEY}
+        )
+        assert r.status_code == 201
+        auth = client.get("/v1/model", headers={"X-API-Key": READ_KEY}).json()["auth"]
+        assert auth == {"writes_need_key": True, "reads_need_key": True}
+    with make_client(tmp_path / "anon", read_key=READ_KEY, allow_anonymous_writes=True) as client:
+        assert client.post("/v1/gallery", files=files(image_bytes(RED))).status_code == 201

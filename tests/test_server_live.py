@@ -23,20 +23,9 @@ import pytest
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
-SIZE = (64, 32)  # model input H, W
+SIZE = (64, 32)  # model input H, W (of the ``tiny_export`` fixture, in conftest.py)
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="session")
-def tiny_export(tmp_path_factory) -> Path:
-    """A random-weight ResNet-18 at 64x32 exported to ONNX with its manifest."""
-    pytest.importorskip("reid.runtimes.onnx")
-    from export.onnx_export import export_encoder_dir
-    from reid.models import build_model
-
-    model = build_model("resnet18", pretrained=None, input_size=SIZE).eval()
-    return export_encoder_dir(model, tmp_path_factory.mktemp("export"))
 
 
 class ServerProcess:

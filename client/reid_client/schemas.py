@@ -9,16 +9,25 @@ gRPC API (``proto/reid/v1/reid.proto``) carries the same values; its JSON fields
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 MAX_ID = 2**63 - 1
-"""Largest gallery id and camera id the API accepts."""
+"""Largest gallery id the API accepts (SQLite's ``INTEGER``; gRPC ids are ``uint64``)."""
+MAX_CAMERA = 2**31 - 1
+"""Largest camera id the API accepts (gRPC cameras are ``int32``)."""
+MIN_TRACK, MAX_TRACK = -(2**63), 2**63 - 1
+"""Track ids are signed 64-bit integers (gRPC's ``int64``)."""
+
+GalleryId = Annotated[int, Field(ge=0, le=MAX_ID)]
+CameraId = Annotated[int, Field(ge=0, le=MAX_CAMERA)]
 
 
-def _id_list(name: str, value: object) -> list[int] | None:
-    """``"1,2"``, ``["1", "2"]``, ``["1,2"]`` or ``[1, 2]`` -> ``[1, 2]``; empty -> None."""
+def _id_list(name: str, value: object, maximum: int = MAX_CAMERA) -> list[int] | None:
+    """``"1,2"``, ``["1", "2"]``, ``["1,2"]`` or ``[1, 2]`` -> ``[1, 2]``; empty -> None.
+
+    Every value must be in ``0..maximum`` (camera ids by default)."""
     if value is None:
         return None
     if isinstance(value, str):
@@ -31,29 +40,41 @@ def _id_list(name: str, value: object) -> list[int] | None:
     for part in parts:
         if isinstance(part, str):
             if "," in part:
-                out.extend(_id_list(name, part) or [])
+                out.extend(_id_list(name, part, maximum) or [])
                 continue
             if not part.strip():
                 continue
+            if len(part.strip()) > 30:  # int() refuses 4,300+ digits with a long message
+                raise ValueError(
+                    f"{name} values must be between 0 and {maximum}, got {part[:20]}..."
+                )
             try:
                 part = int(part)
             except ValueError:
                 raise ValueError(
-                    f"{name} must be comma-separated integers, got {value!r}"
+                    f"{name} must be comma-separated integers, got {_cut(value)}"
                 ) from None
         if isinstance(part, bool) or not isinstance(part, int):
-            raise ValueError(f"{name} must be integers, got {part!r}")
-        if not 0 <= part <= MAX_ID:
-            raise ValueError(f"{name} values must be between 0 and {MAX_ID}, got {part}")
+            raise ValueError(f"{name} must be integers, got {_cut(part)}")
+        if not 0 <= part <= maximum:
+            raise ValueError(f"{name} values must be between 0 and {maximum}, got {_cut(part)}")
         out.append(part)
     return out or None
+
+
+def _cut(value: object, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters (a huge value is not echoed back)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**limit:
+        return f"an integer of more than {limit} digits"
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class _CameraTimeFilter(BaseModel):
     """Keep entries of some cameras within an inclusive time window (search and listing)."""
 
     model_config = ConfigDict(extra="forbid")
-    cameras: list[int] | None = Field(None, description="keep only these cameras")
+    cameras: list[CameraId] | None = Field(None, description="keep only these cameras")
     time_from: float | None = Field(None, description="earliest timestamp")
     time_to: float | None = Field(None, description="latest timestamp")
 
@@ -84,10 +105,10 @@ def _finite_or_none(name: str, value: float | None) -> float | None:
 class _SearchOptions(_CameraTimeFilter):
     """The search fields shared by every way of querying: k, ranking and filters."""
 
-    k: int = Field(10, ge=1, description="matches per query")
+    k: int = Field(10, ge=1, le=2**31 - 1, description="matches per query")
     full_ranking: bool = Field(False, description="every entry passing the filters")
     exclude_same_camera: bool = Field(False, description="drop matches from the query's camera")
-    exclude_cameras: list[int] | None = Field(None, description="drop these cameras")
+    exclude_cameras: list[CameraId] | None = Field(None, description="drop these cameras")
     min_score: float | None = Field(None, description="lowest cosine score")
 
     @field_validator("exclude_cameras", mode="before")
@@ -112,7 +133,7 @@ class SearchParams(_SearchOptions):
     ranking. The server also checks ``k`` against its own ``max_k``.
     """
 
-    query_cameras: list[int] | None = Field(None, description="the camera of each query image")
+    query_cameras: list[CameraId] | None = Field(None, description="the camera of each query image")
 
     @field_validator("query_cameras", mode="before")
     @classmethod
@@ -194,9 +215,9 @@ class EntryMetadataIn(BaseModel):
     """Where and when a crop was seen; one per image of ``POST /v1/gallery``."""
 
     model_config = ConfigDict(extra="forbid")
-    camera: int | None = Field(None, ge=0, le=MAX_ID, description="0-based camera id")
+    camera: int | None = Field(None, ge=0, le=MAX_CAMERA, description="0-based camera id")
     timestamp: float | None = Field(None, description="seconds (unix or video time)")
-    track: int | None = None
+    track: int | None = Field(None, ge=MIN_TRACK, le=MAX_TRACK, description="track id")
     box: list[float] | None = Field(
         None, min_length=4, max_length=4, description="[x, y, w, h] in the source frame"
     )
@@ -248,7 +269,16 @@ class AddResponse(BaseModel):
 
 
 class DeleteRequest(BaseModel):
-    ids: list[int] = Field(min_length=1, max_length=10_000, description="gallery ids")
+    ids: list[GalleryId] = Field(min_length=1, max_length=10_000, description="gallery ids")
+
+    @field_validator("ids", mode="before")
+    @classmethod
+    def _bounded_ids(cls, value: object) -> object:
+        """Ids out of range are refused by value, naming the field (not as a 5xx)."""
+        for item in value if isinstance(value, list) else ():
+            if isinstance(item, int) and not isinstance(item, bool) and not 0 <= item <= MAX_ID:
+                raise ValueError(f"ids values must be between 0 and {MAX_ID}, got {_cut(item)}")
+        return value
 
 
 class DeleteManyResponse(BaseModel):
@@ -347,6 +377,9 @@ class Limits(BaseModel):
     max_images: int = Field(description="images per request")
     max_body_mb: float
     max_pixels: int = Field(description="pixels per decoded image")
+    max_request_pixels: int | None = Field(
+        None, description="pixels of all the images of one request together"
+    )
     max_k: int
     max_full_ranking: int | None = Field(
         description="entries returned by a full ranking at most (None: every entry)"

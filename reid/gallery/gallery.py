@@ -44,6 +44,7 @@ from reid.gallery.index import KINDS, IndexSettings, VectorIndex
 from reid.gallery.locking import ReadWriteLock
 from reid.gallery.store import Store
 from reid.gallery.types import (
+    MAX_ID,
     Entry,
     EntryMetadata,
     EntryPage,
@@ -51,6 +52,7 @@ from reid.gallery.types import (
     GalleryError,
     Match,
     SearchFilters,
+    _short,
 )
 
 log = logging.getLogger(__name__)
@@ -305,7 +307,7 @@ class Gallery:
         self._check_open()
         with self._rw.read():
             self._check_open()
-            return self._store.thumbnail_path(int(id))
+            return self._store.thumbnail_path(_id_list([id])[0])
 
     def stats(self) -> dict[str, Any]:
         """Size, dim, index kind and parameters, per-camera counts, time range, thumbnails."""
@@ -558,7 +560,16 @@ def _thumbnail_list(thumbnails: Sequence[bytes | None] | None, count: int) -> li
 
 
 def _id_list(ids: Sequence[int]) -> list[int]:
+    """Ids as ints in ``0..MAX_ID`` (an id outside cannot exist, and SQLite cannot bind it)."""
+    if isinstance(ids, Sequence) and not isinstance(ids, (str, bytes)):
+        for i in ids:
+            if isinstance(i, int) and not isinstance(i, bool) and not 0 <= i <= MAX_ID:
+                raise GalleryError(f"ids must be between 0 and {MAX_ID}, got {_short(i)}")
     array = np.asarray(ids).reshape(-1)
     if array.size and array.dtype.kind not in "iu":
         raise GalleryError(f"ids must be integers, got dtype {array.dtype}")
-    return [int(i) for i in array]
+    out = [int(i) for i in array]
+    for i in out:
+        if not 0 <= i <= MAX_ID:
+            raise GalleryError(f"ids must be between 0 and {MAX_ID}, got {i}")
+    return out

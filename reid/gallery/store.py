@@ -13,6 +13,7 @@ from opening the same directory (the kernel drops it when the process dies).
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import math
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from reid.gallery.types import EntryMetadata, GalleryError
+from reid.gallery.types import EntryMetadata, GalleryError, GalleryStorageError
 
 DB_NAME = "gallery.sqlite3"
 THUMBNAILS = "thumbnails"
@@ -168,13 +169,16 @@ class Store:
                     rows,
                 )
                 self._conn.execute("COMMIT")
-            except BaseException:
+            except BaseException as error:
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
                 for path in paths:
                     if path is not None:
                         (self.directory / path).unlink(missing_ok=True)
-                raise
+                converted = storage_error(error, "add the entries")
+                if converted is error:
+                    raise
+                raise converted from error
             self._next_id += len(ids)
             return ids
 
@@ -185,11 +189,17 @@ class Store:
         paths: list[str | None] = []
         try:
             self._write_files(ids, thumbnails, paths)
-        except BaseException:
+        except BaseException as error:
             for path in paths:
                 if path is not None:
                     (self.directory / path).unlink(missing_ok=True)
-            raise
+            for entry_id in ids:  # a temporary file the failed write left behind
+                shard = self.directory / THUMBNAILS / f"{int(entry_id) // _SHARD:06d}"
+                (shard / f".{int(entry_id)}.jpg.tmp").unlink(missing_ok=True)
+            converted = storage_error(error, "store the thumbnails")
+            if converted is error:
+                raise
+            raise converted from error
         return paths
 
     def _write_files(
@@ -231,10 +241,13 @@ class Store:
                         marks = ",".join("?" * len(chunk))
                         self._conn.execute(f"DELETE FROM entries WHERE id IN ({marks})", chunk)
                     self._conn.execute("COMMIT")
-                except BaseException:
+                except BaseException as error:
                     if self._conn.in_transaction:
                         self._conn.execute("ROLLBACK")
-                    raise
+                    converted = storage_error(error, "delete the entries")
+                    if converted is error:
+                        raise
+                    raise converted from error
             for _, path in found:
                 if path is not None:
                     (self.directory / path).unlink(missing_ok=True)
@@ -369,6 +382,31 @@ class Store:
         }
 
 
+_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_READ_ONLY = {errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def storage_error(error: BaseException, action: str) -> BaseException:
+    """``GalleryStorageError`` for a failed write to the disk or the database (disk
+    full, read-only, I/O error); any other exception unchanged."""
+    if isinstance(error, GalleryStorageError):
+        return error
+    if isinstance(error, OSError):
+        reason = (
+            "full" if error.errno in _FULL else "read-only" if error.errno in _READ_ONLY else "io"
+        )
+        detail = error.strerror or str(error)
+    elif isinstance(error, sqlite3.OperationalError | sqlite3.DatabaseError) and not isinstance(
+        error, sqlite3.IntegrityError | sqlite3.ProgrammingError
+    ):
+        text = str(error).lower()
+        reason = "full" if "full" in text else "read-only" if "readonly" in text else "io"
+        detail = str(error)
+    else:
+        return error
+    return GalleryStorageError(f"the gallery could not {action}: {detail}", reason)
+
+
 def _row_values(
     entry_id: int, vector: np.ndarray, meta: EntryMetadata, thumbnail: str | None, now: float
 ) -> tuple:
@@ -418,7 +456,7 @@ def _page_filter(
 def _row_to_entry(row: tuple) -> Row:
     _, camera, timestamp, track, bx, by, bw, bh, source, extra, thumbnail, created = row
     box = None if bx is None else (bx, by, bw, bh)
-    meta = EntryMetadata(camera, timestamp, track, box, source, json.loads(extra))
+    meta = EntryMetadata.stored(camera, timestamp, track, box, source, json.loads(extra))
     return meta, thumbnail is not None, created
 
 

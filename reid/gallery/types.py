@@ -9,6 +9,19 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+MAX_CAMERA = 2**31 - 1
+"""Largest camera id: cameras are ``0..MAX_CAMERA`` (the gRPC API's ``int32``)."""
+MAX_ID = 2**63 - 1
+"""Largest entry id (ids are ``1..MAX_ID``: SQLite's ``INTEGER``, gRPC's ``uint64``)."""
+TRACK_RANGE = (-(2**63), 2**63 - 1)
+"""Track ids are 64-bit signed integers (SQLite's ``INTEGER``, gRPC's ``int64``)."""
+MAX_SOURCE_CHARS = 4096
+"""Longest ``source`` string."""
+MAX_EXTRA_DEPTH = 32
+"""Deepest nesting of lists and objects in ``extra``."""
+MAX_EXTRA_BYTES = 64 * 1024
+"""Largest ``extra`` once encoded as JSON."""
+
 
 class GalleryError(ValueError):
     """Bad input (wrong dimension, NaN, count mismatch, unknown kind...); the message says what."""
@@ -18,24 +31,87 @@ class GalleryClosedError(RuntimeError):
     """The gallery was used after ``close()``."""
 
 
-def _optional_int(name: str, value: object, *, non_negative: bool = False) -> int | None:
+class GalleryStorageError(RuntimeError):
+    """The gallery's storage refused a write (disk full, read-only, I/O error).
+
+    Nothing of the failed write is kept (the transaction is rolled back and its files
+    removed); the gallery stays open and readable. ``reason`` is ``"full"``,
+    ``"read-only"`` or ``"io"``.
+    """
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def _optional_int(
+    name: str, value: object, *, low: int = TRACK_RANGE[0], high: int = TRACK_RANGE[1]
+) -> int | None:
+    """``value`` as an int in ``low..high``, or None; ``ValueError`` naming ``name``."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{name} must be an integer or None, got {value!r}")
-    if non_negative and value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value}")
+        raise ValueError(f"{name} must be an integer or None, got {_short(value)}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be between {low} and {high}, got {_short(value)}")
     return int(value)
+
+
+def _short(value: object, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters (an int of 5,000 digits is not echoed)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**limit:
+        return f"an integer of more than {limit} digits"
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _optional_float(name: str, value: object) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a number or None, got {value!r}")
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    return float(value)
+        raise ValueError(f"{name} must be a number or None, got {_short(value)}")
+    try:
+        number = float(value)
+    except OverflowError:  # an int too large for a float
+        raise ValueError(f"{name} must be a finite number, got {_short(value)}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be finite, got {number}")
+    return number
+
+
+def _check_text(name: str, text: str) -> None:
+    """Text the gallery can store and every API can send back: valid Unicode (no lone
+    UTF-16 surrogate, which no UTF-8 encoder accepts)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError(
+            f"{name} is not valid Unicode (a lone surrogate at position {error.start})"
+        ) from None
+
+
+def _check_json(name: str, value: object, depth: int = 0) -> None:
+    """JSON values only (dicts with string keys, lists, strings, finite numbers, bools,
+    None), nested at most ``MAX_EXTRA_DEPTH`` deep, with valid Unicode strings."""
+    if depth > MAX_EXTRA_DEPTH:
+        raise ValueError(f"{name} is nested more than {MAX_EXTRA_DEPTH} levels deep")
+    if isinstance(value, str):
+        _check_text(name, value)
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValueError(f"{name} keys must be strings, got {_short(key)}")
+            _check_text(f"{name} key", key)
+            _check_json(name, item, depth + 1)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _check_json(name, item, depth + 1)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{name} must not contain NaN or infinite numbers")
+    elif isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**100:
+        raise ValueError(f"{name} integers must have at most 100 digits")
+    elif value is not None and not isinstance(value, (bool, int, float)):
+        raise ValueError(f"{name} must be JSON-serialisable, got {type(value).__name__}")
 
 
 def _optional_box(value: object) -> tuple[float, float, float, float] | None:
@@ -57,7 +133,10 @@ class EntryMetadata:
     """Where and when a gallery entry was seen. Every field is optional.
 
     Values are checked on construction (``ValueError`` naming the field); integers are
-    accepted for ``timestamp`` and ``box`` and stored as floats.
+    accepted for ``timestamp`` and ``box`` and stored as floats. The ranges are those
+    every API can carry: ``camera`` ``0..MAX_CAMERA``, ``track`` a signed 64-bit
+    integer, ``source`` and the strings of ``extra`` valid Unicode, ``extra`` JSON at
+    most ``MAX_EXTRA_DEPTH`` deep and ``MAX_EXTRA_BYTES`` long.
     """
 
     camera: int | None = None  # 0-based camera id
@@ -69,21 +148,28 @@ class EntryMetadata:
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
-        set_(self, "camera", _optional_int("camera", self.camera, non_negative=True))
+        set_(self, "camera", _optional_int("camera", self.camera, low=0, high=MAX_CAMERA))
         set_(self, "timestamp", _optional_float("timestamp", self.timestamp))
         set_(self, "track", _optional_int("track", self.track))
         set_(self, "box", _optional_box(self.box))
-        if self.source is not None and not isinstance(self.source, str):
-            raise ValueError(f"source must be a string or None, got {self.source!r}")
+        if self.source is not None:
+            if not isinstance(self.source, str):
+                raise ValueError(f"source must be a string or None, got {_short(self.source)}")
+            if len(self.source) > MAX_SOURCE_CHARS:
+                raise ValueError(f"source must be at most {MAX_SOURCE_CHARS} characters")
+            _check_text("source", self.source)
         extra = {} if self.extra is None else self.extra
         if not isinstance(extra, Mapping):
             raise ValueError(f"extra must be a dict, got {type(extra).__name__}")
+        _check_json("extra", extra)
         try:
             # Round trip: a copy the caller cannot mutate behind our back, JSON types only.
-            extra = json.loads(json.dumps(dict(extra), allow_nan=False))
-        except (TypeError, ValueError) as error:
+            text = json.dumps(dict(extra), allow_nan=False)
+        except (TypeError, ValueError, RecursionError) as error:
             raise ValueError(f"extra must be JSON-serialisable: {error}") from None
-        set_(self, "extra", extra)
+        if len(text) > MAX_EXTRA_BYTES:
+            raise ValueError(f"extra is {len(text)} bytes as JSON; the limit is {MAX_EXTRA_BYTES}")
+        set_(self, "extra", json.loads(text))
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict (``box`` as a list), the inverse of ``from_dict``."""
@@ -95,6 +181,25 @@ class EntryMetadata:
             "source": self.source,
             "extra": dict(self.extra),
         }
+
+    @classmethod
+    def stored(
+        cls,
+        camera: int | None,
+        timestamp: float | None,
+        track: int | None,
+        box: tuple[float, float, float, float] | None,
+        source: str | None,
+        extra: dict[str, Any],
+    ) -> EntryMetadata:
+        """Metadata read back from storage, as it was stored: not checked again, so a
+        gallery written under older, looser checks stays readable."""
+        meta = object.__new__(cls)
+        values = {"camera": camera, "timestamp": timestamp, "track": track}
+        values.update(box=None if box is None else tuple(box), source=source, extra=extra)
+        for name, value in values.items():
+            object.__setattr__(meta, name, value)
+        return meta
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EntryMetadata:
@@ -143,9 +248,11 @@ class SearchFilters:
 
 
 def _camera_set(name: str, values: Iterable[int]) -> frozenset[int]:
+    """Camera ids ``0..MAX_CAMERA`` (-1, the index's "no camera" marker, is refused)."""
     if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
-        raise ValueError(f"{name} must be a set of camera ids, got {values!r}")
-    return frozenset(_optional_int(f"{name} item", v) for v in values)  # type: ignore[misc]
+        raise ValueError(f"{name} must be a set of camera ids, got {_short(values)}")
+    cameras = (_optional_int(f"{name} item", v, low=0, high=MAX_CAMERA) for v in values)
+    return frozenset(cameras)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from reid.gallery import Entry, EntryMetadata, EntryPage, Match
+from reid.gallery import MAX_CAMERA, Entry, EntryMetadata, EntryPage, Match
 from reid_client.proto import reid_pb2
 from reid_client.schemas import GalleryStats, ModelInfo
 from server.errors import BadInputError
@@ -25,6 +25,7 @@ from server.wire import (
     GalleryQuery,
     SearchForm,
     entry_metadata,
+    parse_json,
     search_options,
     thumbnail_url,
     validated,
@@ -49,10 +50,7 @@ def _box_to_proto(box: Sequence[float] | None) -> reid_pb2.Box | None:
 def _extra_from_json(text: str, where: str) -> dict[str, Any]:
     if not text.strip():
         return {}
-    try:
-        extra = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise BadInputError(f"{where}.extra_json is not valid JSON: {error}") from None
+    extra = parse_json(text, f"{where}.extra_json")
     if not isinstance(extra, dict):
         raise BadInputError(f"{where}.extra_json must be a JSON object, got {type(extra).__name__}")
     return extra
@@ -158,13 +156,20 @@ def check_one_query_kind(request: reid_pb2.SearchRequest) -> None:
         raise BadInputError("no query: give at least one query image or embedding")
 
 
+def _camera_out(camera: int | None) -> int | None:
+    """A stored camera as the ``int32`` field carries it. Writes are checked against
+    ``MAX_CAMERA`` (both protocols); a larger one, stored by an older server, is sent as
+    unset rather than failing every search that returns it."""
+    return camera if camera is None or 0 <= camera <= MAX_CAMERA else None
+
+
 def match_to_proto(match: Match) -> reid_pb2.Match:
     """A ``Match`` message; unset optional fields stand for missing metadata."""
     meta = match.metadata
     return reid_pb2.Match(
         id=int(match.id),
         score=float(match.score),
-        camera=meta.camera,
+        camera=_camera_out(meta.camera),
         timestamp=meta.timestamp,
         track=meta.track,
         box=_box_to_proto(meta.box),
@@ -181,7 +186,9 @@ def search_response(
     cameras = query_cameras if query_cameras is not None else [None] * len(results)
     return reid_pb2.SearchResponse(
         results=[
-            reid_pb2.QueryResult(matches=[match_to_proto(m) for m in matches], query_camera=camera)
+            reid_pb2.QueryResult(
+                matches=[match_to_proto(m) for m in matches], query_camera=_camera_out(camera)
+            )
             for matches, camera in zip(results, cameras, strict=True)
         ]
     )
@@ -190,7 +197,7 @@ def search_response(
 def metadata_to_proto(meta: EntryMetadata) -> reid_pb2.EntryMetadata:
     """An ``EntryMetadata`` message (unset optional fields stand for missing values)."""
     return reid_pb2.EntryMetadata(
-        camera=meta.camera,
+        camera=_camera_out(meta.camera),
         timestamp=meta.timestamp,
         track=meta.track,
         box=_box_to_proto(meta.box),

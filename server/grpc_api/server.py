@@ -118,6 +118,9 @@ async def launch_grpc_server(
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
+            # No SO_REUSEPORT: a second server on a busy port fails to bind, as HTTP does,
+            # instead of silently taking a share of the calls.
+            ("grpc.so_reuseport", 0),
         ]
     )
     reid_pb2_grpc.add_ReIDServiceServicer_to_server(ReIDServicer(service), server)

@@ -1,6 +1,5 @@
 """``/v1/gallery*``: add, delete, read entries, thumbnails and statistics."""
 
-import json
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile
@@ -18,7 +17,7 @@ from server.routes.deps import (
     errors,
 )
 from server.routes.search import read_files
-from server.wire import GalleryQuery, entry_metadata, thumbnail_url
+from server.wire import GalleryQuery, entry_metadata, parse_json, thumbnail_url
 
 router = APIRouter(prefix="/v1/gallery", tags=["gallery"])
 
@@ -32,10 +31,7 @@ def parse_metadata(text: str | None, count: int) -> list[EntryMetadata]:
     """The ``metadata`` form field: a JSON list (or one object), else empty metadata."""
     if text is None or not text.strip():
         return [EntryMetadata() for _ in range(count)]
-    try:
-        items = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise BadInputError(f"metadata is not valid JSON: {exc}") from None
+    items = parse_json(text, "metadata")
     if isinstance(items, dict):
         items = [items]
     if not isinstance(items, list):
