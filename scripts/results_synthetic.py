@@ -82,7 +82,7 @@ ROWS = [
     Row("frifm_adl_both", "frifm_adl on IICS, FRIFM + ADL (paper)", "frifm_adl_synthetic.yaml",
         ["model.name=frifm_mobilenetv2", "method.adl=true"], main=True),
     Row("selective_warmup_only", "selective, warm-up only (self positive + random negatives)",
-        "selective_synthetic.yaml", ["method.warmup_epochs=6"]),
+        "selective_synthetic.yaml", ["method.warmup_epochs=10"]),
     Row("selective_positives", "selective, + multiple positives (random negatives)",
         "selective_synthetic.yaml", ["method.negatives=random"]),
     Row("selective", "selective, + selected negatives (full; global + local)",
