@@ -40,8 +40,25 @@ def test_init_is_normalised_cluster_means() -> None:
     assert memory.num_slots == 2
 
 
-def test_momentum_update_formula_is_exact() -> None:
+def test_per_instance_update_moves_a_slot_once_per_instance_in_turn() -> None:
+    """The default rule (cluster-contrast's reference code)."""
     memory = ClusterMemory(2, momentum=0.25).double()
+    memory.reset(_unit([1.0, 0.0], [0.0, 1.0], [1.0, 1.0]))
+    before = memory.features.clone()
+    batch = torch.tensor([[0.0, 1.0], [0.6, 0.8], [1.0, 0.0]], dtype=torch.float64)
+    memory.update(batch, torch.tensor([0, 0, 1]))
+    slot0 = F.normalize(0.25 * before[0] + 0.75 * batch[0], dim=0)
+    slot0 = F.normalize(0.25 * slot0 + 0.75 * batch[1], dim=0)  # then the second instance
+    slot1 = F.normalize(0.25 * before[1] + 0.75 * batch[2], dim=0)
+    torch.testing.assert_close(memory.features[0], slot0)
+    torch.testing.assert_close(memory.features[1], slot1)
+    torch.testing.assert_close(memory.features[2], before[2])  # not in the batch
+    with pytest.raises(ValueError, match="update must be one of"):
+        ClusterMemory(2, momentum=0.25, update="mean")
+
+
+def test_batch_mean_update_formula_is_exact() -> None:
+    memory = ClusterMemory(2, momentum=0.25, update="batch_mean").double()
     memory.reset(_unit([1.0, 0.0], [0.0, 1.0], [1.0, 1.0]))
     before = memory.features.clone()
     batch = torch.tensor([[0.0, 1.0], [0.6, 0.8], [1.0, 0.0]], dtype=torch.float64)
