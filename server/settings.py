@@ -87,6 +87,9 @@ class ServerSettings(BaseSettings):
     max_connections: int = Field(
         1000, ge=1, description="HTTP connections and requests at once; more get 503"
     )
+    grpc_max_concurrent_rpcs: int = Field(
+        1000, ge=1, description="gRPC calls at once; more get RESOURCE_EXHAUSTED"
+    )
 
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
     log_format: Literal["text", "json"] = Field(

@@ -601,6 +601,26 @@ def test_stalled_headers_and_bodies_are_cut_off(live):
     assert_serving(live)
 
 
+def test_stalled_grpc_connections_are_closed_after_the_handshake_timeout(live):
+    """Item 10 for gRPC: a connection that never completes its HTTP/2 preface (nothing
+    sent, or half a preface) is closed after header_timeout_s (1 s here)."""
+    host, port = live.grpc_target.rsplit(":", 1)
+    sockets = []
+    started = time.monotonic()
+    for i in range(20):
+        sock = socket.create_connection((host, int(port)))
+        if i % 2:
+            sock.sendall(b"PRI * HTTP/2.0\r\n")  # half the connection preface
+        sock.settimeout(10)
+        sockets.append(sock)
+    for sock in sockets:
+        while sock.recv(65536):  # the server closes every one of them
+            pass
+        sock.close()
+    assert time.monotonic() - started < 6
+    assert_serving(live)  # and it still answers
+
+
 # -- memory ------------------------------------------------------------------------------
 
 

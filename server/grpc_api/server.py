@@ -108,12 +108,14 @@ async def launch_grpc_server(
     """Build, bind and start the server; ``host``/``port`` override the settings.
 
     ``settings`` is anything with ``host`` and ``grpc_port`` (and optionally
-    ``grpc_max_message_mb`` or ``max_body_mb``). Port 0 binds a free port; the
+    ``grpc_max_message_mb`` or ``max_body_mb``, ``header_timeout_s`` (the connection
+    handshake deadline) and ``grpc_max_concurrent_rpcs``). Port 0 binds a free port; the
     returned ``GrpcServer.port`` says which.
     """
     host = host if host is not None else getattr(settings, "host", "127.0.0.1")
     port = port if port is not None else getattr(settings, "grpc_port", 50051)
     limit = max_message_bytes(settings)
+    handshake_ms = int(1000 * getattr(settings, "header_timeout_s", 10.0))
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", limit),
@@ -121,7 +123,11 @@ async def launch_grpc_server(
             # No SO_REUSEPORT: a second server on a busy port fails to bind, as HTTP does,
             # instead of silently taking a share of the calls.
             ("grpc.so_reuseport", 0),
-        ]
+            # A connection that does not complete its HTTP/2 preface and settings in time
+            # (stalled or partial) is closed, as HTTP's header timeout does.
+            ("grpc.server_handshake_timeout_ms", max(1, handshake_ms)),
+        ],
+        maximum_concurrent_rpcs=getattr(settings, "grpc_max_concurrent_rpcs", None),
     )
     reid_pb2_grpc.add_ReIDServiceServicer_to_server(ReIDServicer(service), server)
     health_servicer = health.aio.HealthServicer()
