@@ -397,6 +397,28 @@ def test_grpc_bad_input_is_a_clear_status_and_the_server_keeps_serving(live, stu
     assert_serving(live)
 
 
+def test_invalid_utf8_in_a_grpc_string_field_is_invalid_argument(live):
+    """A request whose bytes do not parse (here: a string field that is not UTF-8) is the
+    client's error, not INTERNAL; the server keeps serving."""
+    entry = reid_pb2.GalleryEntry(
+        image=image_bytes(RED), metadata=reid_pb2.EntryMetadata(camera=1, source="SRC")
+    )
+    raw = reid_pb2.AddToGalleryRequest(entries=[entry]).SerializeToString()
+    assert raw.count(b"SRC") == 1
+    broken = raw.replace(b"SRC", b"\xff\xfe\xfd")
+    with grpc.insecure_channel(live.grpc_target) as channel:
+        call = channel.unary_unary(
+            "/reid.v1.ReIDService/AddToGallery",
+            request_serializer=lambda payload: payload,
+            response_deserializer=reid_pb2.AddToGalleryResponse.FromString,
+        )
+        with pytest.raises(grpc.RpcError) as caught:
+            call(broken, metadata=[("x-api-key", KEY)], timeout=10)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
+    assert "request" in caught.value.details().lower()
+    assert_serving(live)
+
+
 def test_an_out_of_range_camera_stored_by_an_older_server_does_not_break_grpc_searches(tmp_path):
     """Item 2, the read side: a camera >= 2^31 already in a gallery (written before the
     range was checked) is sent over gRPC as unset instead of failing every search."""

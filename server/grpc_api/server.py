@@ -11,8 +11,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from reid_client.proto import reid_pb2, reid_pb2_grpc
-from server.grpc_api.servicer import ReIDServicer
+from reid_client.proto import reid_pb2
+from server.grpc_api.servicer import ReIDServicer, add_servicer_to_server
 
 if TYPE_CHECKING:
     from server.service import SearchService
@@ -129,7 +129,7 @@ async def launch_grpc_server(
         ],
         maximum_concurrent_rpcs=getattr(settings, "grpc_max_concurrent_rpcs", None),
     )
-    reid_pb2_grpc.add_ReIDServiceServicer_to_server(ReIDServicer(service), server)
+    add_servicer_to_server(ReIDServicer(service), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

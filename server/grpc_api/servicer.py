@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError, Message
 
 from reid_client.proto import reid_pb2, reid_pb2_grpc
 from reid_client.schemas import MAX_ID
@@ -65,6 +66,41 @@ def _missing_message(deleted: Sequence[int], missing: Sequence[int]) -> str:
     if deleted:
         message += f" (the other {len(deleted)} ids were deleted)"
     return message + "; set allow_missing to ignore unknown ids"
+
+
+def _parsing(
+    behaviour: Callable[[Message, grpc.aio.ServicerContext], Awaitable[Message]],
+    request_type: type[Message],
+) -> Callable[[bytes, grpc.aio.ServicerContext], Awaitable[Message]]:
+    """An RPC behaviour that parses its request itself: bytes that are not a valid
+    ``request_type`` (e.g. a string field that is not UTF-8) are the caller's error,
+    ``INVALID_ARGUMENT``, where gRPC's own parsing answers ``UNKNOWN``."""
+
+    async def handler(raw: bytes, context: grpc.aio.ServicerContext) -> Message:
+        try:
+            request = request_type.FromString(raw)
+        except DecodeError as error:
+            name = request_type.DESCRIPTOR.full_name
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"the request is not a valid {name}: {error}"
+            )
+        return await behaviour(request, context)
+
+    return handler
+
+
+def add_servicer_to_server(servicer: ReIDServicer, server: grpc.aio.Server) -> None:
+    """Register every RPC of ``reid.v1.ReIDService`` with request parsing in the handler."""
+    service = reid_pb2.DESCRIPTOR.services_by_name["ReIDService"]
+    handlers = {
+        method.name: grpc.unary_unary_rpc_method_handler(
+            _parsing(getattr(servicer, method.name), getattr(reid_pb2, method.input_type.name)),
+            response_serializer=getattr(reid_pb2, method.output_type.name).SerializeToString,
+        )
+        for method in service.methods
+    }
+    generic = grpc.method_handlers_generic_handler(service.full_name, handlers)
+    server.add_generic_rpc_handlers((generic,))
 
 
 class ReIDServicer(reid_pb2_grpc.ReIDServiceServicer):
