@@ -568,6 +568,54 @@ def test_sigkill_mid_file_and_restart_loses_and_duplicates_nothing(
     assert len(entries(server, 2)) == len(final)
 
 
+def _colour_server(gallery: Path, port: int, log: Path) -> subprocess.Popen:
+    """``tests/live_server.py`` (the real server, a colour-mean runtime) on ``port``."""
+    cmd = [sys.executable, str(REPO / "tests" / "live_server.py"), "--gallery", str(gallery),
+           "--host", "127.0.0.1", "--http-port", str(port), "--no-grpc"]  # fmt: skip
+    env = {**_env(), "PYTHONPATH": _env()["PYTHONPATH"] + os.pathsep + str(REPO / "tests")}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log.open("a"), stderr=subprocess.STDOUT)
+    with ReIDClient(f"http://127.0.0.1:{port}", timeout=5, retries=0) as client:
+        client_ready(client, proc, log)
+    return proc
+
+
+@pytest.mark.slow
+def test_a_server_that_dies_mid_file_is_waited_for_and_nothing_is_lost(clip, ingested, tmp_path):
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = _colour_server(tmp_path / "gallery", port, tmp_path / "server.log")
+    args = [str(clip), "--camera", "1", "--server", url, "--start-time", "2024-05-01T08:00:00Z",
+            "--state-dir", str(tmp_path / "state")]  # fmt: skip
+    log = tmp_path / "ingest.log"
+    child = subprocess.Popen(
+        [sys.executable, "-m", "gallery", "ingest", *args],
+        cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=log.open("w"),
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and child.poll() is None and not entries(url, 1):
+            time.sleep(0.2)
+        server.send_signal(signal.SIGKILL)  # the server dies under the ingester
+        server.wait(10)
+        deadline = time.monotonic() + 60  # past the client's own retries: the ingester's
+        while time.monotonic() < deadline and "add failed" not in log.read_text():
+            assert child.poll() is None, "the ingester gave up while the server was down"
+            time.sleep(0.2)
+        assert "retrying in" in log.read_text()
+        time.sleep(1)
+        assert child.poll() is None, "the ingester gave up while the server was down"
+        server = _colour_server(tmp_path / "gallery", port, tmp_path / "server.log")
+        assert child.wait(180) == 0, log.read_text()[-3000:]
+        final = entries(url, 1)
+    finally:
+        child.kill()
+        server.terminate()
+        server.wait(30)
+    assert len({e.key for e in final}) == len(final)
+    # The same entries as the reference run (the model differs, the crops do not).
+    assert sorted(map(_signature, final)) == sorted(map(_signature, ingested))
+
+
 @pytest.mark.slow
 def test_sigterm_flushes_pending_crops_and_a_restart_finishes_the_file(server, clip, tmp_path):
     state = tmp_path / "state"

@@ -81,7 +81,12 @@ def add_ingest_parser(subparsers: argparse._SubParsersAction, fail: type[Excepti
     p.add_argument("--detector-threads", type=int, default=1, help="onnxruntime threads")
     p.add_argument("--progress-interval", type=float, default=10.0, help="seconds between lines")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
-    p.add_argument("--ready-timeout", type=float, default=60.0, help="seconds to wait for /readyz")
+    p.add_argument(
+        "--ready-timeout",
+        type=float,
+        default=60.0,
+        help="seconds to wait for /readyz at start (0: wait as long as it takes)",
+    )
     p.set_defaults(handler=lambda args: run_ingest(args, fail))
 
 
@@ -139,7 +144,7 @@ def run_ingest(args: argparse.Namespace, fail: type[Exception]) -> int:
         raise fail(str(exc)) from None
     api_key = args.api_key or os.environ.get("REID_API_KEY")
     client = ReIDClient(args.server, api_key=api_key, timeout=args.timeout)
-    client.wait_ready(timeout=args.ready_timeout)
+    _wait_ready(client, args.ready_timeout, log)
     limit = client.model_info().limits.max_images
     batch = min(args.batch, limit) if limit > 0 else args.batch
     crops = CropSettings(per_track=args.crops_per_track, min_track_frames=args.min_track_frames)
@@ -182,6 +187,21 @@ def run_ingest(args: argparse.Namespace, fail: type[Exception]) -> int:
         print(f"python -m gallery ingest: error: {failures[0]}", file=sys.stderr)
         return 2
     return 0
+
+
+def _wait_ready(client: Any, timeout: float, log: logging.Logger) -> None:
+    """Wait for ``/readyz``: ``timeout`` seconds, or with ``timeout <= 0`` until it is."""
+    from reid_client import ServerUnreachableError
+
+    if timeout > 0:
+        client.wait_ready(timeout=timeout)
+        return
+    while True:
+        try:
+            client.wait_ready(timeout=30)
+            return
+        except ServerUnreachableError as exc:
+            log.warning("waiting for the server: %s", exc)
 
 
 def _run_all(ingesters: list[Any], run_one: Callable[[Any], None]) -> None:
