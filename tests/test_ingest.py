@@ -308,6 +308,24 @@ def test_the_ingester_retries_while_the_server_is_away_and_never_gives_up(tmp_pa
     assert [m["timestamp"] for m in crops] == [m["extra"]["frame"] / 10 for m in crops]
 
 
+def test_a_second_stop_while_the_server_is_away_keeps_the_unsent_crops_for_the_next_run(tmp_path):
+    from reid_client import ServerError
+
+    class Down(FlakyClient):
+        def add(self, images, metadata):
+            if self.calls in (1, 3):  # SIGTERM while retrying (flush first), then another
+                stopping.stop.request()
+            return super().add(images, metadata)
+
+    down = Down(*[ServerError("busy", status=503)] * 10_000)
+    stopping = ingester(tmp_path, down)
+    stopping.run()
+    assert down.stored == {} and down.calls == 4 and stopping.stop.abort.is_set()
+    up = FlakyClient()
+    ingester(tmp_path, up).run()
+    assert len(up.stored) == 3  # nothing the aborted run could not send was lost
+
+
 def test_a_refusal_that_retrying_cannot_fix_names_the_camera(tmp_path):
     from gallery.ingest.pipeline import IngestError
     from reid_client import ServerError

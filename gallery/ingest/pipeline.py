@@ -242,12 +242,13 @@ class CameraIngester:
             ):
                 self.save(state)
             self._maybe_progress(state)
-        if self.stop.abort.is_set():
+        if not self.stop.abort.is_set():
+            pending.extend(state.selector.finish_all())
+            self._flush(pending, state)
+        if self.stop.abort.is_set():  # before or during the last flush: no checkpoint now
             log.warning("%s: aborted; %d crops not sent (the checkpoint is from before them)",
                         self.spec.label, len(pending))  # fmt: skip
             return state.stats
-        pending.extend(state.selector.finish_all())
-        self._flush(pending, state)
         state.done = not self.stop.graceful.is_set() and not self.source.live
         self.save(state)
         self._progress(state, done=state.done)
@@ -270,7 +271,8 @@ class CameraIngester:
         state.last_time = frame.time
 
     def _flush(self, pending: list[Crop], state: Checkpoint) -> None:
-        """Send every pending crop (retrying while the server is away), then checkpoint."""
+        """Send every pending crop (retrying while the server is away), then checkpoint;
+        an abort leaves the unsent crops in ``pending`` and the checkpoint as it was."""
         batch = max(1, self.settings.batch)
         while pending:
             chunk = pending[:batch]
