@@ -42,7 +42,7 @@ from gallery.ingest.tracker import PersonTracker, Tracked
 from reid_client import ReIDClient
 
 REPO = Path(__file__).resolve().parents[1]
-CLIP_FRAMES = 300  # 30 s of vtest.avi at 10 fps: 150 frames at the default 5 fps
+CLIP_FRAMES = 200  # 20 s of vtest.avi at 10 fps: 100 frames at the default 5 fps
 
 
 @pytest.fixture(scope="module")
@@ -480,7 +480,10 @@ def ingested(server, clip, tmp_path_factory) -> list:
     run = ingest(str(clip), "--camera", "1", "--name", "hall", "--server", server,
                  "--start-time", "2024-05-01T08:00:00Z", state=state)  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "camera 1 (hall): frame 300/300" in run.stderr and "entries written" in run.stderr
+    assert (
+        f"camera 1 (hall): frame {CLIP_FRAMES}/{CLIP_FRAMES} (done)" in run.stderr
+        and "entries written" in run.stderr
+    )
     assert "detector: {'detector': 'ssdlite-pedestrian'" in run.stderr  # effective settings
     return entries(server, 1)
 
@@ -535,7 +538,7 @@ def test_a_crop_from_a_later_frame_finds_its_own_track_first(ingested, clip, det
             trials += 1
             hits += matches[0].track == track
             top3 += any(m.track == track for m in matches)
-    # A generic ImageNet model, not a re-ID one: measured 8 of 11 first, 11 of 11 in the top 3.
+    # A generic ImageNet model, not a re-ID one: measured 6 of 8 first, 8 of 8 in the top 3.
     assert trials >= 5
     assert hits / trials >= 0.6 and top3 / trials >= 0.9, f"first {hits}, top 3 {top3} of {trials}"
 
