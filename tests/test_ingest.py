@@ -239,6 +239,28 @@ def test_a_live_source_reconnects_with_backoff_and_stops_on_request():
     assert source.reconnects == 3
 
 
+def test_a_live_source_that_cannot_be_opened_at_start_is_an_error():
+    refused = LiveSource("rtsp://cam/2", capture_factory=lambda s: FakeCapture(0, opens=False))
+    with pytest.raises(SourceError, match="rtsp://cam/2: cannot open the stream"):
+        refused.probe()
+    silent = LiveSource("rtsp://cam/2", capture_factory=lambda s: FakeCapture(0))
+    with pytest.raises(SourceError, match="cannot open the stream or read a frame"):
+        silent.probe()
+    LiveSource("rtsp://cam/2", capture_factory=lambda s: FakeCapture(1)).probe()  # fine
+
+
+def test_an_unreachable_stream_url_is_an_error_naming_the_camera(capsys):
+    from gallery.cli import main
+
+    argv = ["ingest", "rtsp://127.0.0.1:9/feed", "--camera", "6", "--name", "gate",
+            "--server", "http://127.0.0.1:9"]  # fmt: skip
+    assert main(argv) == 2
+    assert (
+        "camera 6 (gate): rtsp://127.0.0.1:9/feed: cannot open the stream"
+        in capsys.readouterr().err
+    )
+
+
 # ----------------------------------------------------------------------------- the ingester
 
 

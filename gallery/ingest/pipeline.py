@@ -137,6 +137,7 @@ class CameraIngester:
         self.detector_settings = detector_settings or detector.describe()
         if source.live and hasattr(source, "stop"):
             source.stop = self.stop.graceful  # a stop also ends reconnect waits
+            source.label = spec.label
         # Live track ids restart with each run, so a live session is part of the global id.
         self.session = f"{time.time():.6f}" if source.live else ""
         self.checkpoint_path = self.state_dir / (

@@ -17,6 +17,7 @@ from their stream time (:func:`sampled`), so a resumed run samples the same fram
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import re
 import threading
@@ -29,6 +30,7 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
+log = logging.getLogger("gallery.ingest")
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 MANIFEST = "timestamps.csv"
 LIVE_PREFIXES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://")
@@ -62,11 +64,16 @@ def is_live(source: str) -> bool:
     return source.startswith(LIVE_PREFIXES) or source.isdigit() or source.startswith("/dev/video")
 
 
-def open_source(source: str, *, fps: float | None = None) -> Source:
+def open_source(source: str, *, fps: float | None = None, probe: bool = True) -> Source:
     """The source named by ``source`` (``fps``: the frame rate of an image folder without
-    times); :class:`SourceError` when it cannot be read."""
+    times); :class:`SourceError` when it cannot be read. A live source is probed once
+    (``probe``): one that cannot be opened at start is an error, later losses are
+    reconnected."""
     if is_live(source):
-        return LiveSource(source)
+        live = LiveSource(source)
+        if probe:
+            live.probe()
+        return live
     path = Path(source)
     if path.is_dir():
         return ImageFolderSource(path, fps=fps)
@@ -230,6 +237,7 @@ class LiveSource:
         self.clock = clock
         self.sleep = sleep or (lambda s: self.stop.wait(s))
         self.reconnects = 0
+        self.label = source  # the camera's name in log lines (set by the ingester)
 
     def _open_capture(self, source: str) -> Any:
         target: Any = int(source) if source.isdigit() else source
@@ -239,6 +247,19 @@ class LiveSource:
         ]  # fmt: skip
         api = cv2.CAP_ANY if isinstance(target, int) else cv2.CAP_FFMPEG
         return cv2.VideoCapture(target, api, params)
+
+    def probe(self) -> None:
+        """Open the stream and read one frame; :class:`SourceError` if that fails."""
+        capture = self.capture_factory(self.name)
+        try:
+            if not capture.isOpened() or not capture.read()[0]:
+                raise SourceError(
+                    f"{self.name}: cannot open the stream or read a frame from it "
+                    f"(open timeout {self.open_timeout_s:g} s, read timeout "
+                    f"{self.read_timeout_s:g} s)"
+                )
+        finally:
+            capture.release()
 
     def frames(self, start: int = 0) -> Iterator[Frame]:
         index, failures = start, 0
@@ -254,10 +275,11 @@ class LiveSource:
                     failures = 0
                     yield Frame(index, self.clock(), image)
                     index += 1
-            except SourceError:
+            except SourceError as exc:
                 failures += 1
                 self.reconnects += 1
                 delay = min(self.max_backoff_s, self.backoff_s * 2 ** (failures - 1))
+                log.warning("%s: %s; reconnecting in %.0f s", self.label, exc, delay)
                 self.sleep(delay)
             finally:
                 capture.release()
