@@ -2,6 +2,10 @@
 
     python -m gallery evaluate --server http://127.0.0.1:8000 --data SPEC \\
         [--grpc HOST:PORT] [--json] [--report DIR] [--model EXPORT_DIR] [--k K]
+    python -m gallery ingest SOURCE --camera ID --server URL [--fps 5] [--start-time ISO8601]
+    python -m gallery ingest --cameras cameras.yaml --server URL
+
+``ingest`` is documented in gallery/ingest/cli.py and docs/GALLERY.md.
 
 Exit status of ``evaluate``: 0 when the served numbers match the offline ones within
 1e-4 (or no offline reference was asked for), 1 when they differ by more, 2 on errors
@@ -19,6 +23,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gallery.ingest.cli import add_ingest_parser
 from reid.clihelp import HelpFormatter
 from reid_client import ReIDClient, ReIDGrpcClient, ServerError
 from reid_client.schemas import ModelInfo
@@ -232,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", required=True)
     add_evaluate_parser(subparsers)
+    add_ingest_parser(subparsers, CliError)
     return parser
 
 

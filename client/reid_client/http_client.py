@@ -211,7 +211,10 @@ class Endpoints:
         metas = metadata_models(metadata, len(images))
         body = json.dumps([m.model_dump(exclude_defaults=True) for m in metas])
         options = {"files": _image_files(images), "data": {"metadata": body}}
-        return Call("POST", "/v1/gallery", _ids(len(images)), options, safe_to_repeat=False)
+        # With a key on every item a repeated add changes nothing (the server answers
+        # the stored ids), so a timeout may be retried too.
+        keyed = bool(metas) and all(m.key is not None for m in metas)
+        return Call("POST", "/v1/gallery", _ids(len(images)), options, safe_to_repeat=keyed)
 
     @staticmethod
     def delete(ids: Sequence[int]) -> Call[s.DeleteManyResponse]:
@@ -409,7 +412,10 @@ class ReIDClient:
         return self.send(Endpoints.list_gallery(params))
 
     def add(self, images: Sequence[bytes], metadata: Sequence[Metadata] | None = None) -> list[int]:
-        """``POST /v1/gallery``: add images with one metadata each; returns the new ids."""
+        """``POST /v1/gallery``: add images with one metadata each; returns their ids.
+
+        An item whose ``key`` is already stored is not added again (its stored id is
+        returned); when every item has a key, timeouts are retried as well."""
         return self.send(Endpoints.add(images, metadata))
 
     def delete(self, ids: Sequence[int]) -> s.DeleteManyResponse:

@@ -223,6 +223,13 @@ class EntryMetadataIn(BaseModel):
     )
     source: str | None = Field(None, description="file, stream or video name")
     extra: dict[str, Any] = Field(default_factory=dict, description="JSON user data")
+    key: str | None = Field(
+        None,
+        min_length=1,
+        max_length=256,
+        description="idempotency key, unique in the gallery: an add whose key is already "
+        "stored adds nothing and answers the stored entry's id",
+    )
 
 
 class ErrorDetail(BaseModel):
@@ -298,6 +305,7 @@ class EntryOut(BaseModel):
     box: list[float] | None = None
     source: str | None = None
     extra: dict[str, Any] = Field(default_factory=dict)
+    key: str | None = Field(None, description="the idempotency key it was added with")
     created: float = Field(description="unix time of the add")
     thumbnail_url: str | None = None
 

@@ -167,7 +167,12 @@ class Gallery:
         metadata: Sequence[EntryMetadata],
         thumbnails: Sequence[bytes | None] | None = None,
     ) -> np.ndarray:
-        """Add a batch durably; return its new int64 ids (increasing) once committed."""
+        """Add a batch durably; return its int64 ids once committed.
+
+        New entries get new, increasing ids. An item whose ``metadata.key`` is already in
+        the gallery (or repeats a key earlier in the batch) is not added again: its id is
+        the existing entry's, so replaying an add is idempotent.
+        """
         self._check_open()
         vectors = _normalised(embeddings, self.dim, "embeddings")
         metas = _metadata_list(metadata, len(vectors))
@@ -178,12 +183,15 @@ class Gallery:
         times = np.array([math.nan if m.timestamp is None else m.timestamp for m in metas])
         with self._writer:
             self._check_open()
-            ids = self._store.insert(vectors, metas, thumbs)
+            ids, new = self._store.insert(vectors, metas, thumbs)
+            if not new.any():
+                return ids
+            added = ids[new]
             with self._rw.write():
                 try:
-                    self._index.add(ids, vectors, cameras, times)
+                    self._index.add(added, vectors[new], cameras[new], times[new])
                 except Exception as error:  # committed rows must not stay unsearchable
-                    self._reload_index(error, ids)
+                    self._reload_index(error, added)
                 self._dirty = True
         self._maybe_rebuild()
         return ids

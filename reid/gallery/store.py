@@ -47,13 +47,15 @@ CREATE TABLE IF NOT EXISTS entries (
     source TEXT,
     extra TEXT NOT NULL,
     thumbnail TEXT,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    key TEXT
 );
 """
+_KEY_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS entries_key ON entries (key) WHERE key IS NOT NULL"
 _META_COLUMNS = (
     "id, camera, timestamp, track, box_x, box_y, box_w, box_h, source, extra, thumbnail, "
 )
-_META_COLUMNS += "created"
+_META_COLUMNS += "created, key"
 
 Row = tuple[EntryMetadata, bool, float]  # metadata, has_thumbnail, created
 
@@ -81,6 +83,7 @@ class Store:
         try:
             self._conn = self._connect(db_path)
             self._conn.executescript(_SCHEMA)
+            self._add_key_column()
             self.dim = self._check_dim(dim)
             self._next_id = self._max_allocated_id() + 1
             _fsync_directory(self.directory)
@@ -120,6 +123,14 @@ class Store:
             )
         return stored
 
+    def _add_key_column(self) -> None:
+        """Galleries written before entry keys existed get the (empty) column."""
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(entries)")}
+        with self._write_mutex:
+            if "key" not in columns:
+                self._conn.execute("ALTER TABLE entries ADD COLUMN key TEXT")
+            self._conn.execute(_KEY_INDEX)
+
     def _max_allocated_id(self) -> int:
         """The largest id ever committed (deleted ids included: ids are never reused)."""
         row = self._conn.execute(
@@ -150,22 +161,31 @@ class Store:
         vectors: np.ndarray,
         metadata: Sequence[EntryMetadata],
         thumbnails: Sequence[bytes | None],
-    ) -> np.ndarray:
-        """Store one batch in one transaction; return its new ids once it is durable."""
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Store one batch in one transaction; return its ids once it is durable, and
+        which of them are new.
+
+        An item whose ``key`` is already stored (or repeats an earlier item of the batch)
+        is not stored again: its id is the stored entry's, and it is not new.
+        """
         with self._write_mutex:
-            ids = np.arange(self._next_id, self._next_id + len(vectors), dtype=np.int64)
-            paths = self._write_thumbnails(ids, thumbnails)
+            ids, new, repeats = self._resolve_keys(metadata)
+            fresh = np.flatnonzero(new)
+            ids[fresh] = np.arange(self._next_id, self._next_id + len(fresh), dtype=np.int64)
+            for item, first in repeats:
+                ids[item] = ids[first]
+            paths = self._write_thumbnails(ids[fresh], [thumbnails[i] for i in fresh])
             now = time.time()
             rows = [
-                _row_values(int(i), vec, meta, path, now)
-                for i, vec, meta, path in zip(ids, vectors, metadata, paths, strict=True)
+                _row_values(int(ids[i]), vectors[i], metadata[i], path, now)
+                for i, path in zip(fresh, paths, strict=True)
             ]
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
                 self._conn.executemany(
                     "INSERT INTO entries (id, embedding, camera, timestamp, track, box_x, box_y, "
-                    "box_w, box_h, source, extra, thumbnail, created) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "box_w, box_h, source, extra, thumbnail, created, key) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     rows,
                 )
                 self._conn.execute("COMMIT")
@@ -179,8 +199,40 @@ class Store:
                 if converted is error:
                     raise
                 raise converted from error
-            self._next_id += len(ids)
-            return ids
+            self._next_id += len(fresh)
+            return ids, new
+
+    def _resolve_keys(
+        self, metadata: Sequence[EntryMetadata]
+    ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
+        """The ids of the items whose key is stored (else 0), which items are to store,
+        and ``(item, first)`` pairs for a key repeated within the batch (the item takes
+        the id of the batch's first item with that key)."""
+        ids = np.zeros(len(metadata), dtype=np.int64)
+        new = np.ones(len(metadata), dtype=bool)
+        keys = [m.key for m in metadata]
+        wanted = sorted({k for k in keys if k is not None})
+        if not wanted:
+            return ids, new, []
+        stored: dict[str, int] = {}
+        for start in range(0, len(wanted), _CHUNK):
+            chunk = wanted[start : start + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            query = f"SELECT key, id FROM entries WHERE key IN ({marks})"
+            stored.update(self._conn.execute(query, chunk).fetchall())
+        first: dict[str, int] = {}
+        repeats: list[tuple[int, int]] = []
+        for i, key in enumerate(keys):
+            if key is None:
+                continue
+            if key in stored:
+                ids[i], new[i] = stored[key], False
+            elif key in first:
+                new[i] = False
+                repeats.append((i, first[key]))
+            else:
+                first[key] = i
+        return ids, new, repeats
 
     def _write_thumbnails(
         self, ids: np.ndarray, thumbnails: Sequence[bytes | None]
@@ -422,6 +474,7 @@ def _row_values(
         json.dumps(meta.extra),
         thumbnail,
         now,
+        meta.key,
     )
 
 
@@ -454,9 +507,9 @@ def _page_filter(
 
 
 def _row_to_entry(row: tuple) -> Row:
-    _, camera, timestamp, track, bx, by, bw, bh, source, extra, thumbnail, created = row
+    _, camera, timestamp, track, bx, by, bw, bh, source, extra, thumbnail, created, key = row
     box = None if bx is None else (bx, by, bw, bh)
-    meta = EntryMetadata.stored(camera, timestamp, track, box, source, json.loads(extra))
+    meta = EntryMetadata.stored(camera, timestamp, track, box, source, json.loads(extra), key)
     return meta, thumbnail is not None, created
 
 

@@ -21,6 +21,8 @@ MAX_EXTRA_DEPTH = 32
 """Deepest nesting of lists and objects in ``extra``."""
 MAX_EXTRA_BYTES = 64 * 1024
 """Largest ``extra`` once encoded as JSON."""
+MAX_KEY_CHARS = 256
+"""Longest entry ``key`` (the client-chosen idempotency key of an add)."""
 
 
 class GalleryError(ValueError):
@@ -137,6 +139,10 @@ class EntryMetadata:
     every API can carry: ``camera`` ``0..MAX_CAMERA``, ``track`` a signed 64-bit
     integer, ``source`` and the strings of ``extra`` valid Unicode, ``extra`` JSON at
     most ``MAX_EXTRA_DEPTH`` deep and ``MAX_EXTRA_BYTES`` long.
+
+    ``key`` (1..``MAX_KEY_CHARS`` characters) is a client-chosen idempotency key, unique
+    in the gallery: adding an entry whose key is already stored adds nothing and answers
+    the stored entry's id (a retried or replayed add is not a duplicate).
     """
 
     camera: int | None = None  # 0-based camera id
@@ -145,9 +151,17 @@ class EntryMetadata:
     box: tuple[float, float, float, float] | None = None  # x, y, w, h in the source frame
     source: str | None = None  # file / stream / video name
     extra: dict[str, Any] = field(default_factory=dict)  # JSON-serialisable user data
+    key: str | None = None  # idempotency key, unique in the gallery
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
+        if self.key is not None:
+            if not isinstance(self.key, str) or not 1 <= len(self.key) <= MAX_KEY_CHARS:
+                raise ValueError(
+                    f"key must be a string of 1 to {MAX_KEY_CHARS} characters or None, "
+                    f"got {_short(self.key)}"
+                )
+            _check_text("key", self.key)
         set_(self, "camera", _optional_int("camera", self.camera, low=0, high=MAX_CAMERA))
         set_(self, "timestamp", _optional_float("timestamp", self.timestamp))
         set_(self, "track", _optional_int("track", self.track))
@@ -180,6 +194,7 @@ class EntryMetadata:
             "box": None if self.box is None else list(self.box),
             "source": self.source,
             "extra": dict(self.extra),
+            "key": self.key,
         }
 
     @classmethod
@@ -191,12 +206,14 @@ class EntryMetadata:
         box: tuple[float, float, float, float] | None,
         source: str | None,
         extra: dict[str, Any],
+        key: str | None = None,
     ) -> EntryMetadata:
         """Metadata read back from storage, as it was stored: not checked again, so a
         gallery written under older, looser checks stays readable."""
         meta = object.__new__(cls)
         values = {"camera": camera, "timestamp": timestamp, "track": track}
         values.update(box=None if box is None else tuple(box), source=source, extra=extra)
+        values["key"] = key
         for name, value in values.items():
             object.__setattr__(meta, name, value)
         return meta
@@ -206,7 +223,7 @@ class EntryMetadata:
         """Build from a dict with any subset of the fields; ``ValueError`` on bad keys or types."""
         if not isinstance(data, Mapping):
             raise ValueError(f"metadata must be a dict, got {type(data).__name__}")
-        known = {"camera", "timestamp", "track", "box", "source", "extra"}
+        known = {"camera", "timestamp", "track", "box", "source", "extra", "key"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown metadata field(s) {unknown}; known: {sorted(known)}")

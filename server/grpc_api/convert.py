@@ -66,6 +66,7 @@ def metadata_from_proto(message: reid_pb2.EntryMetadata, where: str = "metadata"
         "box": None if box is None else (box.x, box.y, box.w, box.h),
         "source": _optional(message, "source"),
         "extra": _extra_from_json(message.extra_json, where),
+        "key": _optional(message, "key"),
     }
     return entry_metadata(fields, where)
 
@@ -203,6 +204,7 @@ def metadata_to_proto(meta: EntryMetadata) -> reid_pb2.EntryMetadata:
         box=_box_to_proto(meta.box),
         source=meta.source,
         extra_json=json.dumps(meta.extra),
+        key=meta.key,
     )
 
 

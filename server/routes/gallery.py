@@ -49,6 +49,7 @@ def entry_out(entry: Entry) -> s.EntryOut:
         box=None if meta.box is None else list(meta.box),
         source=meta.source,
         extra=dict(meta.extra),
+        key=meta.key,
         created=entry.created,
         thumbnail_url=thumbnail_url(entry.id, entry.has_thumbnail),
     )

@@ -121,20 +121,22 @@ class EmbedResponse(_message.Message):
     def __init__(self, dim: _Optional[int] = ..., embeddings: _Optional[_Iterable[_Union[Embedding, _Mapping]]] = ...) -> None: ...
 
 class EntryMetadata(_message.Message):
-    __slots__ = ("camera", "timestamp", "track", "box", "source", "extra_json")
+    __slots__ = ("camera", "timestamp", "track", "box", "source", "extra_json", "key")
     CAMERA_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
     TRACK_FIELD_NUMBER: _ClassVar[int]
     BOX_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     EXTRA_JSON_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
     camera: int
     timestamp: float
     track: int
     box: Box
     source: str
     extra_json: str
-    def __init__(self, camera: _Optional[int] = ..., timestamp: _Optional[float] = ..., track: _Optional[int] = ..., box: _Optional[_Union[Box, _Mapping]] = ..., source: _Optional[str] = ..., extra_json: _Optional[str] = ...) -> None: ...
+    key: str
+    def __init__(self, camera: _Optional[int] = ..., timestamp: _Optional[float] = ..., track: _Optional[int] = ..., box: _Optional[_Union[Box, _Mapping]] = ..., source: _Optional[str] = ..., extra_json: _Optional[str] = ..., key: _Optional[str] = ...) -> None: ...
 
 class GalleryEntry(_message.Message):
     __slots__ = ("image", "metadata")

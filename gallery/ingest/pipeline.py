@@ -1,0 +1,398 @@
+"""One camera's ingestion: decode -> sample -> detect -> track -> select crops -> add.
+
+Entries are written through the served API (``reid_client.ReIDClient.add``), each with
+an idempotency key derived from camera, source, frame, track and box, so a replayed
+add stores nothing twice. For files and folders the state after the last acknowledged
+add (next frame, the tracker, the crop candidates) is checkpointed atomically: a run
+killed at any point and started again resumes from the checkpoint, re-sends at most
+the adds made after it (answered with the stored ids) and loses none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import pickle
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gallery.ingest.detector import Detections, Detector
+from gallery.ingest.selection import Crop, CropSelector, CropSettings
+from gallery.ingest.sources import Frame, Source, sampled
+from gallery.ingest.tracker import PersonTracker
+from reid_client import ReIDClient, ServerError, ServerUnreachableError
+
+log = logging.getLogger("gallery.ingest")
+
+CHECKPOINT_VERSION = 1
+TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+
+class IngestError(RuntimeError):
+    """A camera cannot be ingested (bad source, refused writes, stale checkpoint)."""
+
+
+@dataclass(frozen=True)
+class CameraSpec:
+    """One feed: gallery camera id, name, source, sampling rate and region of interest."""
+
+    id: int
+    source: str
+    name: str = ""
+    fps: float | None = 5.0
+    roi: tuple[float, float, float, float] | None = None  # x, y, w, h: box centres inside
+    start_time: float | None = None  # unix seconds of the stream's time 0 (files, folders)
+
+    @property
+    def label(self) -> str:
+        return f"camera {self.id}" + (f" ({self.name})" if self.name else "")
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    batch: int = 16  # images per add request (lowered to the server's max_images)
+    flush_s: float = 2.0  # longest wait before pending crops are sent
+    checkpoint_s: float = 5.0  # checkpoint at least this often when nothing is pending
+    progress_s: float = 10.0
+    queue_frames: int = 8  # decoded frames buffered ahead of detection
+    retry_initial_s: float = 1.0  # first delay before an add is retried, doubling
+    retry_max_s: float = 30.0
+    tracker: str = "bytetrack"
+    crops: CropSettings = field(default_factory=CropSettings)
+
+
+@dataclass
+class Stats:
+    frames: int = 0  # sampled frames processed
+    detections: int = 0
+    tracks: int = 0
+    entries: int = 0  # entries acknowledged by the server
+    last_frame: int = -1
+
+
+@dataclass
+class Checkpoint:
+    fingerprint: dict[str, Any]
+    tracker: PersonTracker
+    selector: CropSelector
+    next_frame: int = 0
+    last_time: float | None = None
+    stats: Stats = field(default_factory=Stats)
+    seen_tracks: set[int] = field(default_factory=set)
+    done: bool = False
+    version: int = CHECKPOINT_VERSION
+
+
+def track_id(camera: int, source: str, local: int, session: str = "") -> int:
+    """A camera's global track id: stable for a file or folder across restarts and runs,
+    distinct between sources and (live) sessions; a positive 60-bit integer."""
+    digest = hashlib.sha256(f"{camera}|{source}|{session}|{local}".encode()).hexdigest()
+    return int(digest[:15], 16)
+
+
+def entry_key(camera: int, source: str, frame: int, track: int, box: tuple[float, ...]) -> str:
+    """The idempotency key of one crop: the same crop always gets the same key."""
+    where = hashlib.sha256(source.encode()).hexdigest()[:16]
+    return f"ingest:{camera}:{where}:{frame}:{track}:" + ",".join(f"{v:.0f}" for v in box)
+
+
+class Stop:
+    """``graceful``: finish (flush pending crops, checkpoint); ``abort``: stop now."""
+
+    def __init__(self) -> None:
+        self.graceful = threading.Event()
+        self.abort = threading.Event()
+
+    def request(self) -> None:
+        if self.graceful.is_set():
+            self.abort.set()
+        self.graceful.set()
+
+
+class CameraIngester:
+    """Ingests one camera's source into the served gallery."""
+
+    def __init__(
+        self,
+        spec: CameraSpec,
+        source: Source,
+        detector: Detector,
+        client: ReIDClient,
+        *,
+        state_dir: Path,
+        settings: IngestSettings | None = None,
+        stop: Stop | None = None,
+        detector_settings: dict[str, Any] | None = None,
+    ) -> None:
+        self.spec, self.source, self.detector, self.client = spec, source, detector, client
+        self.settings = settings or IngestSettings()
+        self.stop = stop or Stop()
+        self.state_dir = Path(state_dir)
+        self.detector_settings = detector_settings or detector.describe()
+        if source.live and hasattr(source, "stop"):
+            source.stop = self.stop.graceful  # a stop also ends reconnect waits
+            source.label = spec.label
+        # Live track ids restart with each run, so a live session is part of the global id.
+        self.session = f"{time.time():.6f}" if source.live else ""
+        self.checkpoint_path = self.state_dir / (
+            f"camera{spec.id}-{hashlib.sha256(source.name.encode()).hexdigest()[:12]}.ckpt"
+        )
+        self._last_flush = time.monotonic()
+        self._last_checkpoint = time.monotonic()
+        self._last_progress = time.monotonic()
+        self._started = time.monotonic()
+        self._frames_at_start = 0
+
+    # -- checkpoint ----------------------------------------------------------------------
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What a checkpoint is only valid for: the source file and every setting that
+        changes which crops are chosen."""
+        spec = asdict(self.spec)
+        source: dict[str, Any] = {"name": self.source.name}
+        path = Path(self.source.name)
+        if not self.source.live and path.is_file():
+            info = path.stat()
+            source.update(size=info.st_size, mtime_ns=info.st_mtime_ns)
+        return {
+            "camera": spec,
+            "source": source,
+            "detector": self.detector_settings,
+            "tracker": self.settings.tracker,
+            "crops": asdict(self.settings.crops),
+        }
+
+    def _fresh(self) -> Checkpoint:
+        fps = self.spec.fps or getattr(self.source, "fps", 5.0)
+        end = self.settings.crops.end_after_s
+        tracker = PersonTracker(self.settings.tracker, fps=fps, lost_seconds=end)
+        return Checkpoint(self.fingerprint(), tracker, CropSelector(self.settings.crops))
+
+    def load(self, restart: bool = False) -> Checkpoint:
+        """The saved state of this camera's source, or a fresh one."""
+        if self.source.live or restart or not self.checkpoint_path.exists():
+            return self._fresh()
+        try:
+            with self.checkpoint_path.open("rb") as handle:
+                state = pickle.load(handle)
+        except Exception as exc:
+            raise IngestError(
+                f"{self.spec.label}: cannot read the checkpoint {self.checkpoint_path} ({exc}); "
+                "delete it or pass --restart"
+            ) from None
+        if getattr(state, "version", None) != CHECKPOINT_VERSION:
+            raise IngestError(
+                f"{self.spec.label}: {self.checkpoint_path} is from another version; pass --restart"
+            )
+        if state.fingerprint != self.fingerprint():
+            raise IngestError(
+                f"{self.spec.label}: the checkpoint {self.checkpoint_path} was made for another "
+                "file or other settings; pass --restart to ingest from the beginning "
+                "(entries already added are not duplicated)"
+            )
+        return state
+
+    def save(self, state: Checkpoint) -> None:
+        """Write the checkpoint atomically (temporary file, fsync, rename)."""
+        if self.source.live:
+            return
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.checkpoint_path.with_suffix(".tmp")
+        with tmp.open("wb") as handle:
+            pickle.dump(state, handle, protocol=pickle.HIGHEST_PROTOCOL)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.checkpoint_path)
+        self._last_checkpoint = time.monotonic()
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def run(self, restart: bool = False) -> Stats:
+        """Ingest until the source ends or a stop is requested; returns the counters."""
+        state = self.load(restart)
+        if state.done:
+            log.info("%s: %s was already ingested (pass --restart to do it again)",
+                     self.spec.label, self.source.name)  # fmt: skip
+            return state.stats
+        if state.next_frame:
+            log.info("%s: resuming at frame %d from %s", self.spec.label, state.next_frame,
+                     self.checkpoint_path)  # fmt: skip
+        self._frames_at_start = state.stats.frames
+        pending: list[Crop] = []
+        frames = sampled(
+            self.source.frames(start=state.next_frame), self.spec.fps, after=state.last_time
+        )
+        for frame in prefetch(frames, self.settings.queue_frames, self.stop.graceful):
+            if self.stop.graceful.is_set():
+                break
+            self._process(frame, state, pending)
+            if pending and (
+                len(pending) >= self.settings.batch
+                or time.monotonic() - self._last_flush >= self.settings.flush_s
+            ):
+                self._flush(pending, state)
+            if (
+                not pending
+                and time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_s
+            ):
+                self.save(state)
+            self._maybe_progress(state)
+        if not self.stop.abort.is_set():
+            pending.extend(state.selector.finish_all())
+            self._flush(pending, state)
+        if self.stop.abort.is_set():  # before or during the last flush: no checkpoint now
+            log.warning("%s: aborted; %d crops not sent (the checkpoint is from before them)",
+                        self.spec.label, len(pending))  # fmt: skip
+            return state.stats
+        state.done = not self.stop.graceful.is_set() and not self.source.live
+        self.save(state)
+        self._progress(state, done=state.done)
+        return state.stats
+
+    def _process(self, frame: Frame, state: Checkpoint, pending: list[Crop]) -> None:
+        detections = self.detector.detect(frame.image)
+        if self.spec.roi is not None:
+            detections = _in_roi(detections, self.spec.roi)
+        tracked = state.tracker.update(detections)
+        state.selector.observe(frame.index, frame.time, frame.image, tracked)
+        state.seen_tracks.update(t.track for t in tracked)
+        pending.extend(state.selector.finished(frame.time))
+        stats = state.stats
+        stats.frames += 1
+        stats.detections += len(detections)
+        stats.tracks = len(state.seen_tracks)
+        stats.last_frame = frame.index
+        state.next_frame = frame.index + 1
+        state.last_time = frame.time
+
+    def _flush(self, pending: list[Crop], state: Checkpoint) -> None:
+        """Send every pending crop (retrying while the server is away), then checkpoint;
+        an abort leaves the unsent crops in ``pending`` and the checkpoint as it was."""
+        batch = max(1, self.settings.batch)
+        while pending:
+            chunk = pending[:batch]
+            images = [c.jpeg for c in chunk]
+            metadata = [self._metadata(c) for c in chunk]
+            if not self._add(images, metadata):
+                return  # aborted: the checkpoint stays before these crops
+            del pending[: len(chunk)]
+            state.stats.entries += len(chunk)
+        self._last_flush = time.monotonic()
+        self.save(state)
+
+    def _metadata(self, crop: Crop) -> dict[str, Any]:
+        spec = self.spec
+        track = track_id(spec.id, self.source.name, crop.track, self.session)
+        # Live frames carry the wall clock; files and folders their stream time.
+        timestamp = crop.time if self.source.live else (spec.start_time or 0.0) + crop.time
+        extra: dict[str, Any] = {"frame": crop.frame, "score": round(crop.score, 4)}
+        extra["quality"] = round(crop.quality, 4)
+        if spec.name:
+            extra["camera_name"] = spec.name
+        return {
+            "camera": spec.id,
+            "timestamp": timestamp,
+            "track": track,
+            "box": list(crop.box),
+            "source": self.source.name,
+            "extra": extra,
+            "key": entry_key(spec.id, self.source.name, crop.frame, track, crop.box),
+        }
+
+    def _add(self, images: list[bytes], metadata: list[dict[str, Any]]) -> bool:
+        """``client.add`` until it is acknowledged; False only when aborted. A refusal
+        that retrying cannot fix (bad input, auth) raises :class:`IngestError`."""
+        delay = self.settings.retry_initial_s
+        while True:
+            try:
+                self.client.add(images, metadata)
+                return True
+            except ServerError as exc:
+                transient = isinstance(exc, ServerUnreachableError) or (
+                    exc.status in TRANSIENT_STATUSES
+                )
+                if not transient:
+                    raise IngestError(
+                        f"{self.spec.label}: the server refused the add: {exc}"
+                    ) from None
+                log.warning("%s: add failed (%s); retrying in %.2g s", self.spec.label, exc, delay)
+            if self.stop.abort.wait(delay):
+                return False
+            delay = min(self.settings.retry_max_s, delay * 2)
+
+    # -- progress ------------------------------------------------------------------------
+
+    def _maybe_progress(self, state: Checkpoint) -> None:
+        if time.monotonic() - self._last_progress >= self.settings.progress_s:
+            self._progress(state)
+
+    def _progress(self, state: Checkpoint, done: bool = False) -> None:
+        self._last_progress = time.monotonic()
+        stats = state.stats
+        elapsed = max(1e-6, time.monotonic() - self._started)
+        rate = (stats.frames - self._frames_at_start) / elapsed
+        total = getattr(self.source, "frame_count", None) or len(getattr(self.source, "files", []))
+        position = total if done and total else stats.last_frame + 1
+        where = f"frame {position}" + (f"/{total}" if total else "") + (" (done)" if done else "")
+        log.info(
+            "%s: %s, %.1f frames/s, %d detections, %d tracks, %d entries written",
+            self.spec.label, where, rate, stats.detections, stats.tracks, stats.entries,
+        )  # fmt: skip
+
+
+def _in_roi(detections: Detections, roi: tuple[float, float, float, float]) -> Detections:
+    """The detections whose box centre lies inside ``roi`` (x, y, w, h)."""
+    x, y, w, h = roi
+    boxes = detections.boxes
+    cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+    keep = (cx >= x) & (cx <= x + w) & (cy >= y) & (cy <= y + h)
+    return Detections(boxes[keep], detections.scores[keep])
+
+
+def prefetch(frames: Iterator[Frame], size: int, stop: threading.Event) -> Iterator[Frame]:
+    """Decode ahead in a thread through a bounded queue (``size`` frames); errors of the
+    source are raised here, in the consumer."""
+    buffer: queue.Queue[Any] = queue.Queue(maxsize=max(1, size))
+    done = object()
+
+    def produce() -> None:
+        try:
+            for frame in frames:
+                while not stop.is_set():
+                    try:
+                        buffer.put(frame, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            item: Any = done
+        except BaseException as exc:  # handed to the consumer
+            item = exc
+        while not stop.is_set():
+            try:
+                buffer.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    thread = threading.Thread(target=produce, name="decode", daemon=True)
+    thread.start()
+    while True:
+        try:
+            item = buffer.get(timeout=0.2)
+        except queue.Empty:
+            if stop.is_set():
+                return
+            continue
+        if item is done:
+            return
+        if isinstance(item, BaseException):
+            raise item
+        yield item
