@@ -175,7 +175,9 @@ def summarise(values: list[float]) -> dict[str, float]:
     return {"mean": statistics.fmean(pct), "std": std, "min": min(pct), "max": max(pct)}
 
 
-def cell(s: dict[str, float]) -> str:
+def cell(s: dict[str, float], runs: int) -> str:
+    if runs == 1:
+        return f"{s['mean']:.1f} (one run)"
     return f"{s['mean']:.1f} ± {s['std']:.1f} ({s['min']:.1f}-{s['max']:.1f})"
 
 
@@ -195,7 +197,8 @@ def table(groups: list[tuple[Row, int, list[dict]]]) -> str:
         seconds = [r["train_seconds"] for r in runs if r["train_seconds"]]
         minutes = f"{statistics.fmean(seconds) / 60:.1f} min" if seconds else "-"
         lines.append(
-            f"| {row.label} | {data_seed} | {len(runs)} | {cell(m)} | {cell(r1)} | {minutes} |"
+            f"| {row.label} | {data_seed} | {len(runs)} | {cell(m, len(runs))} | "
+            f"{cell(r1, len(runs))} | {minutes} |"
         )
     return "\n".join(lines)
 

@@ -36,6 +36,8 @@ def test_rows_are_summarised_as_mean_sample_std_and_range(runner) -> None:
         [(row, 0, [_result(row.name, s, m) for s, m in enumerate([0.3, 0.36, 0.33])])]
     )
     assert "| 3 | 33.0 ± 3.0 (30.0-36.0) | 43.0 ± 3.0 (40.0-46.0) | 1.0 min |" in text
+    single = runner.table([(row, 0, [_result(row.name, 0, 0.3)])])
+    assert "| 1 | 30.0 (one run) | 40.0 (one run) |" in single  # no spread to claim
 
 
 def test_every_trained_row_names_a_shipped_config_and_main_rows_cover_the_demo(runner) -> None:
