@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -90,6 +91,30 @@ def _install_faults(directory: Path) -> None:
     store.open = faulty_open  # the store's writes of thumbnail files
 
 
+def wait_until_serving(
+    proc: subprocess.Popen, log_text: Callable[[], str], timeout: float, poll: float = 0.05
+) -> tuple[str, str]:
+    """Wait until a ``python -m server`` child logged its address and ``/readyz`` is 200.
+
+    Returns ``(http_url, grpc_target)`` (``grpc_target`` empty without gRPC); raises an
+    ``AssertionError`` with the log if the process exits or is not ready in time.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited {proc.returncode}:\n{log_text()}")
+        match = re.search(r"serving HTTP on (http://[\d.]+:\d+)", log_text())
+        if match:
+            grpc = re.search(r"gRPC on ([\d.]+:\d+)", log_text())
+            try:
+                if httpx.get(f"{match.group(1)}/readyz", timeout=2).status_code == 200:
+                    return match.group(1), grpc.group(1) if grpc else ""
+            except httpx.TransportError:
+                pass
+        time.sleep(poll)
+    raise AssertionError(f"server not ready in {timeout}s:\n{log_text()}")
+
+
 class LiveServer:
     """A ``tests/live_server.py`` child process; ``url`` and ``grpc_target`` once ready."""
 
@@ -117,22 +142,8 @@ class LiveServer:
         return self.log.read_text()
 
     def wait_ready(self, timeout: float = 60.0) -> LiveServer:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"server exited {self.proc.returncode}:\n{self.text()}")
-            match = re.search(r"serving HTTP on (http://[\d.]+:\d+)", self.text())
-            if match:
-                self.url = match.group(1)
-                grpc = re.search(r"gRPC on ([\d.]+:\d+)", self.text())
-                self.grpc_target = grpc.group(1) if grpc else ""
-                try:
-                    if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                        return self
-                except httpx.TransportError:
-                    pass
-            time.sleep(0.05)
-        raise AssertionError(f"server not ready in {timeout}s:\n{self.text()}")
+        self.url, self.grpc_target = wait_until_serving(self.proc, self.text, timeout)
+        return self
 
     def wait_exit(self, timeout: float = 30.0) -> int:
         """The exit code of a server expected to stop by itself (e.g. a refused start)."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from live_server import wait_until_serving
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,22 +48,8 @@ class ServerProcess:
         return self.log.read_text()
 
     def wait_ready(self, timeout: float = 90.0) -> ServerProcess:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"server exited {self.proc.returncode}:\n{self.text()}")
-            match = re.search(r"serving HTTP on (http://[\d.]+:\d+)", self.text())
-            if match:
-                self.url = match.group(1)
-                grpc = re.search(r"gRPC on ([\d.]+:\d+)", self.text())
-                self.grpc_target = grpc.group(1) if grpc else ""
-                try:
-                    if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                        return self
-                except httpx.TransportError:
-                    pass
-            time.sleep(0.2)
-        raise AssertionError(f"server not ready in {timeout}s:\n{self.text()}")
+        self.url, self.grpc_target = wait_until_serving(self.proc, self.text, timeout, poll=0.2)
+        return self
 
     def stop(self) -> int:
         if self.proc.poll() is None:
