@@ -193,6 +193,65 @@ class DistributedPKSampler(PKSampler):
         super().__init__(labels, num_instances, batch_size, seed, iters, balance, rank, world_size)
 
 
+class ShuffleSampler(Sampler[int]):
+    """Yield the usable indices in random order, pass after pass, in batches of ``batch_size``.
+
+    The random-shuffle sampling of methods that draw images, not identities (MAR's
+    target and reference halves). Indices with a negative label are never drawn. Each
+    pass is one permutation of the usable indices; the passes are concatenated into an
+    endless stream cut into batches (a batch may straddle two passes) and truncated to
+    ``iters`` batches (default: about one pass). As for :class:`PKSampler`, the stream
+    depends only on ``(seed, epoch)`` and a rank keeps batches ``rank, rank +
+    world_size, ...``, so DDP shares are disjoint and equally long.
+    """
+
+    def __init__(
+        self,
+        labels: Sequence[int] | np.ndarray,
+        batch_size: int = 64,
+        seed: int = 0,
+        iters: int | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        labels = _int_array("labels", labels)
+        _check_args(1, batch_size, iters, "identity", rank, world_size)
+        self.batch_size, self.seed, self.iters = batch_size, seed, iters
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+        self._usable = np.flatnonzero(labels >= 0)
+        if not self._usable.size:
+            raise ValueError(
+                f"no index to sample: all {len(labels)} labels are negative; "
+                "need at least one label >= 0"
+            )
+
+    @property
+    def num_batches(self) -> int:
+        """Batches this rank yields per epoch."""
+        if self.iters is not None:
+            return self.iters
+        return max(1, self._usable.size // self.batch_size // self.world_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reshuffle reproducibly: the order depends only on ``(seed, epoch)``."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_batches * self.batch_size
+
+    def __iter__(self) -> Iterator[int]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        total = self.num_batches * self.world_size
+        stream = np.empty(0, dtype=np.int64)
+        for b in range(total):
+            while len(stream) < self.batch_size:
+                stream = np.concatenate([stream, rng.permutation(self._usable)])
+            batch, stream = stream[: self.batch_size], stream[self.batch_size :]
+            if b % self.world_size == self.rank:
+                yield from batch.tolist()
+
+
 def _spread_over_cameras(
     cameras: list[np.ndarray], size: int, rng: np.random.Generator
 ) -> np.ndarray:

@@ -64,6 +64,7 @@ class GeneratorParams:
     query_prob: float = 0.7
     distractors: int | None = None  # None: 10% of the test identities' images
     junk: int | None = None  # None: 3% of the test identities' images
+    pid_offset: int = 0  # identities are numbered pid_offset + 1, pid_offset + 2, ...
 
     def validate(self) -> None:
         """Raise ``ValueError`` with a readable message for out-of-range values."""
@@ -71,8 +72,13 @@ class GeneratorParams:
             raise ValueError(f"ids_train must be >= 0, got {self.ids_train}")
         if self.ids_test < 1:
             raise ValueError(f"ids_test must be >= 1, got {self.ids_test}")
-        if self.ids_train + self.ids_test > MAX_PIDS:
-            raise ValueError(f"at most {MAX_PIDS} identities in total (4-digit labels)")
+        if self.pid_offset < 0:
+            raise ValueError(f"pid_offset must be >= 0, got {self.pid_offset}")
+        if self.pid_offset + self.ids_train + self.ids_test > MAX_PIDS:
+            raise ValueError(
+                f"pid_offset + ids_train + ids_test must be <= {MAX_PIDS} (4-digit labels), "
+                f"got {self.pid_offset + self.ids_train + self.ids_test}"
+            )
         if not 2 <= self.cameras <= MAX_CAMERAS:
             raise ValueError(f"cameras must be in 2..{MAX_CAMERAS}, got {self.cameras}")
         if self.seed < 0:
@@ -205,10 +211,11 @@ def plan_dataset(params: GeneratorParams) -> list[ImageJob]:
     params.validate()
     used: set[str] = set()
     jobs: list[ImageJob] = []
-    for pid in range(1, params.ids_train + 1):
+    first = params.pid_offset + 1
+    for pid in range(first, first + params.ids_train):
         jobs.extend(_plan_identity(params, pid, "train", used))
     test: list[ImageJob] = []
-    for pid in range(params.ids_train + 1, params.ids_train + params.ids_test + 1):
+    for pid in range(first + params.ids_train, first + params.ids_train + params.ids_test):
         test.extend(_plan_identity(params, pid, "test", used))
     jobs.extend(test)
     n_distractors, n_junk = resolved_extras(params, len(test))
@@ -463,6 +470,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="junk images (pid -1) in the gallery (default: 3%% of test images)",
     )
     p.add_argument(
+        "--pid-offset",
+        type=_bounded(int, 0, MAX_PIDS - 1, "--pid-offset"),
+        default=d.pid_offset,
+        metavar="N",
+        help="number the identities from N + 1 (a second set whose labels never collide "
+        "with a first one's, e.g. a labelled reference set beside a target set)",
+    )
+    p.add_argument(
         "--workers",
         type=_bounded(int, 0, 256, "--workers"),
         default=0,
@@ -488,6 +503,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         query_prob=float(args.query_prob),
         distractors=None if args.distractors is None else int(args.distractors),
         junk=None if args.junk is None else int(args.junk),
+        pid_offset=int(args.pid_offset),
     )
     try:
         params.validate()
