@@ -9,7 +9,17 @@ Overrides are dotted keys into the config (``optim.lr=1e-4``) or the short alias
 ``epochs=``, ``iters_per_epoch=``, ``batch_size=``, ``device=``, ``seed=``, ``lr=``.
 The resolved config is written to ``RUN_DIR/config.yaml``. ``--resume`` continues
 from ``RUN_DIR/checkpoint_last.pt`` (with ``RUN_DIR/config.yaml`` unless
-``--config`` is given; ``--data`` defaults to the recorded dataset).
+``--config`` is given; ``--data`` and ``--reference`` default to the recorded ones).
+``--reference FORMAT:PATH`` names the labelled auxiliary set of methods that train on
+one (MAR; ``reference:`` in the config); ``--init CKPT`` starts a new run from another
+run's encoder weights and method parameters (MAR's main stage from its ``pretrain``
+stage: the agents carry over)::
+
+    python -m trainer train --config trainer/configs/mar_pretrain_synthetic.yaml \
+        --data synthetic:data/synth --reference synthetic:data/ref --out runs/mar_pre
+    python -m trainer train --config trainer/configs/mar_synthetic.yaml \
+        --data synthetic:data/synth --reference synthetic:data/ref \
+        --init runs/mar_pre/checkpoint_last.pt --out runs/mar
 Under ``torchrun --nproc_per_node N -m trainer train ...`` the run is distributed.
 
 Evaluate::
@@ -79,6 +89,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--config", type=Path, help="YAML config (trainer/configs/<name>.yaml)")
     train.add_argument("--data", help="dataset spec FORMAT:PATH, e.g. market1501:/data/Market")
+    train.add_argument(
+        "--reference",
+        metavar="SPEC",
+        help="labelled auxiliary (reference) dataset FORMAT:PATH with identities disjoint "
+        "from --data, for methods that use one (mar), e.g. msmt17:/data/MSMT17",
+    )
+    train.add_argument(
+        "--init",
+        type=Path,
+        metavar="CKPT",
+        help="start from this checkpoint's encoder weights and method parameters (e.g. "
+        "mar's agents after its pretrain stage); optimiser and counters start fresh",
+    )
     train.add_argument("--out", type=Path, required=True, help="run directory (RUN_DIR)")
     train.add_argument(
         "--resume", action="store_true", help="continue from RUN_DIR/checkpoint_last.pt"
@@ -192,6 +215,17 @@ def resolve_train_config(args: argparse.Namespace) -> TrainerConfig:
     if not spec:
         raise UsageError("train needs --data FORMAT:PATH (e.g. synthetic:data/synth)")
     config.data.spec = str(spec)
+    if args.reference:
+        config.reference.spec = str(args.reference)
+    if args.init is not None:
+        if args.resume:
+            raise UsageError(
+                "--init starts a new run from another run's checkpoint; --resume continues "
+                "this run: pass one of them"
+            )
+        if not args.init.is_file():
+            raise UsageError(f"--init: checkpoint {args.init} not found")
+        config.train.init = str(args.init)
     return config
 
 
@@ -218,6 +252,7 @@ def _train(args: argparse.Namespace) -> int:
     try:
         config = resolve_train_config(args)
         dataset = load_dataset(config.data.spec)
+        reference = load_dataset(config.reference.spec) if config.reference.spec else None
         checkpoint = None
         if args.resume:
             checkpoint = load_checkpoint(args.out / LAST, require_training=True)
@@ -228,10 +263,16 @@ def _train(args: argparse.Namespace) -> int:
         distributed.barrier()
         logger = setup_logging(args.out, dist.is_main)
         logger.info(dataset.summary())
-        trainer = build_trainer(config, dataset, args.out, dist)
+        trainer = build_trainer(config, dataset, args.out, dist, reference=reference)
         if checkpoint is not None:
             trainer.load_checkpoint(checkpoint)
             logger.info(f"resumed from {args.out / LAST} after epoch {trainer.state.epoch}")
+        elif config.train.init:
+            taken = trainer.init_from(load_checkpoint(config.train.init))
+            logger.info(
+                f"initialised the encoder and method parameters "
+                f"{', '.join(taken) if taken else '(none)'} from {config.train.init}"
+            )
         if dist.is_main:
             save_config(config, args.out / "config.yaml")
     except (*USER_ERRORS, UsageError, TrainerError) as exc:

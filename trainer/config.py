@@ -6,9 +6,10 @@ A config file has these sections (every key optional except ``method.name``)::
     model:      {name, kwargs: {pretrained, last_stride, pooling, input_size, ...}}
     method:     {name, ...the method's own parameters (its params model)}
     data:       {spec, num_workers, transforms: {flip, pad, erasing_p, color_jitter}}
+    reference:  {spec, splits, batch_size, num_instances, sampler}
     train:      {epochs, iters_per_epoch, batch_size, num_instances, sampler, grad_clip,
                  amp, channels_last, device, seed, progress, threads,
-                 find_unused_parameters, sync_bn}
+                 find_unused_parameters, sync_bn, init}
     optim:      {name, lr, weight_decay, momentum, nesterov, backbone_lr_mult}
     schedule:   {name, warmup_epochs, warmup_factor, milestones, gamma, min_lr_factor}
     eval:       {every, rerank, metric, batch_size, camera_prior}
@@ -162,6 +163,42 @@ class DataConfig(Section):
     transforms: TransformConfig = TransformConfig()
 
 
+class ReferenceConfig(Section):
+    """The labelled auxiliary ("reference") stream; ``spec`` is set from ``--reference``.
+
+    A labelled dataset whose identities are disjoint from the target's (MAR's agents
+    are its identities). ``splits``: the splits whose images form the reference set
+    (MAR's code uses all of MSMT17: ``[train, query, gallery]``; identities of the
+    train split and of query + gallery are kept apart, since formats such as MSMT17
+    number them separately). ``batch_size``: reference images per step (global, split
+    over DDP processes like ``train.batch_size``), beside the target's.
+    ``sampler``: ``random`` (a shuffle of the images, MAR) or ``pk`` (P identities x
+    ``num_instances`` images).
+    """
+
+    spec: str | None = None
+    splits: list[Literal["train", "query", "gallery"]] = ["train"]
+    batch_size: int = Field(64, ge=1)
+    num_instances: int = Field(1, ge=1)
+    sampler: Literal["random", "pk"] = "random"
+
+    @field_validator("splits")
+    @classmethod
+    def _some_splits(cls, splits: list[str]) -> list[str]:
+        if not splits or len(set(splits)) != len(splits):
+            raise ValueError(f"expected one or more distinct splits, got {splits}")
+        return splits
+
+    @model_validator(mode="after")
+    def _whole_identities(self) -> ReferenceConfig:
+        if self.sampler == "pk" and self.batch_size % self.num_instances:
+            raise ValueError(
+                f"batch_size ({self.batch_size}) must be a multiple of num_instances "
+                f"({self.num_instances}) with sampler pk"
+            )
+        return self
+
+
 class TrainConfig(Section):
     """The loop. ``batch_size`` is global (split over DDP processes): P x K images.
 
@@ -171,13 +208,18 @@ class TrainConfig(Section):
     bars (training steps, the per-epoch feature extraction, evaluation) when stderr is a
     terminal; ``true`` / ``false`` force them. ``sync_bn``: under
     DDP, BatchNorm statistics over the global batch instead of each process's share.
+    ``sampler``: ``pk`` (P labels x K images), ``pk_camera`` (the K from as many cameras
+    as possible) or ``random`` (a shuffle of the labelled images; ``num_instances`` 1).
+    ``init``: a checkpoint to start from (set from ``--init``): its encoder weights and
+    the method's trainable parameters (MAR's agents after the ``pretrain`` stage), not
+    its optimiser or counters.
     """
 
     epochs: int = Field(50, ge=1)
     iters_per_epoch: int | None = Field(200, ge=1)
     batch_size: int = Field(64, ge=1)
     num_instances: int = Field(4, ge=1)
-    sampler: Literal["pk", "pk_camera"] = "pk"
+    sampler: Literal["pk", "pk_camera", "random"] = "pk"
     grad_clip: float | None = Field(None, gt=0)
     amp: bool = True
     channels_last: bool = True
@@ -187,6 +229,7 @@ class TrainConfig(Section):
     threads: int | Literal["auto"] = "auto"
     find_unused_parameters: bool = True
     sync_bn: bool = False
+    init: str | None = None
 
     @field_validator("threads")
     @classmethod
@@ -274,6 +317,7 @@ class TrainerConfig(Section):
     method: MethodConfig = Field(None, validate_default=True)  # None: "needs a name"
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
+    reference: ReferenceConfig = ReferenceConfig()
     train: TrainConfig = TrainConfig()
     optim: OptimConfig = OptimConfig()
     schedule: ScheduleConfig = ScheduleConfig()

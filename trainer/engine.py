@@ -5,7 +5,8 @@ Per epoch::
     features = extract(encoder, train set)            # only if method.wants_features(epoch)
     plan = method.prepare_epoch(EpochContext(...))    # pseudo-labels, memories
     loader = P x K sampler over plan.labels           # this rank's share of batches
-    for batch in loader:
+                                                      # (+ the reference stream's loader)
+    for batch in loader:                              # {"target": ..., "reference": ...}
         out = method.training_step(batch)             # (through DDP when distributed)
         backward(sum(out.losses)), clip, optimizer.step(), lr schedule
         method.after_step(batch, out)                 # explicit memory updates
@@ -20,6 +21,14 @@ for P identities per batch lowers P for that epoch with a warning. Randomness is
 reseeded from ``(seed, epoch, rank)`` at the start of every epoch and
 sampling/augmentation are keyed by ``(seed, epoch)``, so a resumed run continues
 exactly like an uninterrupted one.
+
+Reference stream (methods with ``uses_reference``, e.g. MAR): a labelled auxiliary set
+(``trainer.reference``) gets its own loader, sampler (``reference.sampler``) and batch
+size (``reference.batch_size``), sharded over DDP ranks like the target's, with its own
+random streams; each step's batch holds both, ``{"target": ..., "reference": ...}``,
+for the target loader's number of steps. A method whose ``streams()`` leave out
+``"target"`` (MAR's ``pretrain`` stage) trains on the reference batches alone for
+``train.iters_per_epoch`` steps (``null``: about one pass of the reference set).
 
 DDP: the method (which owns the encoder and its extra parameters) is wrapped in
 ``DistributedDataParallel`` through :class:`StepModule`, whose ``forward`` is
@@ -46,7 +55,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from reid.data.base import ImageRecord, ReIDDataset
-from reid.data.samplers import PKCameraSampler, PKSampler
+from reid.data.samplers import PKCameraSampler, PKSampler, ShuffleSampler
 from reid.data.torch_dataset import ImageDataset, KeyedSampler
 from reid.data.transforms import build_train_transform
 from reid.models import build_model, load_encoder_state
@@ -74,6 +83,11 @@ from trainer.methods import (
     method_class,
 )
 from trainer.optim import LRSchedule, build_optimizer, param_groups
+from trainer.reference import ReferenceSet, build_reference_set
+
+REFERENCE_SEED_OFFSET = 1_000_003
+"""Added to ``train.seed`` for the reference stream's sampling and augmentation, so they
+do not repeat the target stream's random draws."""
 
 
 class TrainerError(ValueError):
@@ -188,9 +202,11 @@ class Trainer:
         dist: DistInfo,
         hooks: Sequence[HookBase] = (),
         labels: np.ndarray | None = None,
+        reference: ReferenceSet | None = None,
     ) -> None:
         self.config = config
         self.dataset = dataset
+        self.reference = reference
         self.records = list(dataset.train)
         self.camids = np.array([r.camid for r in self.records], dtype=np.int64)
         self.true_labels = labels
@@ -341,6 +357,8 @@ class Trainer:
         for param in plan.fresh_parameters:
             self.optimizer.state.pop(param, None)
         self.epoch_record.update({k: float(v) for k, v in plan.stats.items()})
+        if "target" not in self.method.streams():  # a reference-only stage: no target batch
+            return labels
         if not (labels >= 0).any():
             labels = self._no_labels(epoch, snapshot, plan.stats)
             if labels is None:
@@ -381,6 +399,20 @@ class Trainer:
         t = self.config.train
         k = t.num_instances
         local_batch = t.batch_size // self.dist.world_size
+        if t.sampler == "random":
+            return self._loader(
+                ShuffleSampler(
+                    labels,
+                    batch_size=max(local_batch, 1),
+                    seed=t.seed,
+                    iters=t.iters_per_epoch,
+                    rank=self.dist.rank,
+                    world_size=self.dist.world_size,
+                ),
+                ImageDataset(self.records, self.transform, labels=labels, seed=t.seed),
+                epoch,
+                "batch_size",
+            )
         if local_batch < k or local_batch % k:
             raise TrainerError(
                 f"train.batch_size {t.batch_size} over {self.dist.world_size} processes gives "
@@ -408,13 +440,52 @@ class Trainer:
             sampler: PKSampler = PKCameraSampler(labels, self.camids, **common)
         else:
             sampler = PKSampler(labels, **common)
+        dataset = ImageDataset(self.records, self.transform, labels=labels, seed=t.seed)
+        return self._loader(sampler, dataset, epoch, "batch_size")
+
+    def make_reference_loader(self, epoch: int, iters: int | None) -> DataLoader:
+        """This rank's loader over the reference set: ``iters`` batches (``None``: about
+        one pass) of ``reference.batch_size / world_size`` images, labels the reference
+        identities."""
+        if self.reference is None:
+            raise TrainerError(
+                f"method {self.method.name!r} trains on a reference stream, but no reference "
+                "set was given: pass --reference FORMAT:PATH (a labelled dataset)"
+            )
+        r, t = self.config.reference, self.config.train
+        world = self.dist.world_size
+        local = r.batch_size // world
+        k = r.num_instances if r.sampler == "pk" else 1
+        if local < k or local % k:
+            raise TrainerError(
+                f"reference.batch_size {r.batch_size} over {world} processes gives {local} "
+                f"images per process, not a positive multiple of {k}"
+            )
+        seed = t.seed + REFERENCE_SEED_OFFSET
+        labels = self.reference.labels
+        share = dict(seed=seed, iters=iters, rank=self.dist.rank, world_size=world)
+        sampler: ShuffleSampler | PKSampler
+        if r.sampler == "random":
+            sampler = ShuffleSampler(labels, batch_size=local, **share)
+        else:
+            try:
+                sampler = PKSampler(labels, num_instances=k, batch_size=local, **share)
+            except ValueError as exc:
+                raise TrainerError(f"reference sampler: {exc}") from None
+        records = self.reference.records
+        dataset = ImageDataset(records, self.transform, labels=labels, seed=seed)
+        return self._loader(sampler, dataset, epoch, "reference_batch_size")
+
+    def _loader(
+        self, sampler: PKSampler | ShuffleSampler, dataset: ImageDataset, epoch: int, key: str
+    ) -> DataLoader:
+        """A keyed, epoch-set loader of ``sampler.batch_size`` images per batch."""
         keyed = KeyedSampler(sampler)
         keyed.set_epoch(epoch)
-        dataset = ImageDataset(self.records, self.transform, labels=labels, seed=t.seed)
-        self.epoch_record["batch_size"] = p * k * self.dist.world_size
+        self.epoch_record[key] = sampler.batch_size * self.dist.world_size
         return DataLoader(
             dataset,
-            batch_size=p * k,
+            batch_size=sampler.batch_size,
             sampler=keyed,
             num_workers=self.num_workers,
             pin_memory=self.device.type == "cuda",
@@ -423,8 +494,15 @@ class Trainer:
 
     def train_steps(self, epoch: int, labels: np.ndarray) -> None:
         """The epoch's optimisation steps."""
-        loader = self.make_loader(epoch, labels)
-        self.steps_this_epoch = len(loader)
+        streams = self.method.streams()
+        loaders: dict[str, DataLoader] = {}
+        if "target" in streams:
+            loaders["target"] = self.make_loader(epoch, labels)
+        if "reference" in streams:
+            iters = len(loaders["target"]) if loaders else self.config.train.iters_per_epoch
+            loaders["reference"] = self.make_reference_loader(epoch, iters)
+        names = list(loaders)
+        self.steps_this_epoch = min(len(loader) for loader in loaders.values())
         self.method.train()
         autocast = (
             torch.autocast(device_type="cuda", dtype=torch.float16) if self.amp else nullcontext()
@@ -433,9 +511,9 @@ class Trainer:
         sums: dict[str, float] = {}
         images_seen = 0
         start = time.perf_counter()
-        for i, sample in enumerate(loader):
+        for i, samples in enumerate(zip(*loaders.values(), strict=True)):
             self.schedule.apply(self.optimizer, epoch + i / self.steps_this_epoch)
-            batch = {"target": self._to_device(sample)}
+            batch = {name: self._to_device(s) for name, s in zip(names, samples, strict=True)}
             with autocast:
                 out = StepOutput(**self.step_module(batch))
             loss = torch.stack([v.float() for v in out.losses.values()]).sum()
@@ -454,7 +532,7 @@ class Trainer:
             self.scaler.update()
             self.method.after_step(batch, out)
             self.state.global_step += 1
-            images_seen += len(sample["index"])
+            images_seen += sum(len(s["index"]) for s in samples)
             elapsed = time.perf_counter() - start
             lr = self.optimizer.param_groups[-1]["lr"]
             self.step_values = {
@@ -483,6 +561,16 @@ class Trainer:
         return stream
 
     # ------------------------------------------------------------------ state
+
+    def init_from(self, checkpoint: dict[str, Any]) -> list[str]:
+        """Start from another run's checkpoint (``--init``): its encoder weights and what
+        ``method.init_from_state`` takes from its method state; returns those names.
+
+        The optimiser, schedule, counters and RNG stay fresh: this is a new run.
+        """
+        load_encoder_state(self.encoder, checkpoint["encoder"])
+        training = checkpoint.get("training") or {}
+        return self.method.init_from_state(training.get("method") or {})
 
     def training_state(self) -> dict[str, Any]:
         """The checkpoint's ``"training"`` section (see ``trainer.checkpoint``)."""
@@ -554,8 +642,13 @@ def build_trainer(
     out_dir: Path | None,
     dist: DistInfo | None = None,
     hooks: Sequence[HookBase] | None = None,
+    reference: ReIDDataset | None = None,
 ) -> Trainer:
-    """Assemble encoder, method, optimiser, schedule and hooks from a typed config."""
+    """Assemble encoder, method, optimiser, schedule and hooks from a typed config.
+
+    ``reference``: the loaded reference dataset (``reference.spec``), checked and
+    labelled by ``trainer.reference.build_reference_set`` against ``dataset``.
+    """
     dist = dist or DistInfo()
     device = resolve_device(config.train.device, dist)
     torch.set_num_threads(cpu_threads(config.train.threads))
@@ -570,6 +663,22 @@ def build_trainer(
             f"{dataset.name!r} is unlabeled ({unlabeled} images without an identity); "
             "use an unsupervised method (e.g. cluster_contrast) or a labelled dataset"
         )
+    cls = method_class(name)
+    if cls.uses_reference and reference is None:
+        raise TrainerError(
+            f"method {name!r} trains on a labelled reference set beside the target: pass "
+            "--reference FORMAT:PATH (identities disjoint from the target's, e.g. "
+            "msmt17:/data/MSMT17, or a second synthetic set)"
+        )
+    if reference is not None and not cls.uses_reference:
+        raise TrainerError(
+            f"method {name!r} does not use a reference set; drop --reference "
+            "(reference.spec) or choose a method that does (mar)"
+        )
+    ref_set = None
+    if reference is not None:
+        ref_set = build_reference_set(reference, config.reference.splits, dataset)
+        get_logger().info(ref_set.summary())
     seed_everything(config.train.seed)
     encoder = build_model(config.model.name, **config.model.kwargs)
     info = TrainInfo(
@@ -579,6 +688,8 @@ def build_trainer(
         embedding_dim=int(encoder.embedding_dim),
         device=device,
         epochs=config.train.epochs,
+        num_reference=0 if ref_set is None else len(ref_set.records),
+        num_reference_classes=0 if ref_set is None else ref_set.num_classes,
     )
     if config.train.channels_last and device.type == "cuda":
         encoder = encoder.to(memory_format=torch.channels_last)
@@ -626,4 +737,5 @@ def build_trainer(
         dist=dist,
         hooks=hooks,
         labels=labels,
+        reference=ref_set,
     )

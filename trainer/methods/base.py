@@ -15,8 +15,12 @@ per epoch::
 
 Batches are dicts of named streams: ``batch["target"]`` holds the training images
 (``image`` [B,3,H,W], ``index`` [B] into the train records, ``label`` [B] pseudo or
-true label, ``camid`` [B]); methods with a labelled auxiliary set add a
-``"reference"`` stream without any change to the loop.
+true label, ``camid`` [B]); methods with a labelled auxiliary set (``uses_reference``,
+e.g. MAR) also get ``batch["reference"]`` (the same keys; ``index`` into the reference
+records, ``label`` the reference identity ``0..C-1``) from its own sampler and batch
+size (``reference:`` in the config, ``--reference`` on the command line). A method
+trains on the streams ``streams()`` names: a stage on the reference set alone (MAR's
+``pretrain``) returns ``("reference",)`` and the loop loads no target batch.
 
 What the loop guarantees and expects (``trainer.engine``; additions to the above):
 
@@ -37,11 +41,14 @@ What the loop guarantees and expects (``trainer.engine``; additions to the above
   before ``prepare_epoch`` and reuses the previous labels. Buffers may change shape
   between epochs; trainable parameters must keep their shape (the optimiser holds them).
 * Losses are summed in float32; AMP autocast (CUDA) wraps ``training_step``.
+* ``--init CKPT`` starts a run from another run's checkpoint: the encoder's weights and
+  what ``init_from_state`` takes from the saved method state (default: the trainable
+  parameters whose names match, e.g. MAR's agents), not the optimiser or counters.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
@@ -97,6 +104,10 @@ class TrainInfo:
     device: torch.device
     epochs: int = 1
     """``train.epochs`` of the run (methods with per-epoch schedules, e.g. IICS)."""
+    num_reference: int = 0
+    """Images of the reference set (0 without one)."""
+    num_reference_classes: int = 0
+    """Identities of the reference set (MAR: one agent each; 0 without one)."""
 
 
 @dataclass
@@ -157,6 +168,8 @@ class Method(nn.Module):
     """Whether ``prepare_epoch`` needs the train-set features (clustering methods)."""
     needs_labels: ClassVar[bool] = False
     """Whether the method trains on true identity labels (supervised)."""
+    uses_reference: ClassVar[bool] = False
+    """Whether the method needs a labelled reference set (``--reference``, MAR)."""
 
     def __init__(self, encoder: nn.Module, params: Params, info: TrainInfo) -> None:
         super().__init__()
@@ -170,6 +183,37 @@ class Method(nn.Module):
         sometimes (selective: once, to fill its per-image memories) overrides this; the
         answer must be the same on every rank (decide from buffers, not randomness)."""
         return self.needs_features
+
+    def streams(self) -> tuple[str, ...]:
+        """The batch streams ``training_step`` reads: ``"target"`` and/or ``"reference"``.
+
+        Default ``("target",)``. Without ``"target"`` the loop draws no target batch and
+        ignores the plan's labels; the epoch length is then ``train.iters_per_epoch`` or
+        about one pass of the reference set.
+        """
+        return ("target",)
+
+    def init_from_state(self, state: Mapping[str, Any]) -> list[str]:
+        """Take what a new run starts from out of another run's saved method state
+        (``--init``); returns the names taken.
+
+        Default: every trainable parameter of this method (not the encoder's) whose name
+        is in ``state``, shapes checked (``ValueError`` naming the key).
+        """
+        taken = []
+        with torch.no_grad():
+            for name, param in self.named_parameters():
+                if name.startswith("encoder.") or name not in state:
+                    continue
+                value = state[name]
+                if tuple(value.shape) != tuple(param.shape):
+                    raise ValueError(
+                        f"--init: method parameter {name} has shape {list(value.shape)} in the "
+                        f"checkpoint but {list(param.shape)} here (another reference set?)"
+                    )
+                param.copy_(value.to(param))
+                taken.append(name)
+        return taken
 
     def prepare_epoch(self, context: EpochContext) -> EpochPlan:
         raise NotImplementedError
