@@ -20,6 +20,7 @@ from trainer.methods import (  # noqa: F401
     cluster_contrast,
     frifm_adl,
     iics,
+    mar,
     selective,
     supervised,
 )
