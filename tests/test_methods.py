@@ -27,6 +27,7 @@ from trainer.methods.supervised import Supervised
 
 NUM_IDS, PER_ID, NUM_CAMS = 6, 8, 3
 N = NUM_IDS * PER_ID
+NUM_REFERENCE_IDS = 5  # the reference set of methods that use one (mar)
 INPUT = (64, 32)
 CLUSTERING = {"eps": 0.5, "min_samples": 2, "k1": 7, "k2": 2}
 
@@ -62,6 +63,8 @@ def _make(method: str, model: str, params: dict, seed: int = 0) -> Method:
         num_classes=NUM_IDS,  # the true identity count (only supervised methods use it)
         embedding_dim=encoder.embedding_dim,
         device=torch.device("cpu"),
+        num_reference=4 * NUM_REFERENCE_IDS,
+        num_reference_classes=NUM_REFERENCE_IDS,
     )
     fields = METHODS[method].params_cls.model_fields
     tiny = {k: v for k, v in CLUSTERING.items() if k in fields}  # for the 48-image epoch
@@ -89,11 +92,14 @@ def _context(
     return EpochContext(epoch, [], camids, true_labels, features, **kwargs)
 
 
-def _batch(labels: np.ndarray, seed: int = 1) -> dict[str, dict[str, torch.Tensor]]:
-    """4 clusters x 4 instances, as a PK sampler would draw them."""
+def _batch(
+    labels: np.ndarray, seed: int = 1, streams: tuple[str, ...] = ("target",)
+) -> dict[str, dict[str, torch.Tensor]]:
+    """4 clusters x 4 instances, as a PK sampler would draw them; with ``"reference"`` in
+    ``streams`` also 8 labelled reference images."""
     index = np.concatenate([np.flatnonzero(labels == c)[:4] for c in range(4)])
     gen = torch.Generator().manual_seed(seed)
-    return {
+    batch = {
         "target": {
             "image": torch.randn(len(index), 3, *INPUT, generator=gen),
             "index": torch.from_numpy(index),
@@ -101,6 +107,15 @@ def _batch(labels: np.ndarray, seed: int = 1) -> dict[str, dict[str, torch.Tenso
             "camid": torch.from_numpy(index % NUM_CAMS),
         }
     }
+    if "reference" in streams:
+        ref = torch.arange(8)
+        batch["reference"] = {
+            "image": torch.randn(8, 3, *INPUT, generator=gen),
+            "index": ref,
+            "label": ref % NUM_REFERENCE_IDS,
+            "camid": ref % 2,
+        }
+    return {k: v for k, v in batch.items() if k in streams}
 
 
 def _memories(method: Method) -> dict[str, torch.Tensor]:
@@ -113,6 +128,7 @@ def _grad_norm(module: torch.nn.Module) -> float:
 
 def test_methods_are_registered() -> None:
     shipped = {"supervised", "cluster_contrast", "aff_scl", "frifm_adl", "iics", "selective"}
+    shipped |= {"mar"}
     assert shipped <= set(METHODS)
     for name, cls in METHODS.items():
         assert cls.name == name and issubclass(cls.params_cls, Params)
@@ -132,7 +148,7 @@ def test_every_registered_method_prepares_steps_and_resumes(name: str) -> None:
         assert plan.labels.shape == (N,) and np.issubdtype(plan.labels.dtype, np.integer)
         assert (plan.labels >= 0).all() and all(isinstance(v, float) for v in plan.stats.values())
 
-        batch = _batch(plan.labels)
+        batch = _batch(plan.labels, streams=m.streams())
         m.train()
         m.zero_grad(set_to_none=True)
         out = m.training_step(batch)
@@ -355,7 +371,7 @@ def test_bad_params_are_rejected() -> None:
 
 MY_CONFIGS = [
     f"{method}_{dataset}"
-    for method in ("cluster_contrast", "aff_scl", "frifm_adl", "iics", "selective")
+    for method in ("cluster_contrast", "aff_scl", "frifm_adl", "iics", "selective", "mar")
     for dataset in ("market1501", "dukemtmc", "synthetic")
 ]
 

@@ -61,8 +61,10 @@ def test_configs_readme_lists_every_config() -> None:
 def test_every_method_has_its_three_configs_and_the_bases_are_shipped() -> None:
     names = {p.stem for p in CONFIGS}
     methods = ("supervised", "cluster_contrast", "aff_scl", "frifm_adl", "iics", "selective")
+    methods += ("mar",)
     datasets = ("synthetic", "market1501", "dukemtmc")
     variants = {"frifm_adl_cluster_contrast_synthetic"}  # labelled variants, synthetic only
+    variants |= {"mar_pretrain_synthetic", "mar_pretrain_msmt17"}  # MAR's first stage
     assert names == {f"{m}_{d}" for m in methods for d in datasets} | variants
     assert [p.name for p in BASES] == ["_base_real.yaml", "_base_synthetic.yaml"]
     for base in BASES:  # a base is not a runnable config: it names no method
@@ -71,7 +73,7 @@ def test_every_method_has_its_three_configs_and_the_bases_are_shipped() -> None:
 
 
 @pytest.mark.parametrize(
-    "method", ["supervised", "cluster_contrast", "aff_scl", "frifm_adl", "iics", "selective"]
+    "method", ["supervised", "cluster_contrast", "aff_scl", "frifm_adl", "iics", "selective", "mar"]
 )
 def test_dataset_configs_state_only_what_differs(method: str) -> None:
     """Each DukeMTMC-reID config is its Market-1501 config, plus the Duke eps where the
