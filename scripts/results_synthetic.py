@@ -7,6 +7,12 @@ query/gallery split with the **last** checkpoint (never the best-on-test one, so
 nothing is tuned on the test split). The main rows are also run on a second synthetic
 data seed. Each row is reported as mean +- std (sample std) and min-max over its runs.
 
+The MAR rows also train on a labelled reference set, the stand-in for MSMT17 that the
+runner generates once (``REFERENCE_ARGS``: other people, cameras and difficulty, labels
+numbered apart from the target's): extra supervision the other rows do not get. A row
+with ``init_row`` starts from that row's checkpoint of the same data and train seed
+(``--init``: MAR's reference pre-training), which is trained first when missing.
+
     .venv/bin/python scripts/results_synthetic.py [--out runs/results] [--rows NAME ...]
         [--seeds 0 1 2] [--data-seeds 0 2] [--override KEY=VALUE ...] [--no-write]
 
@@ -36,6 +42,10 @@ from _report import machine_summary, update_section  # noqa: E402
 
 DATA_SIZE = ["--ids-train", "150", "--ids-test", "100", "--cameras", "6"]
 PRETRAINED = '{"pretrained": "imagenet", "input_size": [128, 64]}'
+REFERENCE_ARGS = ["--ids-train", "300", "--ids-test", "10", "--cameras", "8",
+                  "--difficulty", "1.5", "--pid-offset", "5000", "--seed", "11"]  # fmt: skip
+"""The synthetic reference set of the MAR rows (stand-in for MSMT17): twice the target's
+train identities, 8 cameras instead of 6, difficulty 1.5 instead of 2, pids 5001..."""
 TEST_DATA_SEEDS = (0, 2)
 """Data seeds of the test splits; seed 1 is the validation set (settings are chosen
 there, never on these)."""
@@ -55,6 +65,11 @@ class Row:
     """Extra ``python -m trainer eval`` arguments (e.g. ``--camera-prior 0.05``)."""
     scores_run_of: str | None = None
     """Score the trained run of this other row (same config) instead of training again."""
+    reference: bool = False
+    """Train with the synthetic reference set (``--reference``; MAR)."""
+    init_row: str | None = None
+    """Start from this other row's last checkpoint of the same data and train seed
+    (``--init``; MAR's reference pre-training)."""
 
 
 ROWS = [
@@ -98,7 +113,32 @@ ROWS = [
         scores_run_of="selective"),
     Row("supervised", "supervised upper bound (true labels)", "supervised_synthetic.yaml",
         main=True),
+    Row("mar_pretrain", "mar, reference pre-training only (AL; l1+l3+l4)",
+        "mar_pretrain_synthetic.yaml", reference=True),
+    Row("mar", "mar, full (MDL + CML + RAL; l1+l3+l4; pre-trained)", "mar_synthetic.yaml",
+        main=True, reference=True, init_row="mar_pretrain"),
+    Row("mar_no_cml", "mar, w/o CML", "mar_synthetic.yaml", ["method.cml=false"],
+        reference=True, init_row="mar_pretrain"),
+    Row("mar_no_ral", "mar, w/o RAL (AL + RJ)", "mar_synthetic.yaml", ["method.ral=false"],
+        reference=True, init_row="mar_pretrain"),
+    Row("mar_no_cml_ral", "mar, w/o CML and RAL (MDL only)", "mar_synthetic.yaml",
+        ["method.cml=false", "method.ral=false"], reference=True, init_row="mar_pretrain"),
+    Row("mar_pretrain_l34", "mar, reference pre-training only (l3+l4)",
+        "mar_pretrain_synthetic.yaml", ["model.kwargs.fusion_layers=[3,4]"], reference=True),
+    Row("mar_l34", "mar, full, fusion l3+l4", "mar_synthetic.yaml",
+        ["model.kwargs.fusion_layers=[3,4]"], reference=True, init_row="mar_pretrain_l34"),
+    Row("mar_pretrain_l14", "mar, reference pre-training only (l1+l4)",
+        "mar_pretrain_synthetic.yaml", ["model.kwargs.fusion_layers=[1,4]"], reference=True),
+    Row("mar_l14", "mar, full, fusion l1+l4", "mar_synthetic.yaml",
+        ["model.kwargs.fusion_layers=[1,4]"], reference=True, init_row="mar_pretrain_l14"),
+    Row("mar_pretrain_l4", "mar, reference pre-training only (l4)",
+        "mar_pretrain_synthetic.yaml", ["model.kwargs.fusion_layers=[4]"], reference=True),
+    Row("mar_l4", "mar, full, layer4 only (no fusion)", "mar_synthetic.yaml",
+        ["model.kwargs.fusion_layers=[4]"], reference=True, init_row="mar_pretrain_l4"),
+    Row("mar_no_pretrain", "mar, full, no reference pre-training (ImageNet, random agents)",
+        "mar_synthetic.yaml", reference=True),
 ]  # fmt: skip
+ROWS_BY_NAME = {row.name: row for row in ROWS}
 
 
 def ensure_data(data_dir: Path, data_seed: int) -> str:
@@ -110,11 +150,32 @@ def ensure_data(data_dir: Path, data_seed: int) -> str:
     return f"synthetic:{data_dir}"
 
 
-def train_command(row: Row, spec: str, run_dir: Path, seed: int, extra: list[str]) -> list[str]:
+def ensure_reference(ref_dir: Path) -> str:
+    """Generate the MAR rows' synthetic reference set once; its ``--reference`` spec."""
+    if not (ref_dir / "meta.json").is_file():
+        cmd = [sys.executable, "-m", "reid.data.synthetic", str(ref_dir), *REFERENCE_ARGS,
+               "--force"]  # fmt: skip
+        subprocess.run(cmd, cwd=REPO, check=True)
+    return f"synthetic:{ref_dir}"
+
+
+def train_command(
+    row: Row,
+    spec: str,
+    run_dir: Path,
+    seed: int,
+    extra: list[str],
+    reference: str | None = None,
+    init: Path | None = None,
+) -> list[str]:
     # eval.every=0: in-training evaluation changes nothing but the time (scored after).
+    streams = ["--reference", reference] if row.reference and reference else []
+    if init is not None:
+        streams += ["--init", str(init)]
     return [
         sys.executable, "-m", "trainer", "train",
-        "--config", f"trainer/configs/{row.config}", "--data", spec, "--out", str(run_dir),
+        "--config", f"trainer/configs/{row.config}", "--data", spec, *streams,
+        "--out", str(run_dir),
         "train.progress=false", "eval.every=0", f"train.seed={seed}", *row.overrides, *extra,
     ]  # fmt: skip
 
@@ -129,12 +190,26 @@ def eval_command(row: Row, spec: str, run_dir: Path) -> list[str]:
             *row.eval_args]  # fmt: skip
 
 
-def run_one(row: Row, spec: str, run_dir: Path, seed: int, extra: list[str]) -> dict:
+def run_one(
+    row: Row,
+    spec: str,
+    run_dir: Path,
+    seed: int,
+    extra: list[str],
+    reference: str | None = None,
+    init: Path | None = None,
+) -> dict:
     """One (row, data seed, train seed) run, or its saved result.
 
     A row with ``scores_run_of`` scores that row's finished run (``run_dir`` is that
-    row's folder) and keeps its result in ``result_<name>.json`` beside it.
+    row's folder) and keeps its result in ``result_<name>.json`` beside it. ``reference``
+    is the ``--reference`` spec of rows that train with one, ``init`` the checkpoint a
+    row with ``init_row`` starts from.
     """
+    if row.reference and not reference:
+        raise SystemExit(f"row {row.name} trains with a reference set: pass its spec")
+    if row.init_row and (init is None or not init.is_file()):
+        raise SystemExit(f"row {row.name} starts from a run of row {row.init_row}: {init} missing")
     result_path = run_dir / (f"result_{row.name}.json" if row.scores_run_of else "result.json")
     if result_path.is_file():
         return json.loads(result_path.read_text())
@@ -150,7 +225,7 @@ def run_one(row: Row, spec: str, run_dir: Path, seed: int, extra: list[str]) -> 
         trained = json.loads((run_dir / "result.json").read_text())
         train_seconds, commands = trained["train_seconds"], [trained["commands"][0]]
     elif row.config:
-        cmd = train_command(row, spec, run_dir, seed, extra)
+        cmd = train_command(row, spec, run_dir, seed, extra, reference, init)
         commands.append(cmd)
         print("$ " + shlex.join(cmd), flush=True)
         start = time.perf_counter()
@@ -242,6 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown rows {sorted(unknown)}; rows: {', '.join(r.name for r in ROWS)}")
     groups: list[tuple[Row, int, list[dict]]] = []
+    reference = ensure_reference(args.out / "reference") if any(r.reference for r in rows) else None
     for index, data_seed in enumerate(args.data_seeds):
         spec = ensure_data(args.out / f"data{data_seed}", data_seed)
         for row in rows:
@@ -249,9 +325,17 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             seeds = [args.seeds[0]] if row.model else args.seeds  # untrained: deterministic
             folder = args.out / f"data{data_seed}" / (row.scores_run_of or row.name)
-            runs = [
-                run_one(row, spec, folder / f"seed{seed}", seed, args.override) for seed in seeds
-            ]
+            runs = []
+            for seed in seeds:
+                init = None
+                if row.init_row:  # the run it starts from, trained first when missing
+                    first = ROWS_BY_NAME[row.init_row]
+                    init_dir = args.out / f"data{data_seed}" / first.name / f"seed{seed}"
+                    run_one(first, spec, init_dir, seed, args.override, reference)
+                    init = init_dir / "checkpoint_last.pt"
+                runs.append(
+                    run_one(row, spec, folder / f"seed{seed}", seed, args.override, reference, init)
+                )
             groups.append((row, data_seed, runs))
     commands = "\n".join(
         f"- {row.label}: "
@@ -270,6 +354,11 @@ def main(argv: list[str] | None = None) -> int:
             "(D = data seed; seed 0: 150 train identities, 2,243 images; 253 queries x 1,457 "
             "gallery; 6 cameras; 128x64; difficulty 2). Scores in %, last checkpoint, no "
             "re-ranking; std is the sample standard deviation over the runs.",
+            "MAR rows: they also learn from a labelled reference set, the stand-in for "
+            "MSMT17 (`python -m reid.data.synthetic REF " + " ".join(REFERENCE_ARGS) + "`: "
+            "300 other identities, 8 cameras, difficulty 1.5), extra supervision the other "
+            "rows do not get; the rows marked pre-trained start from the reference "
+            "pre-training row of the same seed (`--init`), whose time is not included.",
             "",
             table(groups),
             "",

@@ -99,3 +99,27 @@ def test_a_row_scoring_another_rows_run_evaluates_it_again_without_training(
     assert result["scores"]["mAP"] == 0.45 and result["train_seconds"] == 60.0
     assert json.loads((trained / "result.json").read_text())["scores"]["mAP"] == 0.4
     assert (trained / "result_selective_camera_prior.json").is_file()
+
+
+def test_mar_rows_train_with_the_reference_set_and_start_from_a_matching_pretraining(
+    runner, tmp_path: Path
+) -> None:
+    rows = runner.ROWS_BY_NAME
+    mar = [r for r in runner.ROWS if r.name.startswith("mar")]
+    assert {"mar", "mar_no_cml", "mar_no_ral", "mar_no_cml_ral", "mar_l34", "mar_l14",
+            "mar_l4", "mar_no_pretrain", "mar_pretrain"} <= {r.name for r in mar}  # fmt: skip
+    for row in mar:
+        assert row.reference, row.name
+        if row.init_row:  # the pre-training has the same encoder (fusion layers)
+            first = rows[row.init_row]
+            assert first.config == "mar_pretrain_synthetic.yaml" and not first.init_row
+            fusion = [o for o in row.overrides if o.startswith("model.")]
+            assert fusion == first.overrides, row.name
+    assert rows["mar_no_pretrain"].init_row is None
+    init = tmp_path / "pre" / "checkpoint_last.pt"
+    cmd = runner.train_command(rows["mar"], "synthetic:t", tmp_path, 0, [], "synthetic:r", init)
+    assert cmd[cmd.index("--reference") + 1] == "synthetic:r"
+    assert cmd[cmd.index("--init") + 1] == str(init)
+    with pytest.raises(SystemExit, match="starts from a run of row mar_pretrain"):
+        runner.run_one(rows["mar"], "synthetic:t", tmp_path / "run", 0, [], "synthetic:r", init)
+    assert "--pid-offset" in runner.REFERENCE_ARGS  # its labels never collide with the target's

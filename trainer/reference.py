@@ -73,7 +73,7 @@ def build_reference_set(
     itself or images shared with the target (see the module docstring).
     """
     records: list[ImageRecord] = []
-    keys: list[tuple[str, int]] = []
+    keys: list[tuple[int, int]] = []  # (0 train | 1 test, pid): train identities first
     dropped: dict[str, int] = {}
     for split in splits:
         split_records = dataset.split(split)
@@ -85,7 +85,7 @@ def build_reference_set(
                 "give every reference image its identity (e.g. the pid column of a folder "
                 "manifest)"
             )
-        group = "train" if split == "train" else "test"
+        group = 0 if split == "train" else 1
         for r in split_records:
             if r.pid in (JUNK_PID, DISTRACTOR_PID):
                 why = f"{split} {'junk' if r.pid == JUNK_PID else 'distractor'} images"
