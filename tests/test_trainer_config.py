@@ -140,7 +140,11 @@ def test_overrides_aliases_and_yaml_values(tmp_path: Path) -> None:
         ({"method": {"name": "nope"}}, [], r"unknown method 'nope'; available methods: .*superv"),
         ({}, [], r"'method' needs a name"),
         (MINIMAL, ["train.epochs=three"], r"train\.epochs: expected an integer"),
-        (MINIMAL, ["train.sampler=random"], r"train\.sampler: expected 'pk' or 'pk_camera', got"),
+        (
+            MINIMAL,
+            ["train.sampler=camera"],
+            r"train\.sampler: expected 'pk', 'pk_camera' or 'random', got",
+        ),
         (MINIMAL, ["optim.lr=fast"], r"optim\.lr: expected a number, got 'fast'"),
         (MINIMAL, ["optim.lr=0"], r"optim\.lr must be > 0, got 0"),
         (MINIMAL, ["batch_size=30"], r"train: batch_size \(30\) must be a multiple of num_inst"),
