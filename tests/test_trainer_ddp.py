@@ -81,6 +81,35 @@ def test_torchrun_shares_features_labels_and_memories(tmp_path: Path, tiny_synth
     assert ckpt["training"]["method"]["memory"].shape == (8, 512)
 
 
+@pytest.mark.slow
+def test_torchrun_mar_shards_the_target_and_the_reference_stream(
+    tmp_path: Path, tiny_synthetic: Path
+) -> None:
+    from reid.data.synthetic.generate import main as generate
+
+    reference = tmp_path / "ref"
+    args = ["--ids-train", "6", "--ids-test", "1", "--cameras", "2", "--size", "64x32"]
+    assert generate([str(reference), *args, "--seed", "11", "--pid-offset", "5000"]) == 0
+    model = {"name": "fusion_resnet18", "kwargs": {**TINY["model"]["kwargs"], "neck": "none"}}
+    config = tmp_path / "mar.yaml"
+    train = {**TINY["train"], "batch_size": 8, "num_instances": 1, "sampler": "random"}
+    raw = {**TINY, "model": model, "train": train, "method": {"name": "mar"},
+           "reference": {"batch_size": 8}}  # fmt: skip
+    config.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "run"
+    data = ["--data", f"synthetic:{tiny_synthetic}", "--reference", f"synthetic:{reference}"]
+    args = ["train", "--config", str(config), *data, "--out", str(out), "device=cpu", "epochs=1"]
+    torchrun(["-m", "trainer"], args)
+    ckpt = read_checkpoint(out / "checkpoint_last.pt")
+    assert ckpt["training"]["world_size"] == 2 and ckpt["training"]["global_step"] == 2
+    # 2 steps x 2 ranks x 4 target images of one pass, all different: the ranks' shares
+    # are disjoint and every rank wrote the gathered batch into the multilabel memory
+    assert int(ckpt["training"]["method"]["seen"].sum()) == 2 * 2 * 4
+    with (out / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert rows[-1]["batch_size"] == "8" and rows[-1]["reference_batch_size"] == "8"
+
+
 def test_single_process_helpers_are_no_ops() -> None:
     x = torch.arange(6.0).reshape(3, 2)
     assert distributed.all_gather_rows(x, [3]) is x
