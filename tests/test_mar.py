@@ -232,7 +232,7 @@ def test_mdl_is_off_in_epoch_0_and_the_total_carries_the_paper_weights() -> None
     m.after_step(batch, out)
     m.prepare_epoch(_context(None, 1))
     out = m.training_step(batch)
-    assert float(out.losses["mdl"]) > 0 and out.losses["mdl"].requires_grad
+    assert float(out.losses["mdl"].detach()) > 0 and out.losses["mdl"].requires_grad
 
 
 def test_the_memory_keeps_an_images_first_multilabel_then_moves_a_tenth_per_visit() -> None:
