@@ -4,8 +4,8 @@ Yu et al., "Unsupervised Person Re-identification by Soft Multilabel Learning" (
 2019; code KovenYu/MAR: ``src/trainers.py``, ``src/utils.py``, ``runs/debug/args.yaml``),
 as the seed paper uses it with multi-layer feature fusion: Zhang et al., "Soft
 multilabel learning and deep feature fusion for unsupervised person
-re-identification" (Opto-Electronic Engineering 2020). docs/METHODS.md, section 2,
-holds the details this file follows.
+re-identification" (Opto-Electronic Engineering 2020). The loss and schedule details below
+follow the paper, checked against the reference code.
 
 Encoder: any registered one; the configs use the fusion head (``reid.models.se_fusion``,
 ``neck: none``): ``f = L2([GAP(layer1); GAP(layer3); GAP(layer4)])``. Everything else
