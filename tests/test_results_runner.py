@@ -99,3 +99,42 @@ def test_a_row_scoring_another_rows_run_evaluates_it_again_without_training(
     assert result["scores"]["mAP"] == 0.45 and result["train_seconds"] == 60.0
     assert json.loads((trained / "result.json").read_text())["scores"]["mAP"] == 0.4
     assert (trained / "result_selective_camera_prior.json").is_file()
+
+
+def test_the_real_crops_mode_runs_the_main_rows_on_the_cut_vtest_set(
+    runner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cut = tmp_path / "vtest0"
+    made = []
+
+    def fake_cut(data_dir: Path, split_seed: int) -> str:
+        made.append((data_dir, split_seed))
+        data_dir.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "frames": 795,
+            "settings": {"fps": 10.0, "cameras": 4},
+            "identities": {"train": 50, "test": 14},
+            "images": {"train": 226, "query": 30, "gallery": 93},
+            "label_noise": {"tracks_starting_inside": 40, "tracks_kept": 60},
+        }
+        (data_dir / "meta.json").write_text(json.dumps(meta))
+        return f"market1501:{data_dir}"
+
+    runs = []
+
+    def fake_run(row, spec, run_dir, seed, extra):
+        runs.append((row.name, spec, run_dir))
+        return _result(row.name, seed, 0.3 + 0.01 * seed)
+
+    monkeypatch.setattr(runner, "ensure_vtest_set", fake_cut)
+    monkeypatch.setattr(runner, "run_one", fake_run)
+    written = []
+    monkeypatch.setattr(runner, "update_section", lambda *a: written.append(a))
+    assert runner.main(["--dataset", "vtest", "--out", str(tmp_path)]) == 0
+    assert made == [(cut, 0)]  # split seed 0 by default
+    assert {name for name, _, _ in runs} == {r.name for r in runner.ROWS if r.main}
+    assert all(spec == f"market1501:{cut}" and run_dir.parent.parent == cut
+               for _, spec, run_dir in runs)  # fmt: skip
+    ((path, section, body),) = written
+    assert section == runner.REAL_SECTION and path.name == "RESULTS.md"
+    assert "50 train identities (226 crops)" in body and "--dataset vtest" in body
