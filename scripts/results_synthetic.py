@@ -224,9 +224,9 @@ def relative(command: str) -> str:
     return command.replace(sys.executable, "python").replace(str(REPO) + "/", "")
 
 
-def table(groups: list[tuple[Row, int, list[dict]]]) -> str:
+def table(groups: list[tuple[Row, int, list[dict]]], seed_name: str = "data seed") -> str:
     lines = [
-        "| method | data seed | runs | mAP mean ± std (min-max) | rank-1 mean ± std (min-max) "
+        f"| method | {seed_name} | runs | mAP mean ± std (min-max) | rank-1 mean ± std (min-max) "
         "| training time / run |",
         "|---|---:|---:|---|---|---:|",
     ]
@@ -329,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
             f"Machine: {machine_summary()}.",
             data,
             "",
-            table(groups),
+            table(groups, "split seed" if real else "data seed"),
             "",
             perturbation(groups),
             "",
