@@ -101,6 +101,8 @@ class TrainState:
     """The labels the sampler used last epoch (kept when a plan has none)."""
     log_rows: int = 0
     """Rows of ``metrics.csv`` that belong to the run up to this state."""
+    start_metrics: dict[str, float] = field(default_factory=dict)
+    """The scores of the model before its first training step (when evaluated)."""
 
 
 class StepModule(nn.Module):
@@ -499,6 +501,7 @@ class Trainer:
             "metrics": dict(s.metrics),
             "last_labels": None if s.last_labels is None else torch.from_numpy(s.last_labels),
             "log_rows": s.log_rows,
+            "start_metrics": dict(s.start_metrics),
             "world_size": self.dist.world_size,
         }
 
@@ -544,6 +547,7 @@ class Trainer:
             metrics=dict(training.get("metrics", {})),
             last_labels=None if labels is None else labels.numpy().astype(np.int64),
             log_rows=int(training.get("log_rows", 0)),
+            start_metrics=dict(training.get("start_metrics", {})),
         )
         restore_rng_state(training["rng"])
 

@@ -83,7 +83,9 @@ class EvalHook(HookBase):
     """Query/gallery evaluation every ``every`` epochs and after the last one.
 
     Adds ``mAP``, ``mINP``, ``rank1/5/10`` (fractions in [0, 1], as
-    ``RankResult.as_dict``) to the epoch record and tracks the best mAP.
+    ``RankResult.as_dict``) to the epoch record and tracks the best mAP. A fresh run also
+    scores its starting model (``state.start_metrics``) and ends by comparing the final
+    scores with it: a warning when training ended below its start.
     """
 
     def __init__(
@@ -105,16 +107,16 @@ class EvalHook(HookBase):
         last = t.epoch + 1 == t.total_epochs
         return self.every > 0 and ((t.epoch + 1) % self.every == 0 or last)
 
-    def after_epoch(self) -> None:
+    def available(self) -> bool:
+        if self.trainer.dataset.has_evaluation_splits:
+            return True
+        if not self._warned:
+            get_logger().info("no query/gallery split: evaluation skipped")
+            self._warned = True
+        return False
+
+    def evaluate(self) -> dict[str, float]:
         t = self.trainer
-        if not self.due():
-            return
-        if not t.dataset.has_evaluation_splits:
-            if not self._warned:
-                get_logger().info("no query/gallery split: evaluation skipped")
-                self._warned = True
-            return
-        start = time.perf_counter()
         result = evaluate_encoder(
             t.encoder,
             t.dataset,
@@ -129,13 +131,54 @@ class EvalHook(HookBase):
             progress=t.progress,
             camera_prior=self.camera_prior,
         )
-        scores = {k: float(v) for k, v in result.as_dict().items() if k in SCORE_KEYS}
+        return {k: float(v) for k, v in result.as_dict().items() if k in SCORE_KEYS}
+
+    def before_train(self) -> None:
+        """Score the starting model once (a fresh run with evaluation on), so the end of
+        training can say whether it improved on where it started."""
+        t = self.trainer
+        if self.every <= 0 or t.state.epoch > 0 or t.state.start_metrics:
+            return
+        if not self.available():
+            return
+        t.state.start_metrics = self.evaluate()
+        get_logger().info("before training: " + format_scores(t.state.start_metrics))
+
+    def after_epoch(self) -> None:
+        t = self.trainer
+        if not self.due() or not self.available():
+            return
+        start = time.perf_counter()
+        scores = self.evaluate()
         t.epoch_record.update(scores)
         t.epoch_record["eval_time"] = time.perf_counter() - start
         t.state.metrics = scores
         t.is_best = scores["mAP"] > t.state.best_map
         if t.is_best:
             t.state.best_map = scores["mAP"]
+
+    def after_train(self) -> None:
+        t = self.trainer
+        start, final = t.state.start_metrics, t.state.metrics
+        if not start or "mAP" not in final or not t.dist.is_main:
+            return
+        gap = 100 * (final["mAP"] - start["mAP"])
+        line = (
+            f"final mAP {100 * final['mAP']:.2f}% vs {100 * start['mAP']:.2f}% before "
+            f"training ({gap:+.2f} points)"
+        )
+        if gap < 0:
+            get_logger().warning(
+                line + ": training ended BELOW the model it started from; on this data the "
+                "recipe erodes the start (fewer steps, a lower learning rate or frozen early "
+                "stages may help), or keep the starting model"
+            )
+        else:
+            get_logger().info(line)
+
+
+def format_scores(scores: dict[str, float]) -> str:
+    return " ".join(f"{k} {100 * scores[k]:.2f}%" for k in SCORE_KEYS if k in scores)
 
 
 SCORE_KEYS = ("mAP", "mINP", "rank1", "rank5", "rank10")
