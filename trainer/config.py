@@ -247,7 +247,8 @@ class ScheduleConfig(Section):
 
 
 class EvalConfig(Section):
-    """Evaluation on query/gallery every ``every`` epochs (and after the last; 0 = never).
+    """Evaluation on query/gallery every ``every`` epochs (and after the last; 0 = never);
+    with it on, a fresh run also scores its starting model and ends comparing with it.
 
     ``camera_prior``: weight added to the distance of same-camera query-gallery pairs
     (the selective-contrast reference's evaluation; 0 = plain distances).
