@@ -3,8 +3,9 @@
 A hook gets ``self.trainer`` (the running :class:`trainer.engine.Trainer`) and may
 implement ``before_train``, ``before_epoch``, ``after_step``, ``after_epoch`` and
 ``after_train``. Hooks run in list order; the default list is
-``[ProgressHook, EvalHook, LogHook, CheckpointHook]`` so an epoch's CSV row holds its
-evaluation and its checkpoint records how many rows were written.
+``[ProgressHook, EvalHook, SelectionHook, LogHook, CheckpointHook]`` so an epoch's CSV
+row holds its evaluation and label-free score, and its checkpoint records how many rows
+were written (``trainer.selection``: the label-free checkpoint choice).
 
 What hooks read from the trainer: ``epoch`` (0-based index of the running epoch),
 ``state`` (``TrainState``: completed epochs, global step, best mAP, ...),
@@ -285,11 +286,15 @@ def default_hooks(
     checkpoint_every: int,
     keep_last: int | None,
     camera_prior: float = 0.0,
+    select_every: int = 0,
 ) -> list[HookBase]:
     """The standard hook list (order matters, see the module docstring)."""
+    from trainer.selection import SelectionHook
+
     return [
         ProgressHook(progress),
         EvalHook(eval_every, metric=eval_metric, rerank=rerank, camera_prior=camera_prior),
+        SelectionHook(out_dir, select_every),
         LogHook(out_dir),
         CheckpointHook(out_dir, checkpoint_every, keep_last),
     ]
