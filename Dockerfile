@@ -4,9 +4,9 @@
 #   docker run -p 8000:8000 -p 50051:50051 \
 #       -v "$PWD/runs/demo/export:/models:ro" -v reid-gallery:/gallery reid-server
 #
-# The install steps are scripts/install.sh, the same recipe `make` runs. For the
-# small CPU-only torch wheel, point pip at PyTorch's CPU wheel index with
-# --build-arg PIP_EXTRA_INDEX_URL=<that index>.
+# The install steps are scripts/install.sh, the same recipe `make` runs, without extras:
+# the serving install (onnxruntime, FAISS, FastAPI, grpcio; no torch). Training and
+# export need the `train` extra and are not in this image.
 FROM python:3.11-slim-bookworm
 
 ARG PIP_EXTRA_INDEX_URL=""

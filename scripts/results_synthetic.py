@@ -1,4 +1,4 @@
-"""Reproduce the method comparison of docs/RESULTS.md on the synthetic dataset, over seeds.
+"""Reproduce the method comparisons of docs/RESULTS.md (synthetic set, real crops), over seeds.
 
 Every row trains on the same data with the same budget (the ``*_synthetic.yaml``
 configs: 10 epochs x 30 iterations, batch 64, 128x64, pretrained MobileNetV2 unless the
@@ -21,6 +21,12 @@ unfinished one is started again, so the runner can be stopped and run in parts. 
 table is printed and, for a full run with no ``--override``, written into
 docs/RESULTS.md. ``--override`` applies to every trained row (validation sweeps:
 ``--data-seeds 1 --rows aff_scl_both --override train.epochs=8 --out runs/val/e8``).
+
+``--dataset vtest`` runs the main rows on real crops instead: OpenCV's ``vtest.avi``
+(fetched from Debian's opencv-doc) cut by ``python -m gallery dataset`` into tracks as
+identities and 4 strips of the frame as pseudo-cameras; ``--data-seeds`` are then the
+seeds of its train/test identity split (default 0). Same configs as a user would take
+them, no tuning.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -37,6 +44,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "client"))
 
 from _report import machine_summary, update_section  # noqa: E402
 
@@ -46,6 +55,8 @@ REFERENCE_ARGS = ["--ids-train", "300", "--ids-test", "10", "--cameras", "8",
                   "--difficulty", "1.5", "--pid-offset", "5000", "--seed", "11"]  # fmt: skip
 """The synthetic reference set of the MAR rows (stand-in for MSMT17): twice the target's
 train identities, 8 cameras instead of 6, difficulty 1.5 instead of 2, pids 5001..."""
+SYNTHETIC_SECTION = "## Synthetic dataset: method comparison"
+REAL_SECTION = "## Real crops (vtest.avi): method comparison"
 TEST_DATA_SEEDS = (0, 2)
 """Data seeds of the test splits; seed 1 is the validation set (settings are chosen
 there, never on these)."""
@@ -159,6 +170,34 @@ def ensure_reference(ref_dir: Path) -> str:
     return f"synthetic:{ref_dir}"
 
 
+def ensure_vtest_set(data_dir: Path, split_seed: int) -> str:
+    """Cut ``vtest.avi`` into a re-ID set once (``python -m gallery dataset``); its spec."""
+    if not (data_dir / "meta.json").is_file():
+        from gallery.ingest.sample_video import fetch_vtest
+
+        if data_dir.exists():
+            shutil.rmtree(data_dir)  # an interrupted cut: start again
+        cmd = [sys.executable, "-m", "gallery", "dataset", str(fetch_vtest()), "--out",
+               str(data_dir), "--seed", str(split_seed)]  # fmt: skip
+        subprocess.run(cmd, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+    return f"market1501:{data_dir}"
+
+
+def vtest_description(data_dir: Path) -> str:
+    meta = json.loads((data_dir / "meta.json").read_text())
+    ids, images, noise = meta["identities"], meta["images"], meta["label_noise"]
+    return (
+        "Data: `python -m gallery dataset vtest.avi --out DIR --seed D` (D = split seed; "
+        f"{meta['frames']} frames at {meta['settings']['fps']:g} fps, "
+        f"{meta['settings']['cameras']} pseudo-cameras): {ids['train']} train identities "
+        f"({images['train']} crops), {ids['test']} test identities, {images['query']} "
+        f"queries x {images['gallery']} gallery crops. Labels are tracker ids: "
+        f"{noise['tracks_starting_inside']} of {noise['tracks_kept']} tracks start inside "
+        "the frame mid-video (broken tracks split a person; docs/RESULTS.md). Scores in %, "
+        "last checkpoint, no re-ranking; std is the sample standard deviation over runs."
+    )
+
+
 def train_command(
     row: Row,
     spec: str,
@@ -260,9 +299,9 @@ def relative(command: str) -> str:
     return command.replace(sys.executable, "python").replace(str(REPO) + "/", "")
 
 
-def table(groups: list[tuple[Row, int, list[dict]]]) -> str:
+def table(groups: list[tuple[Row, int, list[dict]]], seed_name: str = "data seed") -> str:
     lines = [
-        "| method | data seed | runs | mAP mean ± std (min-max) | rank-1 mean ± std (min-max) "
+        f"| method | {seed_name} | runs | mAP mean ± std (min-max) | rank-1 mean ± std (min-max) "
         "| training time / run |",
         "|---|---:|---:|---|---|---:|",
     ]
@@ -306,31 +345,43 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", nargs="*", help="subset of row names (default all)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="train seeds")
     parser.add_argument(
-        "--data-seeds", nargs="+", type=int, default=list(TEST_DATA_SEEDS),
-        help="synthetic data seeds; rows other than the main ones run on the first only",
+        "--data-seeds", nargs="+", type=int,
+        help="synthetic data seeds (default 0 2; rows other than the main ones run on the "
+        "first only), or vtest split seeds (default 0)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--dataset", choices=("synthetic", "vtest"), default="synthetic",
+        help="the synthetic set, or real crops cut from vtest.avi (main rows only)",
     )  # fmt: skip
     parser.add_argument("--override", nargs="*", default=[], help="KEY=VALUE for trained rows")
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)
-    rows = [r for r in ROWS if not args.rows or r.name in args.rows]
+    real = args.dataset == "vtest"
+    if args.data_seeds is None:
+        args.data_seeds = [0] if real else list(TEST_DATA_SEEDS)
+    rows = [r for r in ROWS if (not args.rows or r.name in args.rows) and (r.main or not real)]
     unknown = set(args.rows or ()) - {r.name for r in ROWS}
     if unknown:
         parser.error(f"unknown rows {sorted(unknown)}; rows: {', '.join(r.name for r in ROWS)}")
     groups: list[tuple[Row, int, list[dict]]] = []
     reference = ensure_reference(args.out / "reference") if any(r.reference for r in rows) else None
     for index, data_seed in enumerate(args.data_seeds):
-        spec = ensure_data(args.out / f"data{data_seed}", data_seed)
+        folder_name = f"vtest{data_seed}" if real else f"data{data_seed}"
+        if real:
+            spec = ensure_vtest_set(args.out / folder_name, data_seed)
+        else:
+            spec = ensure_data(args.out / folder_name, data_seed)
         for row in rows:
             if index > 0 and not row.main:
                 continue
             seeds = [args.seeds[0]] if row.model else args.seeds  # untrained: deterministic
-            folder = args.out / f"data{data_seed}" / (row.scores_run_of or row.name)
+            folder = args.out / folder_name / (row.scores_run_of or row.name)
             runs = []
             for seed in seeds:
                 init = None
                 if row.init_row:  # the run it starts from, trained first when missing
                     first = ROWS_BY_NAME[row.init_row]
-                    init_dir = args.out / f"data{data_seed}" / first.name / f"seed{seed}"
+                    init_dir = args.out / folder_name / first.name / f"seed{seed}"
                     run_one(first, spec, init_dir, seed, args.override, reference)
                     init = init_dir / "checkpoint_last.pt"
                 runs.append(
@@ -345,34 +396,44 @@ def main(argv: list[str] | None = None) -> int:
         if data_seed == args.data_seeds[0]
     )
     seeds = " ".join(str(s) for s in args.seeds)
-    body = "\n".join(
-        [
-            "Command: `.venv/bin/python scripts/results_synthetic.py` (all rows below; "
-            f"train seeds {seeds}; resumable).",
-            f"Machine: {machine_summary()}.",
+    if real:
+        data = vtest_description(args.out / f"vtest{args.data_seeds[0]}")
+    else:
+        data = (
             "Data: `python -m reid.data.synthetic DIR " + " ".join(DATA_SIZE) + " --seed D` "
             "(D = data seed; seed 0: 150 train identities, 2,243 images; 253 queries x 1,457 "
             "gallery; 6 cameras; 128x64; difficulty 2). Scores in %, last checkpoint, no "
-            "re-ranking; std is the sample standard deviation over the runs.",
-            "MAR rows: they also learn from a labelled reference set, the stand-in for "
-            "MSMT17 (`python -m reid.data.synthetic REF " + " ".join(REFERENCE_ARGS) + "`: "
-            "300 other identities, 8 cameras, difficulty 1.5), extra supervision the other "
-            "rows do not get; the rows marked pre-trained start from the reference "
-            "pre-training row of the same seed (`--init`), whose time is not included.",
+            "re-ranking; std is the sample standard deviation over the runs."
+        )
+    mar_note = (
+        "MAR rows: they also learn from a labelled reference set, the stand-in for "
+        "MSMT17 (`python -m reid.data.synthetic REF " + " ".join(REFERENCE_ARGS) + "`: "
+        "300 other identities, 8 cameras, difficulty 1.5), extra supervision the other "
+        "rows do not get; the rows marked pre-trained start from the reference "
+        "pre-training row of the same seed (`--init`), whose time is not included."
+    )
+    body = "\n".join(
+        [
+            "Command: `.venv/bin/python scripts/results_synthetic.py"
+            + (" --dataset vtest" if real else "")
+            + f"` (all rows below; train seeds {seeds}; resumable).",
+            f"Machine: {machine_summary()}.",
+            data,
+            *([mar_note] if any(row.reference for row, _, _ in groups) else []),
             "",
-            table(groups),
+            table(groups, "split seed" if real else "data seed"),
             "",
             perturbation(groups),
             "",
-            "Per-row commands (data seed 0 shown):",
+            f"Per-row commands ({'split' if real else 'data'} seed {args.data_seeds[0]} shown):",
             "",
             commands,
         ]
     )
     print(body)
     if not args.no_write and not args.rows and not args.override:
-        update_section(REPO / "docs" / "RESULTS.md", "## Synthetic dataset: method comparison",
-                       body)  # fmt: skip
+        section = REAL_SECTION if real else SYNTHETIC_SECTION
+        update_section(REPO / "docs" / "RESULTS.md", section, body)
     return 0
 
 

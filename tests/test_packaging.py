@@ -61,9 +61,12 @@ def test_pyproject_packages_and_extras_match_the_layout() -> None:
     include = project["tool"]["setuptools"]["packages"]["find"]["include"]
     assert sorted(p.rstrip("*") for p in include) == sorted(PACKAGES)
     extras = project["project"]["optional-dependencies"]
-    assert {"gpu", "dev"} <= set(extras)
+    assert {"gpu", "dev", "train", "ingest", "all"} <= set(extras)
     assert any(dep.startswith("tensorrt") for dep in extras["gpu"])
-    torch = [d for d in project["project"]["dependencies"] if d.startswith("torch")]
+    assert extras["all"] == ["reid-system[train,ingest]"]
+    # The core install is the serving install: torch only comes with the train extra.
+    assert not [d for d in project["project"]["dependencies"] if d.startswith("torch")]
+    torch = [d for d in extras["train"] if d.startswith("torch")]
     assert torch and "<" in torch[0], "torch must be bounded so a CPU machine gets the local wheel"
 
 
@@ -120,8 +123,10 @@ def test_the_lock_pins_every_dependency_of_both_distributions() -> None:
     for path in (REPO / "pyproject.toml", REPO / "client" / "pyproject.toml"):
         project = tomllib.loads(path.read_text())["project"]
         wanted |= _requirement_names(project["dependencies"])
-        wanted |= _requirement_names(project.get("optional-dependencies", {}).get("dev", []))
-    wanted -= {"torch", "reid-client"}  # torch: constraints/cpu.txt / gpu.txt pin it
+        for extra, requirements in project.get("optional-dependencies", {}).items():
+            if extra != "gpu":  # the CUDA packages: no GPU machine to lock them on
+                wanted |= _requirement_names(requirements)
+    wanted -= {"torch", "reid-client", "reid-system"}  # torch: constraints/cpu.txt / gpu.txt pin it
     locked = _locked()
     missing = sorted(wanted - set(locked))
     assert not missing, f"not in constraints/lock.txt (run scripts/lock.sh): {missing}"

@@ -123,3 +123,45 @@ def test_mar_rows_train_with_the_reference_set_and_start_from_a_matching_pretrai
     with pytest.raises(SystemExit, match="starts from a run of row mar_pretrain"):
         runner.run_one(rows["mar"], "synthetic:t", tmp_path / "run", 0, [], "synthetic:r", init)
     assert "--pid-offset" in runner.REFERENCE_ARGS  # its labels never collide with the target's
+
+
+def test_the_real_crops_mode_runs_the_main_rows_on_the_cut_vtest_set(
+    runner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cut = tmp_path / "vtest0"
+    made = []
+
+    def fake_cut(data_dir: Path, split_seed: int) -> str:
+        made.append((data_dir, split_seed))
+        data_dir.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "frames": 795,
+            "settings": {"fps": 10.0, "cameras": 4},
+            "identities": {"train": 50, "test": 14},
+            "images": {"train": 226, "query": 30, "gallery": 93},
+            "label_noise": {"tracks_starting_inside": 40, "tracks_kept": 60},
+        }
+        (data_dir / "meta.json").write_text(json.dumps(meta))
+        return f"market1501:{data_dir}"
+
+    runs = []
+
+    def fake_run(row, spec, run_dir, seed, extra, *streams):
+        runs.append((row.name, spec, run_dir))
+        return _result(row.name, seed, 0.3 + 0.01 * seed)
+
+    monkeypatch.setattr(runner, "ensure_vtest_set", fake_cut)
+    monkeypatch.setattr(runner, "ensure_reference", lambda ref_dir: "synthetic:ref")
+    monkeypatch.setattr(runner, "run_one", fake_run)
+    written = []
+    monkeypatch.setattr(runner, "update_section", lambda *a: written.append(a))
+    assert runner.main(["--dataset", "vtest", "--out", str(tmp_path)]) == 0
+    assert made == [(cut, 0)]  # split seed 0 by default
+    main_rows = {r.name for r in runner.ROWS if r.main}
+    started_from = {r.init_row for r in runner.ROWS if r.main and r.init_row}
+    assert {name for name, _, _ in runs} == main_rows | started_from
+    assert all(spec == f"market1501:{cut}" and run_dir.parent.parent == cut
+               for _, spec, run_dir in runs)  # fmt: skip
+    ((path, section, body),) = written
+    assert section == runner.REAL_SECTION and path.name == "RESULTS.md"
+    assert "50 train identities (226 crops)" in body and "--dataset vtest" in body

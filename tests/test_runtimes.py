@@ -6,6 +6,8 @@ tests skip where ``tensorrt`` (the ``gpu`` extra) or a GPU is missing.
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import logging
 import subprocess
 import sys
@@ -16,7 +18,7 @@ import pytest
 import torch
 
 from reid.manifest import load_manifest, save_manifest
-from reid.runtimes import RuntimeUnavailableError, load_runtime
+from reid.runtimes import RUNTIMES, RuntimeUnavailableError, load_runtime
 from reid.runtimes.onnx import CPU, CUDA, TENSORRT, OnnxRuntime, select_providers
 
 SIZE = (64, 32)
@@ -162,6 +164,24 @@ def test_torch_program_runs_without_the_model_code(export_dir):
         [sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=120
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_torch_runtime_takes_the_servers_threads_option(export_dir, images):
+    before = torch.get_num_threads()
+    try:
+        runtime = load_runtime(export_dir, "torch", device="cpu", threads=1)
+        assert torch.get_num_threads() == 1
+        assert runtime.embed(images[:2]).shape == (2, 512)
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("name", sorted(RUNTIMES))
+def test_every_runtime_accepts_the_options_the_server_passes(name):
+    # `python -m server --threads N` passes threads to whichever runtime is chosen.
+    module_name, class_name = RUNTIMES[name].split(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    assert "threads" in inspect.signature(cls.__init__).parameters
 
 
 # --- errors -------------------------------------------------------------------------

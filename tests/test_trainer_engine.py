@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +93,29 @@ def test_training_run_writes_checkpoints_logs_and_config(supervised_run: Path) -
     saved = yaml.safe_load((supervised_run / "config.yaml").read_text())
     assert saved["method"]["name"] == "supervised" and saved["train"]["epochs"] == 2
     assert saved["data"]["spec"].startswith("synthetic:")
+
+
+def test_a_run_scores_its_start_and_compares_its_end_with_it(supervised_run: Path) -> None:
+    log = (supervised_run / "train.log").read_text()
+    assert "before training: mAP" in log
+    assert re.search(r"final mAP [\d.]+% vs [\d.]+% before training \([+-][\d.]+ points\)", log)
+    saved = torch.load(supervised_run / "checkpoint_last.pt", weights_only=False)
+    assert 0 <= saved["training"]["start_metrics"]["mAP"] <= 1
+
+
+def test_ending_below_the_start_is_a_warning(
+    tmp_path: Path, tiny_synthetic: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trainer.hooks import EvalHook
+
+    scores = iter([0.5, 0.45, 0.4])  # before training, epoch 1, epoch 2
+    monkeypatch.setattr(EvalHook, "evaluate", lambda self: {"mAP": next(scores), "rank1": 0.5})
+    config = write_config(tmp_path / "sup.yaml", {"name": "supervised"})
+    argv = ["train", "--config", str(config), "--data", f"synthetic:{tiny_synthetic}"]
+    assert main([*argv, "--out", str(tmp_path / "run")]) == 0
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "final mAP 40.00% vs 50.00% before training (-10.00 points)" in log
+    assert "training ended BELOW the model it started from" in log
 
 
 def test_checkpoint_metadata_rebuilds_the_encoder(supervised_run: Path) -> None:

@@ -8,52 +8,22 @@ never committed. Tests skip when neither the file nor apt is available.
 
 from __future__ import annotations
 
-import hashlib
-import os
-import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
 
-VTEST_SHA256 = "45cddc9490be69345cbdab64ca583be65987e864ca408038e648db99e10516cf"
-VTEST_IN_DEB = "./usr/share/doc/opencv-doc/examples/data/vtest.avi"
-
-
-def data_dir() -> Path:
-    if os.environ.get("REID_TEST_DATA"):
-        return Path(os.environ["REID_TEST_DATA"])
-    return Path.home() / ".cache" / "reid" / "test-data"
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+from gallery.ingest.sample_video import SampleVideoError, fetch_vtest
 
 
 def vtest_path() -> Path:
-    """``vtest.avi``, fetched and verified on first use (``pytest.skip`` if impossible)."""
-    target = data_dir() / "vtest.avi"
-    if target.is_file() and _sha256(target) == VTEST_SHA256:
-        return target
-    if not (shutil.which("apt-get") and shutil.which("dpkg-deb")):
-        pytest.skip("vtest.avi is not cached and apt-get / dpkg-deb are not available")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        fetched = subprocess.run(
-            ["apt-get", "download", "opencv-doc"], cwd=tmp, capture_output=True, text=True
-        )
-        debs = list(Path(tmp).glob("opencv-doc_*.deb"))
-        if fetched.returncode != 0 or not debs:
-            pytest.skip(f"cannot download opencv-doc for vtest.avi: {fetched.stderr[-300:]}")
-        tar = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(debs[0])], stdout=subprocess.PIPE)
-        subprocess.run(["tar", "-x", "-C", tmp, VTEST_IN_DEB], stdin=tar.stdout, check=True)
-        tar.wait()
-        extracted = Path(tmp) / VTEST_IN_DEB
-        if _sha256(extracted) != VTEST_SHA256:
-            pytest.fail(f"vtest.avi from {debs[0].name} has an unexpected SHA-256")
-        shutil.move(str(extracted), target)
-    return target
+    """``vtest.avi``, fetched and verified on first use (``pytest.skip`` if impossible;
+    a download whose SHA-256 differs fails)."""
+    try:
+        return fetch_vtest()
+    except SampleVideoError as exc:
+        if "unexpected SHA-256" in str(exc):
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
 
 
 def write_clip(source: Path, out: Path, start: int, count: int) -> Path:

@@ -9,7 +9,11 @@ import sys
 # torch starts its thread pool; an OMP_WAIT_POLICY already in the environment wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from trainer.cli import main
+from reid.clihelp import require_module
+
+require_module("torch", "python -m trainer", extra="train")
+
+from trainer.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

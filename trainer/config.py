@@ -13,7 +13,7 @@ A config file has these sections (every key optional except ``method.name``)::
     optim:      {name, lr, weight_decay, momentum, nesterov, backbone_lr_mult}
     schedule:   {name, warmup_epochs, warmup_factor, milestones, gamma, min_lr_factor}
     eval:       {every, rerank, metric, batch_size, camera_prior}
-    checkpoint: {every, keep_last}
+    checkpoint: {every, keep_last, select, select_every}
 
 ``_base_`` names a file whose settings this one starts from (chains allowed): mappings
 are merged key by key, anything else (lists included) is replaced. Command-line
@@ -290,7 +290,8 @@ class ScheduleConfig(Section):
 
 
 class EvalConfig(Section):
-    """Evaluation on query/gallery every ``every`` epochs (and after the last; 0 = never).
+    """Evaluation on query/gallery every ``every`` epochs (and after the last; 0 = never);
+    with it on, a fresh run also scores its starting model and ends comparing with it.
 
     ``camera_prior``: weight added to the distance of same-camera query-gallery pairs
     (the selective-contrast reference's evaluation; 0 = plain distances).
@@ -305,10 +306,16 @@ class EvalConfig(Section):
 
 class CheckpointConfig(Section):
     """``checkpoint_last.pt`` every epoch; ``checkpoint_epoch{N}.pt`` every ``every``
-    epochs keeping the newest ``keep_last`` (``null`` keeps all, 0 writes none)."""
+    epochs keeping the newest ``keep_last`` (``null`` keeps all, 0 writes none).
+
+    ``select``: how ``model_selected.pt`` is chosen without labels: ``cluster_quality``
+    (``trainer.selection``: scored before training and every ``select_every`` epochs and
+    after the last) or ``last`` (no selection file, no extra feature passes)."""
 
     every: int = Field(10, ge=0)
     keep_last: int | None = Field(2, ge=0)
+    select: Literal["cluster_quality", "last"] = "cluster_quality"
+    select_every: int = Field(2, ge=1)
 
 
 class TrainerConfig(Section):

@@ -115,6 +115,10 @@ class TrainState:
     """The labels the sampler used last epoch (kept when a plan has none)."""
     log_rows: int = 0
     """Rows of ``metrics.csv`` that belong to the run up to this state."""
+    start_metrics: dict[str, float] = field(default_factory=dict)
+    """The scores of the model before its first training step (when evaluated)."""
+    selection: dict[str, Any] = field(default_factory=dict)
+    """The label-free checkpoint choice so far (``trainer.selection``)."""
 
 
 class StepModule(nn.Module):
@@ -587,6 +591,8 @@ class Trainer:
             "metrics": dict(s.metrics),
             "last_labels": None if s.last_labels is None else torch.from_numpy(s.last_labels),
             "log_rows": s.log_rows,
+            "start_metrics": dict(s.start_metrics),
+            "selection": dict(s.selection),
             "world_size": self.dist.world_size,
         }
 
@@ -632,6 +638,8 @@ class Trainer:
             metrics=dict(training.get("metrics", {})),
             last_labels=None if labels is None else labels.numpy().astype(np.int64),
             log_rows=int(training.get("log_rows", 0)),
+            start_metrics=dict(training.get("start_metrics", {})),
+            selection=dict(training.get("selection", {})),
         )
         restore_rng_state(training["rng"])
 
@@ -722,6 +730,9 @@ def build_trainer(
                 checkpoint_every=config.checkpoint.every,
                 keep_last=config.checkpoint.keep_last,
                 camera_prior=config.eval.camera_prior,
+                select_every=config.checkpoint.select_every
+                if config.checkpoint.select == "cluster_quality"
+                else 0,
             )
             if out_dir is not None
             else []

@@ -3,8 +3,9 @@
 A hook gets ``self.trainer`` (the running :class:`trainer.engine.Trainer`) and may
 implement ``before_train``, ``before_epoch``, ``after_step``, ``after_epoch`` and
 ``after_train``. Hooks run in list order; the default list is
-``[ProgressHook, EvalHook, LogHook, CheckpointHook]`` so an epoch's CSV row holds its
-evaluation and its checkpoint records how many rows were written.
+``[ProgressHook, EvalHook, SelectionHook, LogHook, CheckpointHook]`` so an epoch's CSV
+row holds its evaluation and label-free score, and its checkpoint records how many rows
+were written (``trainer.selection``: the label-free checkpoint choice).
 
 What hooks read from the trainer: ``epoch`` (0-based index of the running epoch),
 ``state`` (``TrainState``: completed epochs, global step, best mAP, ...),
@@ -83,7 +84,9 @@ class EvalHook(HookBase):
     """Query/gallery evaluation every ``every`` epochs and after the last one.
 
     Adds ``mAP``, ``mINP``, ``rank1/5/10`` (fractions in [0, 1], as
-    ``RankResult.as_dict``) to the epoch record and tracks the best mAP.
+    ``RankResult.as_dict``) to the epoch record and tracks the best mAP. A fresh run also
+    scores its starting model (``state.start_metrics``) and ends by comparing the final
+    scores with it: a warning when training ended below its start.
     """
 
     def __init__(
@@ -105,16 +108,16 @@ class EvalHook(HookBase):
         last = t.epoch + 1 == t.total_epochs
         return self.every > 0 and ((t.epoch + 1) % self.every == 0 or last)
 
-    def after_epoch(self) -> None:
+    def available(self) -> bool:
+        if self.trainer.dataset.has_evaluation_splits:
+            return True
+        if not self._warned:
+            get_logger().info("no query/gallery split: evaluation skipped")
+            self._warned = True
+        return False
+
+    def evaluate(self) -> dict[str, float]:
         t = self.trainer
-        if not self.due():
-            return
-        if not t.dataset.has_evaluation_splits:
-            if not self._warned:
-                get_logger().info("no query/gallery split: evaluation skipped")
-                self._warned = True
-            return
-        start = time.perf_counter()
         result = evaluate_encoder(
             t.encoder,
             t.dataset,
@@ -129,13 +132,54 @@ class EvalHook(HookBase):
             progress=t.progress,
             camera_prior=self.camera_prior,
         )
-        scores = {k: float(v) for k, v in result.as_dict().items() if k in SCORE_KEYS}
+        return {k: float(v) for k, v in result.as_dict().items() if k in SCORE_KEYS}
+
+    def before_train(self) -> None:
+        """Score the starting model once (a fresh run with evaluation on), so the end of
+        training can say whether it improved on where it started."""
+        t = self.trainer
+        if self.every <= 0 or t.state.epoch > 0 or t.state.start_metrics:
+            return
+        if not self.available():
+            return
+        t.state.start_metrics = self.evaluate()
+        get_logger().info("before training: " + format_scores(t.state.start_metrics))
+
+    def after_epoch(self) -> None:
+        t = self.trainer
+        if not self.due() or not self.available():
+            return
+        start = time.perf_counter()
+        scores = self.evaluate()
         t.epoch_record.update(scores)
         t.epoch_record["eval_time"] = time.perf_counter() - start
         t.state.metrics = scores
         t.is_best = scores["mAP"] > t.state.best_map
         if t.is_best:
             t.state.best_map = scores["mAP"]
+
+    def after_train(self) -> None:
+        t = self.trainer
+        start, final = t.state.start_metrics, t.state.metrics
+        if not start or "mAP" not in final or not t.dist.is_main:
+            return
+        gap = 100 * (final["mAP"] - start["mAP"])
+        line = (
+            f"final mAP {100 * final['mAP']:.2f}% vs {100 * start['mAP']:.2f}% before "
+            f"training ({gap:+.2f} points)"
+        )
+        if gap < 0:
+            get_logger().warning(
+                line + ": training ended BELOW the model it started from; on this data the "
+                "recipe erodes the start (fewer steps, a lower learning rate or frozen early "
+                "stages may help), or keep the starting model"
+            )
+        else:
+            get_logger().info(line)
+
+
+def format_scores(scores: dict[str, float]) -> str:
+    return " ".join(f"{k} {100 * scores[k]:.2f}%" for k in SCORE_KEYS if k in scores)
 
 
 SCORE_KEYS = ("mAP", "mINP", "rank1", "rank5", "rank10")
@@ -242,11 +286,15 @@ def default_hooks(
     checkpoint_every: int,
     keep_last: int | None,
     camera_prior: float = 0.0,
+    select_every: int = 0,
 ) -> list[HookBase]:
     """The standard hook list (order matters, see the module docstring)."""
+    from trainer.selection import SelectionHook
+
     return [
         ProgressHook(progress),
         EvalHook(eval_every, metric=eval_metric, rerank=rerank, camera_prior=camera_prior),
+        SelectionHook(out_dir, select_every),
         LogHook(out_dir),
         CheckpointHook(out_dir, checkpoint_every, keep_last),
     ]

@@ -39,12 +39,17 @@ def import_tensorrt() -> Any:
 
 
 class TensorRTRuntime(Runtime):
-    """Runs ``model.engine`` built by ``python -m export --format tensorrt`` (cuda only)."""
+    """Runs ``model.engine`` built by ``python -m export --format tensorrt`` (cuda only).
+
+    ``threads`` is accepted for a uniform interface and has no effect (the GPU computes).
+    """
 
     name = "tensorrt"
     concurrent_calls = False  # one execution context and one set of bindings
 
-    def __init__(self, manifest: ExportManifest, device: str = "cuda") -> None:
+    def __init__(
+        self, manifest: ExportManifest, device: str = "cuda", *, threads: int | None = None
+    ) -> None:
         super().__init__(manifest, device)
         trt = import_tensorrt()
         import torch

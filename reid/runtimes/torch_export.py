@@ -15,17 +15,26 @@ from reid.runtimes.base import Runtime, RuntimeUnavailableError, model_file
 class TorchRuntime(Runtime):
     """Runs ``model.pt2`` (``torch.export.load(...).module()``) in FP32 on cpu or cuda.
 
-    Option ``tf32`` (default False) allows TF32 matmuls/convolutions on cuda.
+    Options: ``tf32`` (default False) allows TF32 matmuls/convolutions on cuda;
+    ``threads`` sets torch's intra-op threads on cpu (process-wide: torch has one pool).
     """
 
     name = "torch"
 
     def __init__(
-        self, manifest: ExportManifest, device: str = "cpu", *, tf32: bool = False
+        self,
+        manifest: ExportManifest,
+        device: str = "cpu",
+        *,
+        tf32: bool = False,
+        threads: int | None = None,
     ) -> None:
         super().__init__(manifest, device)
         self.tf32 = bool(tf32)
         import torch
+
+        if threads and device == "cpu":
+            torch.set_num_threads(int(threads))
 
         path = model_file(manifest, "torch")
         try:
