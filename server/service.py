@@ -310,6 +310,23 @@ class SearchService:
         self._check_count(len(images), "images")
         return await self._embed(images)
 
+    async def embed_tensor(self, batch: np.ndarray) -> np.ndarray:
+        """Preprocessed ``float32[N, 3, H, W]`` (the model's input) -> embeddings, batched
+        with every other request (the Open Inference Protocol's ``infer``)."""
+        self._check_ready()
+        height, width = (
+            self.runtime.manifest.preprocess.height,
+            self.runtime.manifest.preprocess.width,
+        )
+        if batch.ndim != 4 or tuple(batch.shape[1:]) != (3, height, width):
+            raise BadInputError(
+                f"the input must be FP32 [N, 3, {height}, {width}], got {list(batch.shape)}"
+            )
+        self._check_count(len(batch), "images")
+        if not np.isfinite(batch).all():
+            raise BadInputError("the input holds NaN or infinite values")
+        return await self.batcher.embed(np.ascontiguousarray(batch, dtype=np.float32))
+
     async def _embed(self, images: Sequence[bytes]) -> np.ndarray:
         batch = await self._in_decode_pool(self._prepare, images)
         return await self.batcher.embed(batch)
