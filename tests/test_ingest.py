@@ -148,6 +148,22 @@ def test_a_track_ends_after_end_after_s_and_short_tracks_are_noise():
     assert selector.finished(9.0) == []  # track 2 ended too, but was too short
 
 
+def test_with_max_delay_a_long_track_is_searchable_while_it_goes_on():
+    settings = CropSettings(per_track=2, min_gap_s=1.0, min_track_frames=3, max_delay_s=1.5)
+    selector = CropSelector(settings)
+    image = textured()
+    sent = []
+    for index in range(20):  # 10 s of one person getting ever better (walking closer)
+        time_s = index * 0.5
+        selector.observe(index, time_s, image, [Tracked(7, (100, 50, 160, 250), 0.5 + index / 40)])
+        sent += [(time_s, crop.frame) for crop in selector.finished(time_s)]
+    # The first window's best (frame 3) is sent 1.5 s after its first candidate (frame 0),
+    # though better ones kept coming; the next window (from frame 5) likewise; then the
+    # track has its 2 crops and nothing more is sent, not even at its end.
+    assert sent == [(1.5, 3), (4.0, 8)]
+    assert selector.finish_all() == []
+
+
 def test_keys_and_track_ids_are_deterministic_and_distinct():
     assert track_id(1, "a.mp4", 5) == track_id(1, "a.mp4", 5)
     assert len({track_id(1, "a.mp4", 5), track_id(2, "a.mp4", 5), track_id(1, "b.mp4", 5)}) == 3
