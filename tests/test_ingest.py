@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import cv2
+import httpx
 import numpy as np
 import pytest
 from video_data import read_frame, vtest_path, write_clip
@@ -255,6 +256,52 @@ def test_a_live_source_reconnects_with_backoff_and_stops_on_request():
     assert source.reconnects == 3
 
 
+def test_a_live_source_reports_its_outages_as_down_time_and_gap_seconds():
+    captures = iter([FakeCapture(2), FakeCapture(0, opens=False), FakeCapture(2)])
+    now = [0.0]
+    during: list[tuple[bool, float]] = []
+
+    def sleep(seconds: float) -> None:
+        during.append((source.up, source.gap_s))
+        now[0] += seconds
+
+    source = LiveSource(
+        "rtsp://cam/3",
+        capture_factory=lambda s: next(captures),
+        sleep=sleep,
+        backoff_s=1.0,
+        monotonic=lambda: now[0],
+    )
+    seen = []
+    for frame in source.frames():
+        seen.append((frame.index, source.up, source.gap_s))
+        now[0] += 0.5  # frames 0.5 s apart
+        if frame.index == 3:
+            break
+    # Frames at 0 and 0.5 s; the read at 1 s fails, a reopen is refused (1 s, then 2 s of
+    # backoff); frames again at 4 s: a gap of 3.5 s since the last frame before it.
+    assert during == [(False, 0.5), (False, 1.5)]
+    assert seen == [(0, True, 0.0), (1, True, 0.0), (2, True, 3.5), (3, True, 3.5)]
+    assert source.reconnects == 2
+
+
+def test_a_live_reader_drops_the_oldest_frames_when_processing_falls_behind():
+    from gallery.ingest.pipeline import prefetch
+    from gallery.ingest.sources import Frame
+
+    image = np.zeros((4, 4, 3), np.uint8)
+    drops: list[int] = []
+    got = []
+    live = (Frame(i, float(i), image) for i in range(40))
+    for frame in prefetch(live, 2, threading.Event(), dropped=lambda: drops.append(1)):
+        got.append(frame.index)
+        time.sleep(0.01)  # a detector slower than the stream
+    assert drops and got == sorted(got) and got[-1] == 39  # the freshest frame always gets in
+    assert len(got) + len(drops) == 40  # every frame processed or counted as dropped
+    files = (Frame(i, float(i), image) for i in range(40))
+    assert [f.index for f in prefetch(files, 2, threading.Event())] == list(range(40))
+
+
 def test_a_live_source_that_cannot_be_opened_at_start_is_an_error():
     refused = LiveSource("rtsp://cam/2", capture_factory=lambda s: FakeCapture(0, opens=False))
     with pytest.raises(SourceError, match="rtsp://cam/2: cannot open the stream"):
@@ -319,7 +366,7 @@ def walker_folder(path: Path, frames: int = 25) -> Path:
     return path
 
 
-def ingester(tmp_path, client, **settings):
+def ingester(tmp_path, client, metrics=None, **settings):
     from gallery.ingest.pipeline import CameraIngester, CameraSpec, IngestSettings
 
     folder = tmp_path / "walk"
@@ -327,8 +374,9 @@ def ingester(tmp_path, client, **settings):
     spec = CameraSpec(id=5, name="yard", source=str(folder), fps=None)
     options = IngestSettings(retry_initial_s=0.01, **settings)
     return CameraIngester(
-        spec, source, WalkerDetector(), client, state_dir=tmp_path / "state", settings=options
-    )
+        spec, source, WalkerDetector(), client, state_dir=tmp_path / "state", settings=options,
+        metrics=metrics,
+    )  # fmt: skip
 
 
 def test_the_ingester_retries_while_the_server_is_away_and_never_gives_up(tmp_path):
@@ -344,6 +392,34 @@ def test_the_ingester_retries_while_the_server_is_away_and_never_gives_up(tmp_pa
     crops = sorted(client.stored.values(), key=lambda m: m["extra"]["frame"])
     assert {m["camera"] for m in crops} == {5} and len({m["track"] for m in crops}) == 1
     assert [m["timestamp"] for m in crops] == [m["extra"]["frame"] / 10 for m in crops]
+
+
+def test_metrics_at_slash_metrics_count_exactly_the_acknowledged_entries(tmp_path):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from gallery.ingest.metrics import IngestMetrics
+    from reid_client import ServerUnreachableError
+
+    metrics = IngestMetrics()
+    client = FlakyClient(ServerUnreachableError("connection refused"))
+    stats = ingester(tmp_path, client, metrics=metrics).run()
+    url, close = metrics.serve("127.0.0.1", 0)
+    try:
+        text = httpx.get(url, timeout=5).text
+    finally:
+        close()
+    values = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.labels.get("camera") == "5"
+    }
+    assert values["reid_ingest_entries_total"] == len(client.stored) == stats.entries == 3
+    assert values["reid_ingest_frames_total"] == 25 and values["reid_ingest_tracks_total"] == 1
+    assert values["reid_ingest_detections_total"] == 25
+    assert values["reid_ingest_add_failures_total"] == 1 and values["reid_ingest_source_up"] == 1
+    assert values["reid_ingest_pending_crops"] == 0 and values["reid_ingest_reconnects_total"] == 0
+    assert "reid_ingest_lag_seconds" not in values  # a folder is not live
 
 
 def test_a_second_stop_while_the_server_is_away_keeps_the_unsent_crops_for_the_next_run(tmp_path):

@@ -17,12 +17,13 @@ import pickle
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gallery.ingest.detector import Detections, Detector
+from gallery.ingest.metrics import IngestMetrics, Progress
 from gallery.ingest.selection import Crop, CropSelector, CropSettings
 from gallery.ingest.sources import Frame, Source, sampled
 from gallery.ingest.tracker import PersonTracker
@@ -30,7 +31,7 @@ from reid_client import ReIDClient, ServerError, ServerUnreachableError
 
 log = logging.getLogger("gallery.ingest")
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: crop selection with max_delay_s
 TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 
@@ -60,7 +61,8 @@ class IngestSettings:
     flush_s: float = 2.0  # longest wait before pending crops are sent
     checkpoint_s: float = 5.0  # checkpoint at least this often when nothing is pending
     progress_s: float = 10.0
-    queue_frames: int = 8  # decoded frames buffered ahead of detection
+    queue_frames: int = 8  # decoded frames buffered ahead of detection (files: no drops)
+    live_queue_frames: int = 2  # live: fresher frames replace older ones beyond this
     retry_initial_s: float = 1.0  # first delay before an add is retried, doubling
     retry_max_s: float = 30.0
     tracker: str = "bytetrack"
@@ -129,6 +131,7 @@ class CameraIngester:
         settings: IngestSettings | None = None,
         stop: Stop | None = None,
         detector_settings: dict[str, Any] | None = None,
+        metrics: IngestMetrics | None = None,
     ) -> None:
         self.spec, self.source, self.detector, self.client = spec, source, detector, client
         self.settings = settings or IngestSettings()
@@ -148,6 +151,16 @@ class CameraIngester:
         self._last_progress = time.monotonic()
         self._started = time.monotonic()
         self._frames_at_start = 0
+        self.metrics = metrics
+        self.state: Checkpoint | None = None
+        self.pending: list[Crop] = []
+        self.add_failures = 0
+        self.dropped = 0  # live frames dropped because processing fell behind
+        self.lag_s: float | None = None
+        self._rate = 0.0  # frames/s over the last progress interval
+        self._frames_at_progress = 0
+        if metrics is not None:
+            metrics.track(self)
 
     # -- checkpoint ----------------------------------------------------------------------
 
@@ -223,12 +236,17 @@ class CameraIngester:
         if state.next_frame:
             log.info("%s: resuming at frame %d from %s", self.spec.label, state.next_frame,
                      self.checkpoint_path)  # fmt: skip
-        self._frames_at_start = state.stats.frames
-        pending: list[Crop] = []
+        self._frames_at_start = self._frames_at_progress = state.stats.frames
+        self.state, pending = state, self.pending
         frames = sampled(
             self.source.frames(start=state.next_frame), self.spec.fps, after=state.last_time
         )
-        for frame in prefetch(frames, self.settings.queue_frames, self.stop.graceful):
+        if self.source.live:  # never wait for the detector: replace the oldest frame
+            ahead = prefetch(frames, self.settings.live_queue_frames, self.stop.graceful,
+                             dropped=self._dropped)  # fmt: skip
+        else:
+            ahead = prefetch(frames, self.settings.queue_frames, self.stop.graceful)
+        for frame in ahead:
             if self.stop.graceful.is_set():
                 break
             self._process(frame, state, pending)
@@ -270,6 +288,11 @@ class CameraIngester:
         stats.last_frame = frame.index
         state.next_frame = frame.index + 1
         state.last_time = frame.time
+        if self.source.live:  # frame times are the wall clock when they were read
+            self.lag_s = max(0.0, time.time() - frame.time)
+
+    def _dropped(self) -> None:
+        self.dropped += 1
 
     def _flush(self, pending: list[Crop], state: Checkpoint) -> None:
         """Send every pending crop (retrying while the server is away), then checkpoint;
@@ -283,6 +306,9 @@ class CameraIngester:
                 return  # aborted: the checkpoint stays before these crops
             del pending[: len(chunk)]
             state.stats.entries += len(chunk)
+            if self.metrics is not None and self.source.live:
+                now = time.time()
+                self.metrics.acknowledged(self.spec.id, [now - c.time for c in chunk])
         self._last_flush = time.monotonic()
         self.save(state)
 
@@ -321,6 +347,7 @@ class CameraIngester:
                     raise IngestError(
                         f"{self.spec.label}: the server refused the add: {exc}"
                     ) from None
+                self.add_failures += 1
                 log.warning("%s: add failed (%s); retrying in %.2g s", self.spec.label, exc, delay)
             if self.stop.abort.wait(delay):
                 return False
@@ -328,22 +355,57 @@ class CameraIngester:
 
     # -- progress ------------------------------------------------------------------------
 
+    def progress(self) -> Progress:
+        """This camera's numbers now (what the progress lines and ``/metrics`` show)."""
+        stats = self.state.stats if self.state is not None else Stats()
+        source = self.source
+        return Progress(
+            camera=self.spec.id,
+            frames=stats.frames,
+            detections=stats.detections,
+            tracks=stats.tracks,
+            entries=stats.entries,
+            fps=self._rate,
+            add_failures=self.add_failures,
+            pending=len(self.pending),
+            live=source.live,
+            up=getattr(source, "up", True),
+            lag_s=self.lag_s,
+            reconnects=getattr(source, "reconnects", 0),
+            gap_s=getattr(source, "gap_s", 0.0),
+            dropped=self.dropped,
+        )
+
     def _maybe_progress(self, state: Checkpoint) -> None:
         if time.monotonic() - self._last_progress >= self.settings.progress_s:
             self._progress(state)
 
     def _progress(self, state: Checkpoint, done: bool = False) -> None:
-        self._last_progress = time.monotonic()
+        now = time.monotonic()
         stats = state.stats
-        elapsed = max(1e-6, time.monotonic() - self._started)
-        rate = (stats.frames - self._frames_at_start) / elapsed
+        if done:  # the whole run's rate
+            self._rate = (stats.frames - self._frames_at_start) / max(1e-6, now - self._started)
+        else:
+            interval = max(1e-6, now - max(self._last_progress, self._started))
+            self._rate = (stats.frames - self._frames_at_progress) / interval
+        self._last_progress, self._frames_at_progress = now, stats.frames
+        p = self.progress()
         total = getattr(self.source, "frame_count", None) or len(getattr(self.source, "files", []))
         position = total if done and total else stats.last_frame + 1
         where = f"frame {position}" + (f"/{total}" if total else "") + (" (done)" if done else "")
-        log.info(
-            "%s: %s, %.1f frames/s, %d detections, %d tracks, %d entries written",
-            self.spec.label, where, rate, stats.detections, stats.tracks, stats.entries,
-        )  # fmt: skip
+        line = (
+            f"{self.spec.label}: {where}, {p.fps:.1f} frames/s, {p.detections} detections, "
+            f"{p.tracks} tracks, {p.entries} entries written"
+        )
+        if p.live:
+            lag = "-" if p.lag_s is None else f"{p.lag_s:.2f} s"
+            line += (
+                f", lag {lag}, {p.reconnects} reconnects (gap {p.gap_s:.1f} s), "
+                f"{p.dropped} frames dropped"
+            )
+        if p.add_failures:
+            line += f", {p.add_failures} adds retried"
+        log.info("%s", line)
 
 
 def _in_roi(detections: Detections, roi: tuple[float, float, float, float]) -> Detections:
@@ -355,32 +417,45 @@ def _in_roi(detections: Detections, roi: tuple[float, float, float, float]) -> D
     return Detections(boxes[keep], detections.scores[keep])
 
 
-def prefetch(frames: Iterator[Frame], size: int, stop: threading.Event) -> Iterator[Frame]:
+def prefetch(
+    frames: Iterator[Frame],
+    size: int,
+    stop: threading.Event,
+    *,
+    dropped: Callable[[], None] | None = None,
+) -> Iterator[Frame]:
     """Decode ahead in a thread through a bounded queue (``size`` frames); errors of the
-    source are raised here, in the consumer."""
+    source are raised here, in the consumer. With ``dropped`` (live sources) the reader
+    never waits: a new frame replaces the oldest queued one, and ``dropped`` is called."""
     buffer: queue.Queue[Any] = queue.Queue(maxsize=max(1, size))
     done = object()
+
+    def put(item: Any, replace: bool) -> None:
+        while not stop.is_set():
+            try:
+                if replace:
+                    buffer.put_nowait(item)
+                else:
+                    buffer.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                if replace:
+                    try:
+                        buffer.get_nowait()  # the oldest frame (only frames precede the end)
+                    except queue.Empty:
+                        continue
+                    dropped()  # type: ignore[misc]
 
     def produce() -> None:
         try:
             for frame in frames:
-                while not stop.is_set():
-                    try:
-                        buffer.put(frame, timeout=0.2)
-                        break
-                    except queue.Full:
-                        continue
+                put(frame, replace=dropped is not None)
                 if stop.is_set():
                     return
             item: Any = done
         except BaseException as exc:  # handed to the consumer
             item = exc
-        while not stop.is_set():
-            try:
-                buffer.put(item, timeout=0.2)
-                return
-            except queue.Full:
-                continue
+        put(item, replace=False)
 
     thread = threading.Thread(target=produce, name="decode", daemon=True)
     thread.start()

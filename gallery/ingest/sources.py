@@ -64,13 +64,15 @@ def is_live(source: str) -> bool:
     return source.startswith(LIVE_PREFIXES) or source.isdigit() or source.startswith("/dev/video")
 
 
-def open_source(source: str, *, fps: float | None = None, probe: bool = True) -> Source:
+def open_source(
+    source: str, *, fps: float | None = None, probe: bool = True, stream_timeout_s: float = 10.0
+) -> Source:
     """The source named by ``source`` (``fps``: the frame rate of an image folder without
     times); :class:`SourceError` when it cannot be read. A live source is probed once
     (``probe``): one that cannot be opened at start is an error, later losses are
-    reconnected."""
+    reconnected; ``stream_timeout_s`` is its open and its read timeout."""
     if is_live(source):
-        live = LiveSource(source)
+        live = LiveSource(source, open_timeout_s=stream_timeout_s, read_timeout_s=stream_timeout_s)
         if probe:
             live.probe()
         return live
@@ -228,6 +230,7 @@ class LiveSource:
         stop: threading.Event | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = source
         self.open_timeout_s, self.read_timeout_s = open_timeout_s, read_timeout_s
@@ -236,8 +239,12 @@ class LiveSource:
         self.stop = stop or threading.Event()
         self.clock = clock
         self.sleep = sleep or (lambda s: self.stop.wait(s))
-        self.reconnects = 0
+        self.monotonic = monotonic
+        self.reconnects = 0  # connections lost or refused since the start
         self.label = source  # the camera's name in log lines (set by the ingester)
+        self._gaps_s = 0.0  # seconds without frames of the outages that ended
+        self._lost_at: float | None = None  # monotonic time of the last frame before an outage
+        self._last_frame_at: float | None = None
 
     def _open_capture(self, source: str) -> Any:
         target: Any = int(source) if source.isdigit() else source
@@ -261,6 +268,18 @@ class LiveSource:
         finally:
             capture.release()
 
+    @property
+    def up(self) -> bool:
+        """False from a lost (or refused) connection until the next frame arrives."""
+        return self._lost_at is None
+
+    @property
+    def gap_s(self) -> float:
+        """Seconds without frames because of lost connections (the current outage too),
+        each outage counted from the last frame before it to the first one after it."""
+        ongoing = 0.0 if self._lost_at is None else self.monotonic() - self._lost_at
+        return self._gaps_s + ongoing
+
     def frames(self, start: int = 0) -> Iterator[Frame]:
         index, failures = start, 0
         while not self.stop.is_set():
@@ -273,16 +292,30 @@ class LiveSource:
                     if not ok:
                         raise SourceError(f"{self.name}: the stream stopped sending frames")
                     failures = 0
+                    self._arrived()
                     yield Frame(index, self.clock(), image)
                     index += 1
             except SourceError as exc:
                 failures += 1
                 self.reconnects += 1
+                if self._lost_at is None:
+                    self._lost_at = self._last_frame_at or self.monotonic()
                 delay = min(self.max_backoff_s, self.backoff_s * 2 ** (failures - 1))
-                log.warning("%s: %s; reconnecting in %.0f s", self.label, exc, delay)
+                log.warning("%s: %s; reconnecting in %.0f s (attempt %d)",
+                            self.label, exc, delay, failures)  # fmt: skip
                 self.sleep(delay)
             finally:
                 capture.release()
+
+    def _arrived(self) -> None:
+        now = self.monotonic()
+        if self._lost_at is not None:
+            gap = now - self._lost_at
+            self._gaps_s += gap
+            self._lost_at = None
+            log.info("%s: %s is back after a %.1f s gap (%d reconnect(s) so far)",
+                     self.label, self.name, gap, self.reconnects)  # fmt: skip
+        self._last_frame_at = now
 
     def describe(self) -> dict[str, Any]:
         return {
