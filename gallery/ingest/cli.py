@@ -137,7 +137,7 @@ def run_ingest(args: argparse.Namespace, fail: type[Exception]) -> int:
     from gallery.ingest.metrics import IngestMetrics
     from gallery.ingest.pipeline import CameraIngester, IngestError, IngestSettings, Stop
     from gallery.ingest.selection import CropSettings
-    from gallery.ingest.sources import SourceError, open_source
+    from gallery.ingest.sources import SourceError
     from gallery.ingest.tracker import TRACKERS
     from reid_client import ReIDClient
 
@@ -157,14 +157,7 @@ def run_ingest(args: argparse.Namespace, fail: type[Exception]) -> int:
     if args.tracker not in TRACKERS:
         raise fail(f"--tracker must be one of {', '.join(TRACKERS)}")
     specs = _specs(args, fail)
-    sources = {}
-    for spec in specs:
-        try:
-            sources[spec.id] = open_source(
-                spec.source, fps=spec.fps, stream_timeout_s=args.stream_timeout
-            )
-        except SourceError as exc:
-            raise fail(f"{spec.label}: {exc}") from None
+    sources = _open_sources(specs, args.stream_timeout, fail)
     try:
         detector = SSDLitePedestrianDetector(
             min_score=args.min_score, threads=args.detector_threads
@@ -234,6 +227,27 @@ def run_ingest(args: argparse.Namespace, fail: type[Exception]) -> int:
         print(f"python -m gallery ingest: error: {failures[0]}", file=sys.stderr)
         return 2
     return 0
+
+
+def _open_sources(specs: list[Any], timeout: float, fail: type[Exception]) -> dict[int, Any]:
+    """Every camera's source, opened (and live ones probed) at once; the first error in
+    the cameras' order names its camera."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gallery.ingest.sources import SourceError, open_source
+
+    def one(spec: Any) -> Any:
+        try:
+            return open_source(spec.source, fps=spec.fps, stream_timeout_s=timeout)
+        except SourceError as exc:
+            return fail(f"{spec.label}: {exc}")
+
+    with ThreadPoolExecutor(max_workers=min(16, len(specs))) as pool:
+        opened = list(pool.map(one, specs))
+    for source in opened:
+        if isinstance(source, fail):
+            raise source
+    return {spec.id: source for spec, source in zip(specs, opened, strict=True)}
 
 
 def _wait_ready(client: Any, timeout: float, log: logging.Logger) -> None:

@@ -58,7 +58,7 @@ class CameraSpec:
 @dataclass(frozen=True)
 class IngestSettings:
     batch: int = 16  # images per add request (lowered to the server's max_images)
-    flush_s: float = 2.0  # longest wait before pending crops are sent
+    flush_s: float = 2.0  # longest wait before pending crops are sent (0 with max_delay_s)
     checkpoint_s: float = 5.0  # checkpoint at least this often when nothing is pending
     progress_s: float = 10.0
     queue_frames: int = 8  # decoded frames buffered ahead of detection (files: no drops)
@@ -151,6 +151,9 @@ class CameraIngester:
         self._last_progress = time.monotonic()
         self._started = time.monotonic()
         self._frames_at_start = 0
+        # Crops due after max_delay_s have waited already: send them with the next frame.
+        delayed = self.settings.crops.max_delay_s is not None
+        self._flush_s = 0.0 if delayed else self.settings.flush_s
         self.metrics = metrics
         self.state: Checkpoint | None = None
         self.pending: list[Crop] = []
@@ -252,7 +255,7 @@ class CameraIngester:
             self._process(frame, state, pending)
             if pending and (
                 len(pending) >= self.settings.batch
-                or time.monotonic() - self._last_flush >= self.settings.flush_s
+                or time.monotonic() - self._last_flush >= self._flush_s
             ):
                 self._flush(pending, state)
             if (
