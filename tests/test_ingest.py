@@ -202,6 +202,16 @@ def test_an_image_folder_takes_times_from_its_manifest_or_file_names(tmp_path):
         ImageFolderSource(tmp_path)
 
 
+def test_an_unreadable_image_in_a_folder_is_skipped_not_fatal(tmp_path, caplog):
+    for name in ("000010.jpg", "000030.jpg"):
+        cv2.imwrite(str(tmp_path / name), textured(32, 16))
+    (tmp_path / "000020.jpg").write_bytes(b"half a jpeg")
+    folder = ImageFolderSource(tmp_path, fps=10)
+    folder.label = "camera 2 (lobby)"
+    assert [f.index for f in folder.frames()] == [0, 2] and folder.skipped == 1
+    assert "camera 2 (lobby): " in caplog.text and "000020.jpg is not an image" in caplog.text
+
+
 def test_bad_sources_are_clear_errors(tmp_path):
     (tmp_path / "notes.avi").write_text("this is not a video")
     with pytest.raises(SourceError, match="not a video"):
@@ -476,6 +486,7 @@ def test_cameras_yaml_is_read_with_relative_sources_and_times(tmp_path):
     )
     assert street.source == "rtsp://cam/1" and street.fps == 2.0
     assert street.start_time == parse_time("2024-05-01T08:00:00+00:00", "t") == 1714550400.0
+    assert parse_time("1714550400", "t") == parse_time("2024-05-01 08:00", "t") == 1714550400.0
 
 
 @pytest.mark.parametrize(
@@ -500,15 +511,29 @@ def test_a_malformed_cameras_yaml_is_an_error_naming_the_camera(tmp_path, text, 
         load_cameras(tmp_path / "cameras.yaml")
 
 
-def test_the_cli_names_the_camera_whose_source_is_bad(tmp_path, capsys):
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d: d / "gone.mp4", "no such file or directory"),
+        (lambda d: (d / "notes.mp4").write_text("not a video") and d / "notes.mp4", "not a video"),
+        (lambda d: (d / "empty").mkdir() or d / "empty", "the folder holds no images"),
+    ],
+    ids=["missing file", "not a video", "empty folder"],
+)
+def test_the_cli_names_the_camera_whose_source_is_bad(tmp_path, capsys, make, message):
     from gallery.cli import main
 
+    good = tmp_path / "good"
+    good.mkdir()
+    cv2.imwrite(str(good / "000001.jpg"), textured(32, 16))
+    source = make(tmp_path)
     (tmp_path / "cameras.yaml").write_text(
-        f"cameras:\n  - {{id: 4, name: lobby, source: {tmp_path / 'gone.mp4'}}}\n"
+        f"cameras:\n  - {{id: 3, source: {good}}}\n  - {{id: 4, name: lobby, source: {source}}}\n"
     )
     argv = ["ingest", "--cameras", str(tmp_path / "cameras.yaml"), "--server", "http://127.0.0.1:9"]
     assert main(argv) == 2
-    assert "camera 4 (lobby): " in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "error: camera 4 (lobby): " in err and message in err
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -795,3 +820,28 @@ def test_two_feeds_from_one_cameras_yaml_are_ingested_at_once(server, vtest, tmp
     assert all(e.timestamp == pytest.approx(1700000000 + e.extra["frame"] / 10) for e in south)
     assert all(e.extra["frame"] % 4 == 0 for e in south)  # 2.5 of the 10 fps
     assert not {e.track for e in north} & {e.track for e in south}
+
+
+@pytest.mark.slow
+def test_an_image_folder_is_ingested_with_the_times_of_its_manifest(server, vtest, tmp_path):
+    folder = tmp_path / "stills"
+    folder.mkdir()
+    capture = cv2.VideoCapture(str(vtest))
+    rows = ["name,seconds"]
+    for index in range(120):  # 12 s of vtest.avi as JPEG stills
+        ok, frame = capture.read()
+        assert ok
+        cv2.imwrite(str(folder / f"hall-{index:04d}.jpg"), frame)
+        rows.append(f"hall-{index:04d}.jpg,{index / 10}")
+    capture.release()
+    (folder / "timestamps.csv").write_text("\n".join(rows) + "\n")
+    run = ingest(str(folder), "--camera", "12", "--name", "stills", "--server", server,
+                 "--start-time", "1700000000", state=tmp_path / "state")  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "camera 12 (stills): frame 120/120 (done)" in run.stderr
+    assert "'kind': 'image folder', 'images': 120, 'times': 'timestamps.csv'" in run.stderr
+    found = entries(server, 12)
+    assert found and all(e.source == str(folder) for e in found)
+    assert all(e.timestamp == pytest.approx(1700000000 + e.extra["frame"] / 10) for e in found)
+    assert all(e.extra["frame"] % 2 == 0 for e in found)  # 5 of its 10 images a second
+    assert len({e.key for e in found}) == len(found)

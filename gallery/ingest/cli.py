@@ -210,9 +210,12 @@ def run_ingest(args: argparse.Namespace, fail: type[Exception]) -> int:
     def run_one(ingester: CameraIngester) -> None:
         try:
             ingester.run(restart=args.restart)
-        except (IngestError, SourceError) as exc:
+        except IngestError as exc:  # its message names the camera
             failures.append(str(exc))
             log.error("%s", exc)
+        except SourceError as exc:  # e.g. the file went away after the start
+            failures.append(f"{ingester.spec.label}: {exc}")
+            log.error("%s: %s", ingester.spec.label, exc)
         except Exception as exc:  # one camera's bug must not hide the others' work
             failures.append(f"{ingester.spec.label}: {exc}")
             log.exception("%s failed", ingester.spec.label)

@@ -140,7 +140,8 @@ class CameraIngester:
         self.detector_settings = detector_settings or detector.describe()
         if source.live and hasattr(source, "stop"):
             source.stop = self.stop.graceful  # a stop also ends reconnect waits
-            source.label = spec.label
+        if hasattr(source, "label"):
+            source.label = spec.label  # its warnings name the camera
         # Live track ids restart with each run, so a live session is part of the global id.
         self.session = f"{time.time():.6f}" if source.live else ""
         self.checkpoint_path = self.state_dir / (

@@ -5,7 +5,8 @@ can start at a frame index (a resumed file). Frames are sampled to the target ra
 from their stream time (:func:`sampled`), so a resumed run samples the same frames.
 
 * a **video file**: OpenCV (FFmpeg) decoding; stream time = index / the file's frame rate;
-* an **image folder**: the images in name order; times from ``timestamps.csv``
+* an **image folder**: the images in name order (unreadable ones skipped with a
+  warning); times from ``timestamps.csv``
   (``name,seconds`` lines, seconds relative to the start time or unix times) or from
   numbers in the file names (``000123.jpg``: frame 123; ``1700000000.250.jpg``: unix
   seconds), else index / ``--fps``;
@@ -156,6 +157,8 @@ class ImageFolderSource:
             )
         self.fps = fps or 1.0
         self.times, self.timing = self._times()
+        self.label = str(path)  # the camera's name in log lines (set by the ingester)
+        self.skipped = 0  # images that could not be read
 
     def _times(self) -> tuple[list[float], str]:
         manifest = self.path / MANIFEST
@@ -188,8 +191,11 @@ class ImageFolderSource:
     def frames(self, start: int = 0) -> Iterator[Frame]:
         for index in range(start, len(self.files)):
             image = cv2.imread(str(self.files[index]), cv2.IMREAD_COLOR)
-            if image is None:
-                raise SourceError(f"{self.files[index]}: not an image OpenCV can read")
+            if image is None:  # one damaged frame does not stop the camera
+                self.skipped += 1
+                log.warning("%s: %s is not an image OpenCV can read; skipped",
+                            self.label, self.files[index])  # fmt: skip
+                continue
             yield Frame(index, self.times[index], image)
 
     def describe(self) -> dict[str, Any]:
