@@ -450,6 +450,97 @@ def test_a_second_stop_while_the_server_is_away_keeps_the_unsent_crops_for_the_n
     assert len(up.stored) == 3  # nothing the aborted run could not send was lost
 
 
+class PaintedCapture:
+    """A live stream at ``fps`` of textured frames with the frame number painted in the
+    corner (for :class:`WalkerDetector`); it fails after ``frames`` frames."""
+
+    def __init__(self, frames: int, fps: float = 50.0) -> None:
+        self.frames, self.fps, self.sent = frames, fps, 0
+
+    def isOpened(self) -> bool:  # noqa: N802 - cv2.VideoCapture's name
+        return True
+
+    def read(self):
+        if self.sent >= self.frames:
+            return False, None
+        time.sleep(1 / self.fps)
+        image = textured(200, 400, seed=self.sent)
+        image[:4, :4] = self.sent
+        self.sent += 1
+        return True, image
+
+    def release(self) -> None:
+        pass
+
+
+def test_a_live_camera_goes_on_detecting_while_its_adds_are_in_flight(tmp_path):
+    from gallery.ingest.metrics import IngestMetrics
+    from gallery.ingest.pipeline import CameraIngester, CameraSpec, IngestSettings
+
+    class SlowClient(FlakyClient):
+        def add(self, images, metadata):
+            before = live.progress().frames
+            time.sleep(0.3)  # the server embedding and storing
+            during.append(live.progress().frames - before)
+            return super().add(images, metadata)
+
+    during: list[int] = []
+    client = SlowClient()
+    captures = iter([PaintedCapture(40)])
+    source = LiveSource("rtsp://cam/9", capture_factory=lambda s: next(captures))
+    crops = CropSettings(min_track_frames=1, min_gap_s=0.1, max_delay_s=0.1, per_track=100)
+    live = CameraIngester(
+        CameraSpec(id=9, source=source.name, fps=None), source, WalkerDetector(), client,
+        state_dir=tmp_path, settings=IngestSettings(batch=4, crops=crops),
+        metrics=IngestMetrics(),
+    )  # fmt: skip
+    runner = threading.Thread(target=live.run)
+    runner.start()
+    deadline = time.monotonic() + 30
+    while live.progress().frames < 40 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    live.stop.request()  # SIGTERM: what is queued is still sent
+    runner.join(30)
+    assert not runner.is_alive()
+    assert max(during) >= 5  # frames were detected while an add was waiting for the server
+    progress = live.progress()
+    assert progress.entries == len(client.stored) >= 5 and progress.pending == 0
+
+
+def test_a_live_camera_whose_outbox_is_full_waits_and_its_reader_drops_frames(tmp_path):
+    from gallery.ingest.pipeline import CameraIngester, CameraSpec, IngestSettings
+
+    class StuckClient(FlakyClient):
+        def add(self, images, metadata):
+            time.sleep(1.0)  # a server far slower than the camera
+            return super().add(images, metadata)
+
+    client = StuckClient()
+    captures = iter([PaintedCapture(40)])
+    source = LiveSource("rtsp://cam/8", capture_factory=lambda s: next(captures))
+    crops = CropSettings(min_track_frames=1, min_gap_s=0.05, max_delay_s=0.05, per_track=100)
+    settings = IngestSettings(batch=1, outbox_crops=1, crops=crops)
+    live = CameraIngester(
+        CameraSpec(id=8, source=source.name, fps=None), source, WalkerDetector(), client,
+        state_dir=tmp_path, settings=settings,
+    )  # fmt: skip
+    runner = threading.Thread(target=live.run)
+    runner.start()
+    deadline = time.monotonic() + 30
+    while still_sending(source) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    live.stop.request()
+    runner.join(30)
+    progress = live.progress()
+    assert progress.dropped > 10  # the frames the waiting camera could not take
+    assert progress.frames + progress.dropped <= 40
+    assert progress.entries == len(client.stored) > 0 and progress.pending == 0
+
+
+def still_sending(source: LiveSource) -> bool:
+    return source.up and source.reconnects == 0
+
+
 def test_a_refusal_that_retrying_cannot_fix_names_the_camera(tmp_path):
     from gallery.ingest.pipeline import IngestError
     from reid_client import ServerError

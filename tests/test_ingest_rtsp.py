@@ -4,8 +4,8 @@
 The stream is killed mid-way and restarted on the same port, then frozen (SIGSTOP) past
 the read timeout and replaced: the ingester reconnects with backoff each time and logs it,
 the outages are visible in its ``/metrics``. Then the gallery server stalls: adds time
-out and are retried while the reader drops frames. No entry the ingester had
-acknowledged is lost and none is stored twice. The gallery server is
+out and are retried while detection goes on and the crops wait. No entry the ingester
+had acknowledged is lost and none is stored twice. The gallery server is
 ``tests/live_server.py`` (the real server, a colour-mean runtime: what is checked here
 is the stream handling, not re-ID accuracy).
 
@@ -161,8 +161,9 @@ def test_a_dropped_and_a_frozen_stream_are_reconnected_without_losing_acked_entr
         assert last["reid_ingest_reconnects_total"] >= 2
         gap_before_freeze = after_drop["reid_ingest_gap_seconds_total"]
         assert last["reid_ingest_gap_seconds_total"] >= gap_before_freeze + STREAM_TIMEOUT_S
-        # 5. The gallery server stalls (SIGSTOP): adds time out and are retried, and the
-        #    live reader drops frames rather than queue them; when it is back, adds go on.
+        # 5. The gallery server stalls (SIGSTOP): adds time out and are retried, while
+        #    detection goes on and the chosen crops wait in the camera's outbox; once the
+        #    server is back they are all sent.
         stalled = scrape(metrics_url)
         os.kill(gallery_server.pid, signal.SIGSTOP)
         try:
@@ -175,19 +176,20 @@ def test_a_dropped_and_a_frozen_stream_are_reconnected_without_losing_acked_entr
                 ),
             )
             wait_for(
-                "frames dropped",
+                "frames detected and crops waiting while the server is away",
                 lambda: (
-                    scrape(metrics_url)["reid_ingest_frames_dropped_total"]
-                    > stalled["reid_ingest_frames_dropped_total"]
+                    (s := scrape(metrics_url))["reid_ingest_frames_total"]
+                    > failed["reid_ingest_frames_total"] + 10
+                    and s["reid_ingest_pending_crops"] > 0
                 ),
             )
         finally:
             os.kill(gallery_server.pid, signal.SIGCONT)
         wait_for(
-            "adds after the stall",
+            "the waiting crops sent",
             lambda: (
-                scrape(metrics_url)["reid_ingest_entries_total"]
-                > failed["reid_ingest_entries_total"]
+                (s := scrape(metrics_url))["reid_ingest_pending_crops"] == 0
+                and s["reid_ingest_entries_total"] > failed["reid_ingest_entries_total"]
             ),
         )
         assert "add failed" in log.read_text() and "retrying in" in log.read_text()

@@ -63,6 +63,7 @@ class IngestSettings:
     progress_s: float = 10.0
     queue_frames: int = 8  # decoded frames buffered ahead of detection (files: no drops)
     live_queue_frames: int = 2  # live: fresher frames replace older ones beyond this
+    outbox_crops: int = 256  # live: crops waiting for the server before detection waits
     retry_initial_s: float = 1.0  # first delay before an add is retried, doubling
     retry_max_s: float = 30.0
     tracker: str = "bytetrack"
@@ -158,6 +159,7 @@ class CameraIngester:
         self.metrics = metrics
         self.state: Checkpoint | None = None
         self.pending: list[Crop] = []
+        self.sender: Sender | None = None
         self.add_failures = 0
         self.dropped = 0  # live frames dropped because processing fell behind
         self.lag_s: float | None = None
@@ -250,31 +252,44 @@ class CameraIngester:
                              dropped=self._dropped)  # fmt: skip
         else:
             ahead = prefetch(frames, self.settings.queue_frames, self.stop.graceful)
-        for frame in ahead:
-            if self.stop.graceful.is_set():
-                break
-            self._process(frame, state, pending)
-            if pending and (
-                len(pending) >= self.settings.batch
-                or time.monotonic() - self._last_flush >= self._flush_s
-            ):
-                self._flush(pending, state)
-            if (
-                not pending
-                and time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_s
-            ):
-                self.save(state)
-            self._maybe_progress(state)
-        if not self.stop.abort.is_set():
-            pending.extend(state.selector.finish_all())
-            self._flush(pending, state)
+        sender = Sender(self, state) if self.source.live else None
+        self.sender = sender
+        try:
+            for frame in ahead:
+                if self.stop.graceful.is_set():
+                    break
+                self._process(frame, state, pending)
+                if sender is not None:
+                    sender.put(pending)  # moved to the sender's thread (waits only when full)
+                elif pending and (
+                    len(pending) >= self.settings.batch
+                    or time.monotonic() - self._last_flush >= self._flush_s
+                ):
+                    self._flush(pending, state)
+                if (
+                    not pending
+                    and time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_s
+                ):
+                    self.save(state)
+                self._maybe_progress(state)
+            if not self.stop.abort.is_set():
+                pending.extend(state.selector.finish_all())
+                if sender is not None:
+                    sender.put(pending)
+                    sender.close()
+                else:
+                    self._flush(pending, state)
+        finally:
+            if sender is not None:
+                sender.close()
         if self.stop.abort.is_set():  # before or during the last flush: no checkpoint now
+            unsent = len(pending) + (sender.unsent if sender is not None else 0)
             log.warning("%s: aborted; %d crops not sent (the checkpoint is from before them)",
-                        self.spec.label, len(pending))  # fmt: skip
+                        self.spec.label, unsent)  # fmt: skip
             return state.stats
         state.done = not self.stop.graceful.is_set() and not self.source.live
         self.save(state)
-        self._progress(state, done=state.done)
+        self._progress(state, done=state.done, final=True)
         return state.stats
 
     def _process(self, frame: Frame, state: Checkpoint, pending: list[Crop]) -> None:
@@ -304,17 +319,22 @@ class CameraIngester:
         batch = max(1, self.settings.batch)
         while pending:
             chunk = pending[:batch]
-            images = [c.jpeg for c in chunk]
-            metadata = [self._metadata(c) for c in chunk]
-            if not self._add(images, metadata):
+            if not self._send(chunk, state):
                 return  # aborted: the checkpoint stays before these crops
             del pending[: len(chunk)]
-            state.stats.entries += len(chunk)
-            if self.metrics is not None and self.source.live:
-                now = time.time()
-                self.metrics.acknowledged(self.spec.id, [now - c.time for c in chunk])
         self._last_flush = time.monotonic()
         self.save(state)
+
+    def _send(self, chunk: list[Crop], state: Checkpoint) -> bool:
+        """Add one batch of crops until acknowledged and count it; False when aborted."""
+        metadata = [self._metadata(c) for c in chunk]
+        if not self._add([c.jpeg for c in chunk], metadata):
+            return False
+        state.stats.entries += len(chunk)
+        if self.metrics is not None and self.source.live:
+            now = time.time()
+            self.metrics.acknowledged(self.spec.id, [now - c.time for c in chunk])
+        return True
 
     def _metadata(self, crop: Crop) -> dict[str, Any]:
         spec = self.spec
@@ -371,7 +391,7 @@ class CameraIngester:
             entries=stats.entries,
             fps=self._rate,
             add_failures=self.add_failures,
-            pending=len(self.pending),
+            pending=len(self.pending) + (self.sender.unsent if self.sender is not None else 0),
             live=source.live,
             up=getattr(source, "up", True),
             lag_s=self.lag_s,
@@ -384,10 +404,10 @@ class CameraIngester:
         if time.monotonic() - self._last_progress >= self.settings.progress_s:
             self._progress(state)
 
-    def _progress(self, state: Checkpoint, done: bool = False) -> None:
+    def _progress(self, state: Checkpoint, done: bool = False, final: bool = False) -> None:
         now = time.monotonic()
         stats = state.stats
-        if done:  # the whole run's rate
+        if final:  # the whole run's rate
             self._rate = (stats.frames - self._frames_at_start) / max(1e-6, now - self._started)
         else:
             interval = max(1e-6, now - max(self._last_progress, self._started))
@@ -410,6 +430,82 @@ class CameraIngester:
         if p.add_failures:
             line += f", {p.add_failures} adds retried"
         log.info("%s", line)
+
+
+class Sender:
+    """A live camera's adds, from their own thread: detection goes on while the server
+    embeds and stores the crops. Up to ``IngestSettings.outbox_crops`` crops wait (the
+    server away or slow); beyond that :meth:`put` waits, and the camera's reader drops
+    frames meanwhile. A refusal that retrying cannot fix is raised by :meth:`put` and
+    :meth:`close`, in the camera's thread."""
+
+    def __init__(self, ingester: CameraIngester, state: Checkpoint) -> None:
+        self.ingester, self.state = ingester, state
+        self.outbox: queue.Queue[Crop | None] = queue.Queue(ingester.settings.outbox_crops)
+        self.in_flight = 0
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(
+            target=self._loop, name=f"send-{ingester.spec.id}", daemon=True
+        )
+        self.thread.start()
+
+    @property
+    def unsent(self) -> int:
+        return self.outbox.qsize() + self.in_flight
+
+    def put(self, crops: list[Crop]) -> None:
+        """Move ``crops`` to the outbox, waiting while it is full (until an abort)."""
+        abort = self.ingester.stop.abort
+        while crops and not abort.is_set():
+            self._raise()
+            try:
+                self.outbox.put(crops[0], timeout=0.2)
+            except queue.Full:
+                continue
+            del crops[0]
+        self._raise()
+
+    def close(self) -> None:
+        """Send what is queued and end the thread (at once after an abort)."""
+        abort = self.ingester.stop.abort
+        while self.thread.is_alive() and not abort.is_set():
+            try:
+                self.outbox.put(None, timeout=0.2)
+                break
+            except queue.Full:
+                continue
+        while self.thread.is_alive() and not abort.is_set():
+            self.thread.join(0.2)
+        self._raise()
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+
+    def _loop(self) -> None:
+        batch, done = max(1, self.ingester.settings.batch), False
+        try:
+            while not done:
+                item = self.outbox.get()
+                chunk = [] if item is None else [item]
+                done = item is None
+                while not done and len(chunk) < batch:  # whatever else is waiting, at once
+                    try:
+                        item = self.outbox.get_nowait()
+                    except queue.Empty:
+                        break
+                    done = item is None
+                    if item is not None:
+                        chunk.append(item)
+                if chunk:
+                    self.in_flight = len(chunk)
+                    sent = self.ingester._send(chunk, self.state)
+                    if not sent:  # aborted: what is left stays unsent
+                        return
+                    self.in_flight = 0
+        except BaseException as exc:  # handed to the camera's thread
+            self.error = exc
 
 
 def _in_roi(detections: Detections, roi: tuple[float, float, float, float]) -> Detections:
