@@ -312,6 +312,32 @@ def test_a_live_reader_drops_the_oldest_frames_when_processing_falls_behind():
     assert [f.index for f in prefetch(files, 2, threading.Event())] == list(range(40))
 
 
+def test_live_frames_are_stamped_when_they_were_live_not_when_they_were_read():
+    from gallery.ingest.sources import StreamClock
+
+    clock = StreamClock()
+    # A server sends 2 s of buffered frames in a burst on connecting, then frames as they
+    # are captured (0.05 s in transit); positions are stream seconds, frames 0.1 s apart.
+    burst = [clock.stamp(2.0 + 0.005 * k, 0.1 * k) for k in range(1, 21)]
+    live = [clock.stamp(0.1 * k + 0.05, 0.1 * k) for k in range(21, 40)]
+    assert live == pytest.approx([0.1 * k + 0.05 for k in range(21, 40)], abs=1e-3)  # on time
+    assert burst[-1] == pytest.approx(2.1, abs=1e-3)  # the best the burst alone could tell
+    # The reader falls 1.5 s behind: its frames keep the times they were live at.
+    late = [clock.stamp(0.1 * k + 1.55, 0.1 * k) for k in range(40, 45)]
+    assert late == pytest.approx([0.1 * k + 0.05 for k in range(40, 45)], abs=1e-3)
+    # The stream starts again from position 0: a new timeline, stamped on arrival.
+    assert clock.stamp(100.0, 0.1) == pytest.approx(100.0)
+    assert StreamClock().stamp(7.0, None) == 7.0  # no positions (a device): the arrival
+
+
+def test_a_stream_clock_follows_a_camera_clock_slower_than_ours():
+    from gallery.ingest.sources import StreamClock
+
+    clock = StreamClock()
+    stamps = [clock.stamp(float(t), 0.99995 * t) for t in range(0, 10_001, 10)]  # 50 ppm
+    assert stamps[-1] == pytest.approx(10_000.0, abs=1e-3)  # not 0.5 s behind
+
+
 def test_a_live_source_that_cannot_be_opened_at_start_is_an_error():
     refused = LiveSource("rtsp://cam/2", capture_factory=lambda s: FakeCapture(0, opens=False))
     with pytest.raises(SourceError, match="rtsp://cam/2: cannot open the stream"):

@@ -15,9 +15,9 @@ a resumed file that includes what the runs before it did (the checkpoint's count
     reid_ingest_gap_seconds_total                   live seconds without frames (outages)
     reid_ingest_source_up                           1 while the live source delivers frames
     reid_ingest_fps                                 sampled frames processed per second, lately
-    reid_ingest_lag_seconds                         live: reading the last frame -> processing it
+    reid_ingest_lag_seconds                         live: how far behind live the last frame was
     reid_ingest_pending_crops                       crops chosen, not yet acknowledged
-    reid_ingest_frame_to_ack_seconds (histogram)    live: reading a frame -> its entries
+    reid_ingest_frame_to_ack_seconds (histogram)    live: a frame live -> its entries
                                                     acknowledged (searchable)
 """
 
@@ -78,7 +78,7 @@ GAUGES = (
     ("fps", "fps", "Sampled frames processed per second over the last progress interval"),
     ("pending_crops", "pending", "Crops chosen but not yet acknowledged"),
     ("source_up", "up", "1 while the source delivers frames, 0 while it reconnects"),
-    ("lag_seconds", "lag_s", "Live: seconds from reading the last processed frame to its end"),
+    ("lag_seconds", "lag_s", "Live: seconds the last processed frame was behind live"),
 )
 
 
@@ -110,7 +110,7 @@ class IngestMetrics:
         self.registry.register(_Collector(self.cameras))
         self.frame_to_ack = Histogram(
             "reid_ingest_frame_to_ack_seconds",
-            "Live: seconds from reading a frame to its entries acknowledged (searchable)",
+            "Live: seconds from a frame being live to its entries acknowledged (searchable)",
             ["camera"],
             buckets=LATENCY_BUCKETS,
             registry=self.registry,

@@ -217,7 +217,14 @@ def _name_number(stem: str) -> float | None:
 
 class LiveSource:
     """A stream or capture device, read with timeouts and reopened with backoff after a
-    failure, until ``stop`` is set. Times are the wall clock when a frame arrives.
+    failure, until ``stop`` is set.
+
+    A frame's time is the wall clock of its capture as far as the stream tells: its stream
+    position (``CAP_PROP_POS_MSEC``) plus the least ``arrival - position`` seen on the
+    connection, i.e. the frames that arrived closest to the live edge set the clock. A
+    reader that falls behind the stream thus gets frames stamped when they were live, not
+    when it read them, and ``now - time`` is how far behind live a frame is. Without
+    stream positions (a device, a fake) the time is the arrival.
 
     ``capture_factory(source)`` opens the capture (tests pass a fake).
     """
@@ -290,6 +297,7 @@ class LiveSource:
         index, failures = start, 0
         while not self.stop.is_set():
             capture = self.capture_factory(self.name)
+            clock = StreamClock()
             try:
                 if not capture.isOpened():
                     raise SourceError(f"{self.name}: cannot open the stream")
@@ -299,7 +307,7 @@ class LiveSource:
                         raise SourceError(f"{self.name}: the stream stopped sending frames")
                     failures = 0
                     self._arrived()
-                    yield Frame(index, self.clock(), image)
+                    yield Frame(index, clock.stamp(self.clock(), _position_s(capture)), image)
                     index += 1
             except SourceError as exc:
                 failures += 1
@@ -330,6 +338,39 @@ class LiveSource:
             "open_timeout_s": self.open_timeout_s,
             "read_timeout_s": self.read_timeout_s,
         }
+
+
+class StreamClock:
+    """Wall-clock capture times from stream positions: ``position + offset``, the offset
+    being the least ``arrival - position`` seen (the frames closest to the live edge),
+    allowed to creep up by ``drift`` seconds a second (a camera clock slower than ours
+    by up to 100 ppm is followed) and reset when the positions go back (the stream
+    restarted)."""
+
+    def __init__(self, drift: float = 1e-4) -> None:
+        self.drift = drift
+        self.offset: float | None = None
+        self.at = 0.0  # arrival time the offset was last updated
+        self.position = -math.inf
+
+    def stamp(self, now: float, position: float | None) -> float:
+        if position is None:
+            return now
+        if self.offset is None or position < self.position:
+            self.offset = now - position
+        else:
+            self.offset = min(self.offset + (now - self.at) * self.drift, now - position)
+        self.at, self.position = now, position
+        return position + self.offset
+
+
+def _position_s(capture: Any) -> float | None:
+    """The stream time of the frame just read, in seconds (None if the capture has none)."""
+    get = getattr(capture, "get", None)
+    if get is None:
+        return None
+    millis = get(cv2.CAP_PROP_POS_MSEC)
+    return float(millis) / 1000 if math.isfinite(millis) and millis > 0 else None
 
 
 def sampled(
