@@ -567,6 +567,63 @@ def still_sending(source: LiveSource) -> bool:
     return source.up and source.reconnects == 0
 
 
+def test_live_cameras_sharing_a_sender_are_added_in_batches_across_cameras(tmp_path):
+    from gallery.ingest.pipeline import CameraIngester, CameraSpec, IngestSettings, Sender, Stop
+
+    class SlowClient(FlakyClient):
+        def add(self, images, metadata):
+            requests.append({m["camera"] for m in metadata})
+            time.sleep(0.2)
+            return super().add(images, metadata)
+
+    requests: list[set[int]] = []
+    client, stop = SlowClient(), Stop()
+    crops = CropSettings(min_track_frames=1, min_gap_s=0.1, max_delay_s=0.1, per_track=100)
+    settings = IngestSettings(batch=8, gather_s=0.2, crops=crops)
+    sender = Sender(client, settings, stop.abort)
+    cameras = []
+    for camera in (1, 2):
+        captures = iter([PaintedCapture(30)])
+        source = LiveSource(f"rtsp://cam/{camera}", capture_factory=lambda s, c=captures: next(c))
+        cameras.append(CameraIngester(
+            CameraSpec(id=camera, source=source.name, fps=None), source, WalkerDetector(), client,
+            state_dir=tmp_path, settings=settings, stop=stop, sender=sender,
+        ))  # fmt: skip
+    runners = [threading.Thread(target=c.run) for c in cameras]
+    for runner in runners:
+        runner.start()
+    deadline = time.monotonic() + 30
+    while any(still_sending(c.source) for c in cameras) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop.request()
+    for runner in runners:
+        runner.join(30)
+    sender.close()
+    assert {1, 2} in requests  # one request carried crops of both cameras
+    for camera in cameras:
+        stored = [m for m in client.stored.values() if m["camera"] == camera.spec.id]
+        assert camera.progress().entries == len(stored) > 0 and camera.progress().pending == 0
+
+
+def test_a_refused_live_add_stops_the_camera_with_an_error_naming_it(tmp_path):
+    from gallery.ingest.pipeline import CameraIngester, CameraSpec, IngestError, IngestSettings
+    from reid_client import ServerError
+
+    client = FlakyClient(ServerError("AuthError: a write key is needed", status=401))
+    captures = iter([PaintedCapture(1000)])
+    source = LiveSource("rtsp://cam/6", capture_factory=lambda s: next(captures))
+    crops = CropSettings(min_track_frames=1, max_delay_s=0.1)
+    live = CameraIngester(
+        CameraSpec(id=6, name="dock", source=source.name, fps=None), source, WalkerDetector(),
+        client, state_dir=tmp_path, settings=IngestSettings(crops=crops),
+    )  # fmt: skip
+    with pytest.raises(IngestError, match=r"camera 6 \(dock\): the server refused the add"):
+        live.run()
+    assert source.reconnects == 0  # it stopped on the refusal, not at the stream's end
+    time.sleep(0.3)
+    assert not [t for t in threading.enumerate() if t.name == "decode"]  # its reader too
+
+
 def test_a_refusal_that_retrying_cannot_fix_names_the_camera(tmp_path):
     from gallery.ingest.pipeline import IngestError
     from reid_client import ServerError

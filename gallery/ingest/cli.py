@@ -135,7 +135,7 @@ def run_ingest(args: argparse.Namespace, fail: type[Exception]) -> int:
     """The ``ingest`` subcommand; returns the exit status."""
     from gallery.ingest.detector import DetectorError, SSDLitePedestrianDetector
     from gallery.ingest.metrics import IngestMetrics
-    from gallery.ingest.pipeline import CameraIngester, IngestError, IngestSettings, Stop
+    from gallery.ingest.pipeline import CameraIngester, IngestError, IngestSettings, Sender, Stop
     from gallery.ingest.selection import CropSettings
     from gallery.ingest.sources import SourceError
     from gallery.ingest.tracker import TRACKERS
@@ -180,10 +180,12 @@ def run_ingest(args: argparse.Namespace, fail: type[Exception]) -> int:
     stop = Stop()
     _install_signals(stop, log)
     metrics = IngestMetrics()
+    # The live cameras' adds: one thread, batched across them (files add from their own).
+    sender = Sender(client, settings, stop.abort) if any(s.live for s in sources.values()) else None
     ingesters = [
         CameraIngester(
-            spec, sources[spec.id], detector, client,
-            state_dir=Path(args.state_dir), settings=settings, stop=stop, metrics=metrics,
+            spec, sources[spec.id], detector, client, state_dir=Path(args.state_dir),
+            settings=settings, stop=stop, metrics=metrics, sender=sender,
         )
         for spec in specs
     ]  # fmt: skip
@@ -223,6 +225,8 @@ def run_ingest(args: argparse.Namespace, fail: type[Exception]) -> int:
     try:
         _run_all(ingesters, run_one)
     finally:
+        if sender is not None:
+            sender.close()
         client.close()
         if close_metrics is not None:
             close_metrics()
