@@ -122,10 +122,6 @@ class RtspServer:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGSTOP)
 
-    def thaw(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGCONT)
-
     def restart(self, timeout: float = 30.0) -> RtspServer:
         self.kill()
         return self.start(timeout)
