@@ -1,6 +1,7 @@
 # Two entry points, both self-installing on a fresh machine:
 #   make demo   the main job end to end on the embedded defaults
 #   make test   the whole test suite (what CI runs)
+# An extra (same install): make demo-video   camera ingestion of a real video, then a search
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -9,7 +10,7 @@ PY := $(VENV)/bin/python
 CONSTRAINTS ?= constraints/cpu.txt
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format install clean
+.PHONY: demo demo-video test lint format install clean
 
 # scripts/install.sh is the same recipe the Dockerfiles run.
 $(STAMP): pyproject.toml client/pyproject.toml $(CONSTRAINTS) constraints/lock.txt scripts/install.sh scripts/build_detector.sh
@@ -21,6 +22,11 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) scripts/demo.py $(DEMO_ARGS)
+
+# vtest.avi (fetched like the tests do) -> python -m server -> python -m gallery ingest ->
+# a search with a crop of a person; everything in runs/demo-video/ (scripts/demo_video.py).
+demo-video: $(STAMP)
+	$(PY) scripts/demo_video.py $(DEMO_ARGS)
 
 test: $(STAMP) lint
 	$(PY) -m pytest $(PYTEST_ARGS)

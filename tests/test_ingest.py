@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import cv2
+import httpx
 import numpy as np
 import pytest
 from video_data import read_frame, vtest_path, write_clip
@@ -148,6 +149,22 @@ def test_a_track_ends_after_end_after_s_and_short_tracks_are_noise():
     assert selector.finished(9.0) == []  # track 2 ended too, but was too short
 
 
+def test_with_max_delay_a_long_track_is_searchable_while_it_goes_on():
+    settings = CropSettings(per_track=2, min_gap_s=1.0, min_track_frames=3, max_delay_s=1.5)
+    selector = CropSelector(settings)
+    image = textured()
+    sent = []
+    for index in range(20):  # 10 s of one person getting ever better (walking closer)
+        time_s = index * 0.5
+        selector.observe(index, time_s, image, [Tracked(7, (100, 50, 160, 250), 0.5 + index / 40)])
+        sent += [(time_s, crop.frame) for crop in selector.finished(time_s)]
+    # The first window's best (frame 3) is sent 1.5 s after its first candidate (frame 0),
+    # though better ones kept coming; the next window (from frame 5) likewise; then the
+    # track has its 2 crops and nothing more is sent, not even at its end.
+    assert sent == [(1.5, 3), (4.0, 8)]
+    assert selector.finish_all() == []
+
+
 def test_keys_and_track_ids_are_deterministic_and_distinct():
     assert track_id(1, "a.mp4", 5) == track_id(1, "a.mp4", 5)
     assert len({track_id(1, "a.mp4", 5), track_id(2, "a.mp4", 5), track_id(1, "b.mp4", 5)}) == 3
@@ -183,6 +200,16 @@ def test_an_image_folder_takes_times_from_its_manifest_or_file_names(tmp_path):
     (tmp_path / "timestamps.csv").write_text("000010.jpg,5\n")
     with pytest.raises(SourceError, match=r"no time for 000020\.jpg"):
         ImageFolderSource(tmp_path)
+
+
+def test_an_unreadable_image_in_a_folder_is_skipped_not_fatal(tmp_path, caplog):
+    for name in ("000010.jpg", "000030.jpg"):
+        cv2.imwrite(str(tmp_path / name), textured(32, 16))
+    (tmp_path / "000020.jpg").write_bytes(b"half a jpeg")
+    folder = ImageFolderSource(tmp_path, fps=10)
+    folder.label = "camera 2 (lobby)"
+    assert [f.index for f in folder.frames()] == [0, 2] and folder.skipped == 1
+    assert "camera 2 (lobby): " in caplog.text and "000020.jpg is not an image" in caplog.text
 
 
 def test_bad_sources_are_clear_errors(tmp_path):
@@ -237,6 +264,78 @@ def test_a_live_source_reconnects_with_backoff_and_stops_on_request():
     assert [f.index for f in got] == [0, 1, 2, 3, 4] and [f.time for f in got] == [0, 1, 2, 3, 4]
     assert waits == [1.0, 2.0, 4.0]  # lost, refused, refused; then 3 frames
     assert source.reconnects == 3
+
+
+def test_a_live_source_reports_its_outages_as_down_time_and_gap_seconds():
+    captures = iter([FakeCapture(2), FakeCapture(0, opens=False), FakeCapture(2)])
+    now = [0.0]
+    during: list[tuple[bool, float]] = []
+
+    def sleep(seconds: float) -> None:
+        during.append((source.up, source.gap_s))
+        now[0] += seconds
+
+    source = LiveSource(
+        "rtsp://cam/3",
+        capture_factory=lambda s: next(captures),
+        sleep=sleep,
+        backoff_s=1.0,
+        monotonic=lambda: now[0],
+    )
+    seen = []
+    for frame in source.frames():
+        seen.append((frame.index, source.up, source.gap_s))
+        now[0] += 0.5  # frames 0.5 s apart
+        if frame.index == 3:
+            break
+    # Frames at 0 and 0.5 s; the read at 1 s fails, a reopen is refused (1 s, then 2 s of
+    # backoff); frames again at 4 s: a gap of 3.5 s since the last frame before it.
+    assert during == [(False, 0.5), (False, 1.5)]
+    assert seen == [(0, True, 0.0), (1, True, 0.0), (2, True, 3.5), (3, True, 3.5)]
+    assert source.reconnects == 2
+
+
+def test_a_live_reader_drops_the_oldest_frames_when_processing_falls_behind():
+    from gallery.ingest.pipeline import prefetch
+    from gallery.ingest.sources import Frame
+
+    image = np.zeros((4, 4, 3), np.uint8)
+    drops: list[int] = []
+    got = []
+    live = (Frame(i, float(i), image) for i in range(40))
+    for frame in prefetch(live, 2, threading.Event(), dropped=lambda: drops.append(1)):
+        got.append(frame.index)
+        time.sleep(0.01)  # a detector slower than the stream
+    assert drops and got == sorted(got) and got[-1] == 39  # the freshest frame always gets in
+    assert len(got) + len(drops) == 40  # every frame processed or counted as dropped
+    files = (Frame(i, float(i), image) for i in range(40))
+    assert [f.index for f in prefetch(files, 2, threading.Event())] == list(range(40))
+
+
+def test_live_frames_are_stamped_when_they_were_live_not_when_they_were_read():
+    from gallery.ingest.sources import StreamClock
+
+    clock = StreamClock()
+    # A server sends 2 s of buffered frames in a burst on connecting, then frames as they
+    # are captured (0.05 s in transit); positions are stream seconds, frames 0.1 s apart.
+    burst = [clock.stamp(2.0 + 0.005 * k, 0.1 * k) for k in range(1, 21)]
+    live = [clock.stamp(0.1 * k + 0.05, 0.1 * k) for k in range(21, 40)]
+    assert live == pytest.approx([0.1 * k + 0.05 for k in range(21, 40)], abs=1e-3)  # on time
+    assert burst[-1] == pytest.approx(2.1, abs=1e-3)  # the best the burst alone could tell
+    # The reader falls 1.5 s behind: its frames keep the times they were live at.
+    late = [clock.stamp(0.1 * k + 1.55, 0.1 * k) for k in range(40, 45)]
+    assert late == pytest.approx([0.1 * k + 0.05 for k in range(40, 45)], abs=1e-3)
+    # The stream starts again from position 0: a new timeline, stamped on arrival.
+    assert clock.stamp(100.0, 0.1) == pytest.approx(100.0)
+    assert StreamClock().stamp(7.0, None) == 7.0  # no positions (a device): the arrival
+
+
+def test_a_stream_clock_follows_a_camera_clock_slower_than_ours():
+    from gallery.ingest.sources import StreamClock
+
+    clock = StreamClock()
+    stamps = [clock.stamp(float(t), 0.99995 * t) for t in range(0, 10_001, 10)]  # 50 ppm
+    assert stamps[-1] == pytest.approx(10_000.0, abs=1e-3)  # not 0.5 s behind
 
 
 def test_a_live_source_that_cannot_be_opened_at_start_is_an_error():
@@ -303,7 +402,7 @@ def walker_folder(path: Path, frames: int = 25) -> Path:
     return path
 
 
-def ingester(tmp_path, client, **settings):
+def ingester(tmp_path, client, metrics=None, **settings):
     from gallery.ingest.pipeline import CameraIngester, CameraSpec, IngestSettings
 
     folder = tmp_path / "walk"
@@ -311,8 +410,9 @@ def ingester(tmp_path, client, **settings):
     spec = CameraSpec(id=5, name="yard", source=str(folder), fps=None)
     options = IngestSettings(retry_initial_s=0.01, **settings)
     return CameraIngester(
-        spec, source, WalkerDetector(), client, state_dir=tmp_path / "state", settings=options
-    )
+        spec, source, WalkerDetector(), client, state_dir=tmp_path / "state", settings=options,
+        metrics=metrics,
+    )  # fmt: skip
 
 
 def test_the_ingester_retries_while_the_server_is_away_and_never_gives_up(tmp_path):
@@ -328,6 +428,34 @@ def test_the_ingester_retries_while_the_server_is_away_and_never_gives_up(tmp_pa
     crops = sorted(client.stored.values(), key=lambda m: m["extra"]["frame"])
     assert {m["camera"] for m in crops} == {5} and len({m["track"] for m in crops}) == 1
     assert [m["timestamp"] for m in crops] == [m["extra"]["frame"] / 10 for m in crops]
+
+
+def test_metrics_at_slash_metrics_count_exactly_the_acknowledged_entries(tmp_path):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from gallery.ingest.metrics import IngestMetrics
+    from reid_client import ServerUnreachableError
+
+    metrics = IngestMetrics()
+    client = FlakyClient(ServerUnreachableError("connection refused"))
+    stats = ingester(tmp_path, client, metrics=metrics).run()
+    url, close = metrics.serve("127.0.0.1", 0)
+    try:
+        text = httpx.get(url, timeout=5).text
+    finally:
+        close()
+    values = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.labels.get("camera") == "5"
+    }
+    assert values["reid_ingest_entries_total"] == len(client.stored) == stats.entries == 3
+    assert values["reid_ingest_frames_total"] == 25 and values["reid_ingest_tracks_total"] == 1
+    assert values["reid_ingest_detections_total"] == 25
+    assert values["reid_ingest_add_failures_total"] == 1 and values["reid_ingest_source_up"] == 1
+    assert values["reid_ingest_pending_crops"] == 0 and values["reid_ingest_reconnects_total"] == 0
+    assert "reid_ingest_lag_seconds" not in values  # a folder is not live
 
 
 def test_a_second_stop_while_the_server_is_away_keeps_the_unsent_crops_for_the_next_run(tmp_path):
@@ -346,6 +474,154 @@ def test_a_second_stop_while_the_server_is_away_keeps_the_unsent_crops_for_the_n
     up = FlakyClient()
     ingester(tmp_path, up).run()
     assert len(up.stored) == 3  # nothing the aborted run could not send was lost
+
+
+class PaintedCapture:
+    """A live stream at ``fps`` of textured frames with the frame number painted in the
+    corner (for :class:`WalkerDetector`); it fails after ``frames`` frames."""
+
+    def __init__(self, frames: int, fps: float = 50.0) -> None:
+        self.frames, self.fps, self.sent = frames, fps, 0
+
+    def isOpened(self) -> bool:  # noqa: N802 - cv2.VideoCapture's name
+        return True
+
+    def read(self):
+        if self.sent >= self.frames:
+            return False, None
+        time.sleep(1 / self.fps)
+        image = textured(200, 400, seed=self.sent)
+        image[:4, :4] = self.sent
+        self.sent += 1
+        return True, image
+
+    def release(self) -> None:
+        pass
+
+
+def test_a_live_camera_goes_on_detecting_while_its_adds_are_in_flight(tmp_path):
+    from gallery.ingest.metrics import IngestMetrics
+    from gallery.ingest.pipeline import CameraIngester, CameraSpec, IngestSettings
+
+    class SlowClient(FlakyClient):
+        def add(self, images, metadata):
+            before = live.progress().frames
+            time.sleep(0.3)  # the server embedding and storing
+            during.append(live.progress().frames - before)
+            return super().add(images, metadata)
+
+    during: list[int] = []
+    client = SlowClient()
+    captures = iter([PaintedCapture(40)])
+    source = LiveSource("rtsp://cam/9", capture_factory=lambda s: next(captures))
+    crops = CropSettings(min_track_frames=1, min_gap_s=0.1, max_delay_s=0.1, per_track=100)
+    live = CameraIngester(
+        CameraSpec(id=9, source=source.name, fps=None), source, WalkerDetector(), client,
+        state_dir=tmp_path, settings=IngestSettings(batch=4, crops=crops),
+        metrics=IngestMetrics(),
+    )  # fmt: skip
+    runner = threading.Thread(target=live.run)
+    runner.start()
+    deadline = time.monotonic() + 30
+    while live.progress().frames < 40 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    live.stop.request()  # SIGTERM: what is queued is still sent
+    runner.join(30)
+    assert not runner.is_alive()
+    assert max(during) >= 5  # frames were detected while an add was waiting for the server
+    progress = live.progress()
+    assert progress.entries == len(client.stored) >= 5 and progress.pending == 0
+
+
+def test_a_live_camera_whose_outbox_is_full_waits_and_its_reader_drops_frames(tmp_path):
+    from gallery.ingest.pipeline import CameraIngester, CameraSpec, IngestSettings
+
+    class StuckClient(FlakyClient):
+        def add(self, images, metadata):
+            time.sleep(1.0)  # a server far slower than the camera
+            return super().add(images, metadata)
+
+    client = StuckClient()
+    captures = iter([PaintedCapture(40)])
+    source = LiveSource("rtsp://cam/8", capture_factory=lambda s: next(captures))
+    crops = CropSettings(min_track_frames=1, min_gap_s=0.05, max_delay_s=0.05, per_track=100)
+    settings = IngestSettings(batch=1, outbox_crops=1, crops=crops)
+    live = CameraIngester(
+        CameraSpec(id=8, source=source.name, fps=None), source, WalkerDetector(), client,
+        state_dir=tmp_path, settings=settings,
+    )  # fmt: skip
+    runner = threading.Thread(target=live.run)
+    runner.start()
+    deadline = time.monotonic() + 30
+    while still_sending(source) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    live.stop.request()
+    runner.join(30)
+    progress = live.progress()
+    assert progress.dropped > 10  # the frames the waiting camera could not take
+    assert progress.frames + progress.dropped <= 40
+    assert progress.entries == len(client.stored) > 0 and progress.pending == 0
+
+
+def still_sending(source: LiveSource) -> bool:
+    return source.up and source.reconnects == 0
+
+
+def test_live_cameras_sharing_a_sender_are_added_in_batches_across_cameras(tmp_path):
+    from gallery.ingest.pipeline import CameraIngester, CameraSpec, IngestSettings, Sender, Stop
+
+    class SlowClient(FlakyClient):
+        def add(self, images, metadata):
+            requests.append({m["camera"] for m in metadata})
+            time.sleep(0.2)
+            return super().add(images, metadata)
+
+    requests: list[set[int]] = []
+    client, stop = SlowClient(), Stop()
+    crops = CropSettings(min_track_frames=1, min_gap_s=0.1, max_delay_s=0.1, per_track=100)
+    settings = IngestSettings(batch=8, gather_s=0.2, crops=crops)
+    sender = Sender(client, settings, stop.abort)
+    cameras = []
+    for camera in (1, 2):
+        captures = iter([PaintedCapture(30)])
+        source = LiveSource(f"rtsp://cam/{camera}", capture_factory=lambda s, c=captures: next(c))
+        cameras.append(CameraIngester(
+            CameraSpec(id=camera, source=source.name, fps=None), source, WalkerDetector(), client,
+            state_dir=tmp_path, settings=settings, stop=stop, sender=sender,
+        ))  # fmt: skip
+    runners = [threading.Thread(target=c.run) for c in cameras]
+    for runner in runners:
+        runner.start()
+    deadline = time.monotonic() + 30
+    while any(still_sending(c.source) for c in cameras) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop.request()
+    for runner in runners:
+        runner.join(30)
+    sender.close()
+    assert {1, 2} in requests  # one request carried crops of both cameras
+    for camera in cameras:
+        stored = [m for m in client.stored.values() if m["camera"] == camera.spec.id]
+        assert camera.progress().entries == len(stored) > 0 and camera.progress().pending == 0
+
+
+def test_a_refused_live_add_stops_the_camera_with_an_error_naming_it(tmp_path):
+    from gallery.ingest.pipeline import CameraIngester, CameraSpec, IngestError, IngestSettings
+    from reid_client import ServerError
+
+    client = FlakyClient(ServerError("AuthError: a write key is needed", status=401))
+    captures = iter([PaintedCapture(1000)])
+    source = LiveSource("rtsp://cam/6", capture_factory=lambda s: next(captures))
+    crops = CropSettings(min_track_frames=1, max_delay_s=0.1)
+    live = CameraIngester(
+        CameraSpec(id=6, name="dock", source=source.name, fps=None), source, WalkerDetector(),
+        client, state_dir=tmp_path, settings=IngestSettings(crops=crops),
+    )  # fmt: skip
+    with pytest.raises(IngestError, match=r"camera 6 \(dock\): the server refused the add"):
+        live.run()
+    assert source.reconnects == 0  # it stopped on the refusal, not at the stream's end
+    time.sleep(0.3)
+    assert not [t for t in threading.enumerate() if t.name == "decode"]  # its reader too
 
 
 def test_a_refusal_that_retrying_cannot_fix_names_the_camera(tmp_path):
@@ -384,6 +660,7 @@ def test_cameras_yaml_is_read_with_relative_sources_and_times(tmp_path):
     )
     assert street.source == "rtsp://cam/1" and street.fps == 2.0
     assert street.start_time == parse_time("2024-05-01T08:00:00+00:00", "t") == 1714550400.0
+    assert parse_time("1714550400", "t") == parse_time("2024-05-01 08:00", "t") == 1714550400.0
 
 
 @pytest.mark.parametrize(
@@ -408,15 +685,29 @@ def test_a_malformed_cameras_yaml_is_an_error_naming_the_camera(tmp_path, text, 
         load_cameras(tmp_path / "cameras.yaml")
 
 
-def test_the_cli_names_the_camera_whose_source_is_bad(tmp_path, capsys):
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d: d / "gone.mp4", "no such file or directory"),
+        (lambda d: (d / "notes.mp4").write_text("not a video") and d / "notes.mp4", "not a video"),
+        (lambda d: (d / "empty").mkdir() or d / "empty", "the folder holds no images"),
+    ],
+    ids=["missing file", "not a video", "empty folder"],
+)
+def test_the_cli_names_the_camera_whose_source_is_bad(tmp_path, capsys, make, message):
     from gallery.cli import main
 
+    good = tmp_path / "good"
+    good.mkdir()
+    cv2.imwrite(str(good / "000001.jpg"), textured(32, 16))
+    source = make(tmp_path)
     (tmp_path / "cameras.yaml").write_text(
-        f"cameras:\n  - {{id: 4, name: lobby, source: {tmp_path / 'gone.mp4'}}}\n"
+        f"cameras:\n  - {{id: 3, source: {good}}}\n  - {{id: 4, name: lobby, source: {source}}}\n"
     )
     argv = ["ingest", "--cameras", str(tmp_path / "cameras.yaml"), "--server", "http://127.0.0.1:9"]
     assert main(argv) == 2
-    assert "camera 4 (lobby): " in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "error: camera 4 (lobby): " in err and message in err
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -703,3 +994,28 @@ def test_two_feeds_from_one_cameras_yaml_are_ingested_at_once(server, vtest, tmp
     assert all(e.timestamp == pytest.approx(1700000000 + e.extra["frame"] / 10) for e in south)
     assert all(e.extra["frame"] % 4 == 0 for e in south)  # 2.5 of the 10 fps
     assert not {e.track for e in north} & {e.track for e in south}
+
+
+@pytest.mark.slow
+def test_an_image_folder_is_ingested_with_the_times_of_its_manifest(server, vtest, tmp_path):
+    folder = tmp_path / "stills"
+    folder.mkdir()
+    capture = cv2.VideoCapture(str(vtest))
+    rows = ["name,seconds"]
+    for index in range(120):  # 12 s of vtest.avi as JPEG stills
+        ok, frame = capture.read()
+        assert ok
+        cv2.imwrite(str(folder / f"hall-{index:04d}.jpg"), frame)
+        rows.append(f"hall-{index:04d}.jpg,{index / 10}")
+    capture.release()
+    (folder / "timestamps.csv").write_text("\n".join(rows) + "\n")
+    run = ingest(str(folder), "--camera", "12", "--name", "stills", "--server", server,
+                 "--start-time", "1700000000", state=tmp_path / "state")  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "camera 12 (stills): frame 120/120 (done)" in run.stderr
+    assert "'kind': 'image folder', 'images': 120, 'times': 'timestamps.csv'" in run.stderr
+    found = entries(server, 12)
+    assert found and all(e.source == str(folder) for e in found)
+    assert all(e.timestamp == pytest.approx(1700000000 + e.extra["frame"] / 10) for e in found)
+    assert all(e.extra["frame"] % 2 == 0 for e in found)  # 5 of its 10 images a second
+    assert len({e.key for e in found}) == len(found)

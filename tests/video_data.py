@@ -3,21 +3,24 @@ frames of people walking), from Debian's ``opencv-doc`` package.
 
 It is fetched once (``apt-get download opencv-doc``, extracted with ``dpkg-deb``) into
 ``$REID_TEST_DATA`` (default ``~/.cache/reid/test-data``) and checked by SHA-256; it is
-never committed. Tests skip when neither the file nor apt is available.
+never committed. Tests skip when neither the file nor apt is available;
+``scripts/demo_video.py`` and ``bench/bench_ingest.py`` use :func:`fetch_vtest` too.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from gallery.ingest.sample_video import SampleVideoError, fetch_vtest
+
+__all__ = ["fetch_vtest", "read_frame", "vtest_path", "write_clip"]
 
 
 def vtest_path() -> Path:
     """``vtest.avi``, fetched and verified on first use (``pytest.skip`` if impossible;
     a download whose SHA-256 differs fails)."""
+    import pytest
+
     try:
         return fetch_vtest()
     except SampleVideoError as exc:

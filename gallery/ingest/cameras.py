@@ -44,8 +44,16 @@ def parse_time(value: object, where: str) -> float | None:
     elif isinstance(value, dt.date):
         moment = dt.datetime(value.year, value.month, value.day)
     else:
+        text = str(value).strip()
+        try:  # unix seconds given as text (the command line's --start-time 1700000000)
+            seconds = float(text)
+        except ValueError:
+            pass
+        else:
+            if math.isfinite(seconds):
+                return seconds
         try:
-            moment = dt.datetime.fromisoformat(str(value).strip())
+            moment = dt.datetime.fromisoformat(text)
         except ValueError:
             raise CamerasError(
                 f"{where}: start_time must be ISO 8601 (e.g. 2024-05-01T08:00:00Z), got {value!r}"

@@ -78,7 +78,27 @@ def add_ingest_parser(subparsers: argparse._SubParsersAction, fail: type[Excepti
     p.add_argument(
         "--min-track-frames", type=int, default=3, help="shorter tracks are dropped as noise"
     )
+    p.add_argument(
+        "--max-delay",
+        type=float,
+        metavar="S",
+        help="send a track's crops while it goes on, at most S seconds after each is first "
+        "chosen (live search: people are searchable seconds after they appear); default: "
+        "when the track ends (the best crops of its whole life)",
+    )
     p.add_argument("--detector-threads", type=int, default=1, help="onnxruntime threads")
+    p.add_argument(
+        "--stream-timeout",
+        type=float,
+        default=10.0,
+        help="seconds to open a live stream and to wait for each of its frames before reconnecting",
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (0: a free port, logged)",
+    )
+    p.add_argument("--metrics-host", default="127.0.0.1", help="address of --metrics-port")
     p.add_argument("--progress-interval", type=float, default=10.0, help="seconds between lines")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
     p.add_argument(
@@ -114,9 +134,10 @@ def _specs(args: argparse.Namespace, fail: type[Exception]) -> list[Any]:
 def run_ingest(args: argparse.Namespace, fail: type[Exception]) -> int:
     """The ``ingest`` subcommand; returns the exit status."""
     from gallery.ingest.detector import DetectorError, SSDLitePedestrianDetector
-    from gallery.ingest.pipeline import CameraIngester, IngestError, IngestSettings, Stop
+    from gallery.ingest.metrics import IngestMetrics
+    from gallery.ingest.pipeline import CameraIngester, IngestError, IngestSettings, Sender, Stop
     from gallery.ingest.selection import CropSettings
-    from gallery.ingest.sources import SourceError, open_source
+    from gallery.ingest.sources import SourceError
     from gallery.ingest.tracker import TRACKERS
     from reid_client import ReIDClient
 
@@ -124,18 +145,19 @@ def run_ingest(args: argparse.Namespace, fail: type[Exception]) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
+    # RTSP over TCP: no frames corrupted by lost UDP packets (OpenCV reads this per open).
+    os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
     log = logging.getLogger("gallery.ingest")
     if args.batch < 1 or args.crops_per_track < 1:
         raise fail("--batch and --crops-per-track must be >= 1")
+    if args.max_delay is not None and args.max_delay < 0:
+        raise fail("--max-delay must be >= 0")
+    if args.stream_timeout <= 0:
+        raise fail("--stream-timeout must be > 0")
     if args.tracker not in TRACKERS:
         raise fail(f"--tracker must be one of {', '.join(TRACKERS)}")
     specs = _specs(args, fail)
-    sources = {}
-    for spec in specs:
-        try:
-            sources[spec.id] = open_source(spec.source, fps=spec.fps)
-        except SourceError as exc:
-            raise fail(f"{spec.label}: {exc}") from None
+    sources = _open_sources(specs, args.stream_timeout, fail)
     try:
         detector = SSDLitePedestrianDetector(
             min_score=args.min_score, threads=args.detector_threads
@@ -147,21 +169,39 @@ def run_ingest(args: argparse.Namespace, fail: type[Exception]) -> int:
     _wait_ready(client, args.ready_timeout, log)
     limit = client.model_info().limits.max_images
     batch = min(args.batch, limit) if limit > 0 else args.batch
-    crops = CropSettings(per_track=args.crops_per_track, min_track_frames=args.min_track_frames)
+    crops = CropSettings(
+        per_track=args.crops_per_track,
+        min_track_frames=args.min_track_frames,
+        max_delay_s=args.max_delay,
+    )
     settings = IngestSettings(
         batch=batch, progress_s=args.progress_interval, tracker=args.tracker, crops=crops
     )
     stop = Stop()
     _install_signals(stop, log)
+    metrics = IngestMetrics()
+    # The live cameras' adds: one thread, batched across them (files add from their own).
+    sender = Sender(client, settings, stop.abort) if any(s.live for s in sources.values()) else None
     ingesters = [
         CameraIngester(
-            spec, sources[spec.id], detector, client,
-            state_dir=Path(args.state_dir), settings=settings, stop=stop,
+            spec, sources[spec.id], detector, client, state_dir=Path(args.state_dir),
+            settings=settings, stop=stop, metrics=metrics, sender=sender,
         )
         for spec in specs
     ]  # fmt: skip
+    close_metrics = None
+    if args.metrics_port is not None:
+        try:
+            url, close_metrics = metrics.serve(args.metrics_host, args.metrics_port)
+        except OSError as exc:
+            client.close()
+            raise fail(
+                f"cannot serve metrics on {args.metrics_host}:{args.metrics_port}: {exc}"
+            ) from None
+        log.info("metrics: %s", url)
     log.info("detector: %s", detector.describe())
-    log.info("tracker: %s; crops: %s; batch %d", args.tracker, crops, batch)
+    log.info("tracker: %s (lost tracks kept %g s); crops: %s; batch %d",
+             args.tracker, crops.end_after_s, crops, batch)  # fmt: skip
     for ingester in ingesters:
         spec = ingester.spec
         log.info("%s: %s, sampling %s, roi %s, start time %s", spec.label,
@@ -172,9 +212,12 @@ def run_ingest(args: argparse.Namespace, fail: type[Exception]) -> int:
     def run_one(ingester: CameraIngester) -> None:
         try:
             ingester.run(restart=args.restart)
-        except (IngestError, SourceError) as exc:
+        except IngestError as exc:  # its message names the camera
             failures.append(str(exc))
             log.error("%s", exc)
+        except SourceError as exc:  # e.g. the file went away after the start
+            failures.append(f"{ingester.spec.label}: {exc}")
+            log.error("%s: %s", ingester.spec.label, exc)
         except Exception as exc:  # one camera's bug must not hide the others' work
             failures.append(f"{ingester.spec.label}: {exc}")
             log.exception("%s failed", ingester.spec.label)
@@ -182,11 +225,36 @@ def run_ingest(args: argparse.Namespace, fail: type[Exception]) -> int:
     try:
         _run_all(ingesters, run_one)
     finally:
+        if sender is not None:
+            sender.close()
         client.close()
+        if close_metrics is not None:
+            close_metrics()
     if failures:
         print(f"python -m gallery ingest: error: {failures[0]}", file=sys.stderr)
         return 2
     return 0
+
+
+def _open_sources(specs: list[Any], timeout: float, fail: type[Exception]) -> dict[int, Any]:
+    """Every camera's source, opened (and live ones probed) at once; the first error in
+    the cameras' order names its camera."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gallery.ingest.sources import SourceError, open_source
+
+    def one(spec: Any) -> Any:
+        try:
+            return open_source(spec.source, fps=spec.fps, stream_timeout_s=timeout)
+        except SourceError as exc:
+            return fail(f"{spec.label}: {exc}")
+
+    with ThreadPoolExecutor(max_workers=min(16, len(specs))) as pool:
+        opened = list(pool.map(one, specs))
+    for source in opened:
+        if isinstance(source, fail):
+            raise source
+    return {spec.id: source for spec, source in zip(specs, opened, strict=True)}
 
 
 def _wait_ready(client: Any, timeout: float, log: logging.Logger) -> None:

@@ -5,11 +5,17 @@ A crop's quality is the detector's confidence times a size factor (box height ag
 ``good_sharpness``). Boxes cut by the frame border or covered by another box more than
 ``max_overlap`` are not candidates. Each track keeps its ``per_track`` best candidates at
 least ``min_gap_s`` apart in time; they are emitted when the track ends (not seen for
-``end_after_s``) or when the source ends. Only the kept candidates are JPEG-encoded.
+``end_after_s``) or when the source ends. With ``max_delay_s`` (live search) a candidate
+is emitted once it is due instead: ``max_delay_s`` after the frame of the first candidate
+it replaced, so a better crop a moment later still wins but a person is searchable at
+most ``max_delay_s`` after their first usable crop; a track's ``per_track`` crops are
+then the best of its first moments rather than of its whole life. Only the kept
+candidates are JPEG-encoded.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import cv2
@@ -30,6 +36,7 @@ class CropSettings:
     end_after_s: float = 2.0
     jpeg_quality: int = 90
     pad: float = 0.05  # context added around the box, as a fraction of its size
+    max_delay_s: float | None = None  # emit candidates this old (None: at the track's end)
 
 
 @dataclass
@@ -43,6 +50,7 @@ class Crop:
     score: float  # the detector's confidence
     quality: float
     jpeg: bytes
+    due: float = math.inf  # with max_delay_s: the time at which it is emitted
 
 
 @dataclass
@@ -50,6 +58,7 @@ class _Track:
     crops: list[Crop] = field(default_factory=list)
     frames: int = 0
     last_time: float = 0.0
+    sent: list[float] = field(default_factory=list)  # times of the crops already emitted
 
 
 class CropSelector:
@@ -95,27 +104,47 @@ class CropSelector:
         quality: float,
     ) -> None:
         s = self.settings
+        room = s.per_track - len(state.sent)
+        if room <= 0 or any(abs(t - time) < s.min_gap_s for t in state.sent):
+            return
         near = [c for c in state.crops if abs(c.time - time) < s.min_gap_s]
         if near and all(c.quality >= quality for c in near):
             return
         kept = [c for c in state.crops if c not in near]
-        if len(kept) >= s.per_track and min(c.quality for c in kept) >= quality:
+        if len(kept) >= room and min(c.quality for c in kept) >= quality:
             return
         ok, jpeg = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, s.jpeg_quality])
         if not ok:
             return
         x1, y1, x2, y2 = item.box
         box = (round(x1, 1), round(y1, 1), round(x2 - x1, 1), round(y2 - y1, 1))
-        kept.append(Crop(item.track, index, time, box, item.score, quality, jpeg.tobytes()))
+        due = math.inf if s.max_delay_s is None else time + s.max_delay_s
+        due = min([due, *(c.due for c in near)])  # a replacement keeps the first deadline
+        kept.append(Crop(item.track, index, time, box, item.score, quality, jpeg.tobytes(), due))
         kept.sort(key=lambda c: (-c.quality, c.frame))
-        state.crops = kept[: s.per_track]
+        state.crops = kept[:room]
 
     def finished(self, time: float) -> list[Crop]:
-        """The crops of tracks not seen for ``end_after_s`` before ``time``."""
+        """The crops to send at ``time``: those of tracks not seen for ``end_after_s``,
+        and with ``max_delay_s`` the candidates that old of the tracks still going."""
         ended = [
             t for t, st in self.tracks.items() if time - st.last_time > self.settings.end_after_s
         ]
-        return self._emit(ended)
+        out = self._emit(ended)
+        if self.settings.max_delay_s is not None:
+            out.extend(self._due(time))
+        return sorted(out, key=lambda c: (c.frame, c.track))
+
+    def _due(self, time: float) -> list[Crop]:
+        out: list[Crop] = []
+        for state in self.tracks.values():
+            if state.frames < self.settings.min_track_frames:
+                continue
+            due = [c for c in state.crops if c.due <= time]
+            state.crops = [c for c in state.crops if c.due > time]
+            state.sent.extend(c.time for c in due)
+            out.extend(due)
+        return out
 
     def finish_all(self) -> list[Crop]:
         """The crops of every track (the source ended, or a graceful stop)."""

@@ -5,7 +5,8 @@ can start at a frame index (a resumed file). Frames are sampled to the target ra
 from their stream time (:func:`sampled`), so a resumed run samples the same frames.
 
 * a **video file**: OpenCV (FFmpeg) decoding; stream time = index / the file's frame rate;
-* an **image folder**: the images in name order; times from ``timestamps.csv``
+* an **image folder**: the images in name order (unreadable ones skipped with a
+  warning); times from ``timestamps.csv``
   (``name,seconds`` lines, seconds relative to the start time or unix times) or from
   numbers in the file names (``000123.jpg``: frame 123; ``1700000000.250.jpg``: unix
   seconds), else index / ``--fps``;
@@ -64,13 +65,15 @@ def is_live(source: str) -> bool:
     return source.startswith(LIVE_PREFIXES) or source.isdigit() or source.startswith("/dev/video")
 
 
-def open_source(source: str, *, fps: float | None = None, probe: bool = True) -> Source:
+def open_source(
+    source: str, *, fps: float | None = None, probe: bool = True, stream_timeout_s: float = 10.0
+) -> Source:
     """The source named by ``source`` (``fps``: the frame rate of an image folder without
     times); :class:`SourceError` when it cannot be read. A live source is probed once
     (``probe``): one that cannot be opened at start is an error, later losses are
-    reconnected."""
+    reconnected; ``stream_timeout_s`` is its open and its read timeout."""
     if is_live(source):
-        live = LiveSource(source)
+        live = LiveSource(source, open_timeout_s=stream_timeout_s, read_timeout_s=stream_timeout_s)
         if probe:
             live.probe()
         return live
@@ -154,6 +157,8 @@ class ImageFolderSource:
             )
         self.fps = fps or 1.0
         self.times, self.timing = self._times()
+        self.label = str(path)  # the camera's name in log lines (set by the ingester)
+        self.skipped = 0  # images that could not be read
 
     def _times(self) -> tuple[list[float], str]:
         manifest = self.path / MANIFEST
@@ -186,8 +191,11 @@ class ImageFolderSource:
     def frames(self, start: int = 0) -> Iterator[Frame]:
         for index in range(start, len(self.files)):
             image = cv2.imread(str(self.files[index]), cv2.IMREAD_COLOR)
-            if image is None:
-                raise SourceError(f"{self.files[index]}: not an image OpenCV can read")
+            if image is None:  # one damaged frame does not stop the camera
+                self.skipped += 1
+                log.warning("%s: %s is not an image OpenCV can read; skipped",
+                            self.label, self.files[index])  # fmt: skip
+                continue
             yield Frame(index, self.times[index], image)
 
     def describe(self) -> dict[str, Any]:
@@ -209,7 +217,14 @@ def _name_number(stem: str) -> float | None:
 
 class LiveSource:
     """A stream or capture device, read with timeouts and reopened with backoff after a
-    failure, until ``stop`` is set. Times are the wall clock when a frame arrives.
+    failure, until ``stop`` is set.
+
+    A frame's time is the wall clock of its capture as far as the stream tells: its stream
+    position (``CAP_PROP_POS_MSEC``) plus the least ``arrival - position`` seen on the
+    connection, i.e. the frames that arrived closest to the live edge set the clock. A
+    reader that falls behind the stream thus gets frames stamped when they were live, not
+    when it read them, and ``now - time`` is how far behind live a frame is. Without
+    stream positions (a device, a fake) the time is the arrival.
 
     ``capture_factory(source)`` opens the capture (tests pass a fake).
     """
@@ -228,6 +243,7 @@ class LiveSource:
         stop: threading.Event | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = source
         self.open_timeout_s, self.read_timeout_s = open_timeout_s, read_timeout_s
@@ -236,8 +252,12 @@ class LiveSource:
         self.stop = stop or threading.Event()
         self.clock = clock
         self.sleep = sleep or (lambda s: self.stop.wait(s))
-        self.reconnects = 0
+        self.monotonic = monotonic
+        self.reconnects = 0  # connections lost or refused since the start
         self.label = source  # the camera's name in log lines (set by the ingester)
+        self._gaps_s = 0.0  # seconds without frames of the outages that ended
+        self._lost_at: float | None = None  # monotonic time of the last frame before an outage
+        self._last_frame_at: float | None = None
 
     def _open_capture(self, source: str) -> Any:
         target: Any = int(source) if source.isdigit() else source
@@ -261,10 +281,23 @@ class LiveSource:
         finally:
             capture.release()
 
+    @property
+    def up(self) -> bool:
+        """False from a lost (or refused) connection until the next frame arrives."""
+        return self._lost_at is None
+
+    @property
+    def gap_s(self) -> float:
+        """Seconds without frames because of lost connections (the current outage too),
+        each outage counted from the last frame before it to the first one after it."""
+        ongoing = 0.0 if self._lost_at is None else self.monotonic() - self._lost_at
+        return self._gaps_s + ongoing
+
     def frames(self, start: int = 0) -> Iterator[Frame]:
         index, failures = start, 0
         while not self.stop.is_set():
             capture = self.capture_factory(self.name)
+            clock = StreamClock()
             try:
                 if not capture.isOpened():
                     raise SourceError(f"{self.name}: cannot open the stream")
@@ -273,16 +306,30 @@ class LiveSource:
                     if not ok:
                         raise SourceError(f"{self.name}: the stream stopped sending frames")
                     failures = 0
-                    yield Frame(index, self.clock(), image)
+                    self._arrived()
+                    yield Frame(index, clock.stamp(self.clock(), _position_s(capture)), image)
                     index += 1
             except SourceError as exc:
                 failures += 1
                 self.reconnects += 1
+                if self._lost_at is None:
+                    self._lost_at = self._last_frame_at or self.monotonic()
                 delay = min(self.max_backoff_s, self.backoff_s * 2 ** (failures - 1))
-                log.warning("%s: %s; reconnecting in %.0f s", self.label, exc, delay)
+                log.warning("%s: %s; reconnecting in %.0f s (attempt %d)",
+                            self.label, exc, delay, failures)  # fmt: skip
                 self.sleep(delay)
             finally:
                 capture.release()
+
+    def _arrived(self) -> None:
+        now = self.monotonic()
+        if self._lost_at is not None:
+            gap = now - self._lost_at
+            self._gaps_s += gap
+            self._lost_at = None
+            log.info("%s: %s is back after a %.1f s gap (%d reconnect(s) so far)",
+                     self.label, self.name, gap, self.reconnects)  # fmt: skip
+        self._last_frame_at = now
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -291,6 +338,39 @@ class LiveSource:
             "open_timeout_s": self.open_timeout_s,
             "read_timeout_s": self.read_timeout_s,
         }
+
+
+class StreamClock:
+    """Wall-clock capture times from stream positions: ``position + offset``, the offset
+    being the least ``arrival - position`` seen (the frames closest to the live edge),
+    allowed to creep up by ``drift`` seconds a second (a camera clock slower than ours
+    by up to 100 ppm is followed) and reset when the positions go back (the stream
+    restarted)."""
+
+    def __init__(self, drift: float = 1e-4) -> None:
+        self.drift = drift
+        self.offset: float | None = None
+        self.at = 0.0  # arrival time the offset was last updated
+        self.position = -math.inf
+
+    def stamp(self, now: float, position: float | None) -> float:
+        if position is None:
+            return now
+        if self.offset is None or position < self.position:
+            self.offset = now - position
+        else:
+            self.offset = min(self.offset + (now - self.at) * self.drift, now - position)
+        self.at, self.position = now, position
+        return position + self.offset
+
+
+def _position_s(capture: Any) -> float | None:
+    """The stream time of the frame just read, in seconds (None if the capture has none)."""
+    get = getattr(capture, "get", None)
+    if get is None:
+        return None
+    millis = get(cv2.CAP_PROP_POS_MSEC)
+    return float(millis) / 1000 if math.isfinite(millis) and millis > 0 else None
 
 
 def sampled(
