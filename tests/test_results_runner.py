@@ -123,3 +123,28 @@ def test_mar_rows_train_with_the_reference_set_and_start_from_a_matching_pretrai
     with pytest.raises(SystemExit, match="starts from a run of row mar_pretrain"):
         runner.run_one(rows["mar"], "synthetic:t", tmp_path / "run", 0, [], "synthetic:r", init)
     assert "--pid-offset" in runner.REFERENCE_ARGS  # its labels never collide with the target's
+
+
+def test_paul_rows_pretrain_on_the_reference_set_and_the_unsupervised_rows_start_from_it(
+    runner, tmp_path: Path
+) -> None:
+    rows = runner.ROWS_BY_NAME
+    paul = [r for r in runner.ROWS if r.name.startswith("paul")]
+    assert {"paul_pretrain", "paul", "paul_ipfl_only", "paul_pedal_only", "paul_stripes",
+            "paul_random", "paul_p4", "paul_p8"} <= {r.name for r in paul}  # fmt: skip
+    for row in paul:
+        pretraining = row.config == "paul_pretrain_synthetic.yaml"
+        assert row.reference == pretraining, row.name  # only the pre-training reads it
+        if not pretraining:  # every unsupervised row starts from a pre-training of its encoder
+            first = rows[row.init_row]
+            assert first.config == "paul_pretrain_synthetic.yaml" and not first.init_row
+            model = [o for o in row.overrides if o.startswith("model.")]
+            assert model == [o for o in first.overrides if o.startswith("model.")], row.name
+    assert rows["paul_ipfl_only"].overrides == ["method.pedal=false"]
+    assert rows["paul_pedal_only"].overrides == ["method.ipfl=false"]
+    assert "method.generator_lr_mult=0" in rows["paul_pretrain_stripes"].overrides
+    init = tmp_path / "pre" / "checkpoint_last.pt"
+    cmd = runner.train_command(rows["paul"], "synthetic:t", tmp_path, 0, [], "synthetic:r", init)
+    assert "--reference" not in cmd and cmd[cmd.index("--init") + 1] == str(init)
+    cmd = runner.train_command(rows["paul_pretrain"], "synthetic:t", tmp_path, 0, [], "synthetic:r")
+    assert cmd[cmd.index("--reference") + 1] == "synthetic:r"
