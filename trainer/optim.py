@@ -36,12 +36,12 @@ def param_groups(
     backbone = getattr(encoder, "backbone", None)
     backbone_ids = {id(p) for p in backbone.parameters()} if backbone is not None else set()
     trainable = [p for p in encoder.parameters() if p.requires_grad and id(p) not in own_ids]
-    groups = [
+    groups = [  # own groups first: logs report the last group's lr (head or method)
+        *((name, [p for p in params if p.requires_grad], lr * mult)
+          for name, (params, mult) in own.items()),
         ("backbone", [p for p in trainable if id(p) in backbone_ids], lr * backbone_lr_mult),
         ("head", [p for p in trainable if id(p) not in backbone_ids], lr),
         ("method", [p for p in extra if p.requires_grad], lr),
-        *((name, [p for p in params if p.requires_grad], lr * mult)
-          for name, (params, mult) in own.items()),
     ]  # fmt: skip
     return [
         {"name": name, "params": params, "lr": group_lr, "initial_lr": group_lr}
