@@ -148,3 +148,22 @@ def test_paul_rows_pretrain_on_the_reference_set_and_the_unsupervised_rows_start
     assert "--reference" not in cmd and cmd[cmd.index("--init") + 1] == str(init)
     cmd = runner.train_command(rows["paul_pretrain"], "synthetic:t", tmp_path, 0, [], "synthetic:r")
     assert cmd[cmd.index("--reference") + 1] == "synthetic:r"
+
+
+def test_rows_whose_pretraining_reads_the_reference_set_get_it_generated(
+    runner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--rows paul`` alone: its init row trains with the reference set, so it is made."""
+    made, given = [], []
+    monkeypatch.setattr(runner, "ensure_data", lambda path, seed: f"synthetic:{path}")
+    monkeypatch.setattr(runner, "ensure_reference", lambda path: made.append(path) or "synthetic:r")
+
+    def run_one(row, spec, run_dir, seed, extra, reference=None, init=None):
+        given.append((row.name, reference))
+        return _result(row.name, seed, 0.5)
+
+    monkeypatch.setattr(runner, "run_one", run_one)
+    args = ["--out", str(tmp_path), "--rows", "paul", "--seeds", "0", "--data-seeds", "0"]
+    assert runner.main([*args, "--no-write"]) == 0
+    assert made == [tmp_path / "reference"]
+    assert given == [("paul_pretrain", "synthetic:r"), ("paul", "synthetic:r")]
