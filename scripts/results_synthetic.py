@@ -7,11 +7,12 @@ query/gallery split with the **last** checkpoint (never the best-on-test one, so
 nothing is tuned on the test split). The main rows are also run on a second synthetic
 data seed. Each row is reported as mean +- std (sample std) and min-max over its runs.
 
-The MAR rows also train on a labelled reference set, the stand-in for MSMT17 that the
-runner generates once (``REFERENCE_ARGS``: other people, cameras and difficulty, labels
-numbered apart from the target's): extra supervision the other rows do not get. A row
-with ``init_row`` starts from that row's checkpoint of the same data and train seed
-(``--init``: MAR's reference pre-training), which is trained first when missing.
+The MAR rows and PAUL's pre-training rows also train on a labelled reference set, the
+stand-in for MSMT17 that the runner generates once (``REFERENCE_ARGS``: other people,
+cameras and difficulty, labels numbered apart from the target's): extra supervision the
+other rows do not get. A row with ``init_row`` starts from that row's checkpoint of the
+same data and train seed (``--init``: MAR's reference pre-training, PAUL's supervised
+patch pre-training), which is trained first when missing.
 
     .venv/bin/python scripts/results_synthetic.py [--out runs/results] [--rows NAME ...]
         [--seeds 0 1 2] [--data-seeds 0 2] [--override KEY=VALUE ...] [--no-write]
@@ -53,8 +54,9 @@ DATA_SIZE = ["--ids-train", "150", "--ids-test", "100", "--cameras", "6"]
 PRETRAINED = '{"pretrained": "imagenet", "input_size": [128, 64]}'
 REFERENCE_ARGS = ["--ids-train", "300", "--ids-test", "10", "--cameras", "8",
                   "--difficulty", "1.5", "--pid-offset", "5000", "--seed", "11"]  # fmt: skip
-"""The synthetic reference set of the MAR rows (stand-in for MSMT17): twice the target's
-train identities, 8 cameras instead of 6, difficulty 1.5 instead of 2, pids 5001..."""
+"""The synthetic reference set of the MAR and PAUL rows (stand-in for MSMT17): twice the
+target's train identities, 8 cameras instead of 6, difficulty 1.5 instead of 2, pids
+5001..."""
 SYNTHETIC_SECTION = "## Synthetic dataset: method comparison"
 REAL_SECTION = "## Real crops (vtest.avi): method comparison"
 TEST_DATA_SEEDS = (0, 2)
@@ -77,10 +79,10 @@ class Row:
     scores_run_of: str | None = None
     """Score the trained run of this other row (same config) instead of training again."""
     reference: bool = False
-    """Train with the synthetic reference set (``--reference``; MAR)."""
+    """Train with the synthetic reference set (``--reference``; MAR, PAUL's pre-training)."""
     init_row: str | None = None
     """Start from this other row's last checkpoint of the same data and train seed
-    (``--init``; MAR's reference pre-training)."""
+    (``--init``; MAR's reference pre-training, PAUL's patch pre-training)."""
 
 
 ROWS = [
@@ -148,6 +150,31 @@ ROWS = [
         ["model.kwargs.fusion_layers=[4]"], reference=True, init_row="mar_pretrain_l4"),
     Row("mar_no_pretrain", "mar, full, no reference pre-training (ImageNet, random agents)",
         "mar_synthetic.yaml", reference=True),
+    Row("paul_pretrain", "paul, supervised patch pre-training only (PatchNet direct transfer)",
+        "paul_pretrain_synthetic.yaml", reference=True),
+    Row("paul", "paul, full (PEDAL + IPFL; PGN; pre-trained)", "paul_synthetic.yaml",
+        main=True, init_row="paul_pretrain"),
+    Row("paul_ipfl_only", "paul, + IPFL only (w/o PEDAL)", "paul_synthetic.yaml",
+        ["method.pedal=false"], init_row="paul_pretrain"),
+    Row("paul_pedal_only", "paul, + PEDAL only (w/o IPFL)", "paul_synthetic.yaml",
+        ["method.ipfl=false"], init_row="paul_pretrain"),
+    Row("paul_pretrain_stripes", "paul, pre-training only, fixed equal stripes",
+        "paul_pretrain_synthetic.yaml", ["method.generator_lr_mult=0"], reference=True),
+    Row("paul_stripes", "paul, full, fixed equal stripes", "paul_synthetic.yaml",
+        init_row="paul_pretrain_stripes"),
+    Row("paul_pretrain_random", "paul, pre-training only, fixed random patches",
+        "paul_pretrain_synthetic.yaml",
+        ["model.kwargs.patch_init=random", "method.generator_lr_mult=0"], reference=True),
+    Row("paul_random", "paul, full, fixed random patches", "paul_synthetic.yaml",
+        ["model.kwargs.patch_init=random"], init_row="paul_pretrain_random"),
+    Row("paul_pretrain_p4", "paul, pre-training only, 4 patches", "paul_pretrain_synthetic.yaml",
+        ["model.kwargs.num_patches=4"], reference=True),
+    Row("paul_p4", "paul, full, 4 patches", "paul_synthetic.yaml",
+        ["model.kwargs.num_patches=4"], init_row="paul_pretrain_p4"),
+    Row("paul_pretrain_p8", "paul, pre-training only, 8 patches", "paul_pretrain_synthetic.yaml",
+        ["model.kwargs.num_patches=8"], reference=True),
+    Row("paul_p8", "paul, full, 8 patches", "paul_synthetic.yaml",
+        ["model.kwargs.num_patches=8"], init_row="paul_pretrain_p8"),
 ]  # fmt: skip
 ROWS_BY_NAME = {row.name: row for row in ROWS}
 
@@ -162,7 +189,7 @@ def ensure_data(data_dir: Path, data_seed: int) -> str:
 
 
 def ensure_reference(ref_dir: Path) -> str:
-    """Generate the MAR rows' synthetic reference set once; its ``--reference`` spec."""
+    """Generate the synthetic reference set (MAR, PAUL) once; its ``--reference`` spec."""
     if not (ref_dir / "meta.json").is_file():
         cmd = [sys.executable, "-m", "reid.data.synthetic", str(ref_dir), *REFERENCE_ARGS,
                "--force"]  # fmt: skip
@@ -364,7 +391,10 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown rows {sorted(unknown)}; rows: {', '.join(r.name for r in ROWS)}")
     groups: list[tuple[Row, int, list[dict]]] = []
-    reference = ensure_reference(args.out / "reference") if any(r.reference for r in rows) else None
+    needs_reference = any(
+        r.reference or (r.init_row and ROWS_BY_NAME[r.init_row].reference) for r in rows
+    )
+    reference = ensure_reference(args.out / "reference") if needs_reference else None
     for index, data_seed in enumerate(args.data_seeds):
         folder_name = f"vtest{data_seed}" if real else f"data{data_seed}"
         if real:
@@ -405,12 +435,13 @@ def main(argv: list[str] | None = None) -> int:
             "gallery; 6 cameras; 128x64; difficulty 2). Scores in %, last checkpoint, no "
             "re-ranking; std is the sample standard deviation over the runs."
         )
-    mar_note = (
-        "MAR rows: they also learn from a labelled reference set, the stand-in for "
-        "MSMT17 (`python -m reid.data.synthetic REF " + " ".join(REFERENCE_ARGS) + "`: "
+    reference_note = (
+        "MAR and PAUL rows: they also learn from a labelled reference set, the stand-in "
+        "for MSMT17 (`python -m reid.data.synthetic REF " + " ".join(REFERENCE_ARGS) + "`: "
         "300 other identities, 8 cameras, difficulty 1.5), extra supervision the other "
-        "rows do not get; the rows marked pre-trained start from the reference "
-        "pre-training row of the same seed (`--init`), whose time is not included."
+        "rows do not get; the rows marked pre-trained (every PAUL row after its "
+        "pre-training rows) start from the reference pre-training row of the same seed "
+        "and encoder (`--init`), whose time is not included."
     )
     body = "\n".join(
         [
@@ -419,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
             + f"` (all rows below; train seeds {seeds}; resumable).",
             f"Machine: {machine_summary()}.",
             data,
-            *([mar_note] if any(row.reference for row, _, _ in groups) else []),
+            *([reference_note] if any(r.reference or r.init_row for r, _, _ in groups) else []),
             "",
             table(groups, "split seed" if real else "data seed"),
             "",

@@ -16,6 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from reid.data.transforms import build_train_transform
 from reid.models import build_model
 from trainer.checkpoint import load_method_state, method_state
 from trainer.config import Params
@@ -93,10 +94,14 @@ def _context(
 
 
 def _batch(
-    labels: np.ndarray, seed: int = 1, streams: tuple[str, ...] = ("target",)
+    labels: np.ndarray,
+    seed: int = 1,
+    streams: tuple[str, ...] = ("target",),
+    views: tuple[str, ...] = (),
 ) -> dict[str, dict[str, torch.Tensor]]:
     """4 clusters x 4 instances, as a PK sampler would draw them; with ``"reference"`` in
-    ``streams`` also 8 labelled reference images."""
+    ``streams`` also 8 labelled reference images; ``views``: extra target views (PAUL's
+    ``positive``), random images like the others."""
     index = np.concatenate([np.flatnonzero(labels == c)[:4] for c in range(4)])
     gen = torch.Generator().manual_seed(seed)
     batch = {
@@ -107,6 +112,8 @@ def _batch(
             "camid": torch.from_numpy(index % NUM_CAMS),
         }
     }
+    for view in views:
+        batch["target"][view] = torch.randn(len(index), 3, *INPUT, generator=gen)
     if "reference" in streams:
         ref = torch.arange(8)
         batch["reference"] = {
@@ -128,7 +135,7 @@ def _grad_norm(module: torch.nn.Module) -> float:
 
 def test_methods_are_registered() -> None:
     shipped = {"supervised", "cluster_contrast", "aff_scl", "frifm_adl", "iics", "selective"}
-    shipped |= {"mar"}
+    shipped |= {"mar", "paul"}
     assert shipped <= set(METHODS)
     for name, cls in METHODS.items():
         assert cls.name == name and issubclass(cls.params_cls, Params)
@@ -148,7 +155,8 @@ def test_every_registered_method_prepares_steps_and_resumes(name: str) -> None:
         assert plan.labels.shape == (N,) and np.issubdtype(plan.labels.dtype, np.integer)
         assert (plan.labels >= 0).all() and all(isinstance(v, float) for v in plan.stats.values())
 
-        batch = _batch(plan.labels, streams=m.streams())
+        views = tuple(m.view_transforms(build_train_transform(m.encoder.preprocess_config())))
+        batch = _batch(plan.labels, streams=m.streams(), views=views)
         m.train()
         m.zero_grad(set_to_none=True)
         out = m.training_step(batch)
@@ -371,7 +379,7 @@ def test_bad_params_are_rejected() -> None:
 
 MY_CONFIGS = [
     f"{method}_{dataset}"
-    for method in ("cluster_contrast", "aff_scl", "frifm_adl", "iics", "selective", "mar")
+    for method in ("cluster_contrast", "aff_scl", "frifm_adl", "iics", "selective", "mar", "paul")
     for dataset in ("market1501", "dukemtmc", "synthetic")
 ]
 

@@ -165,3 +165,47 @@ def test_the_real_crops_mode_runs_the_main_rows_on_the_cut_vtest_set(
     ((path, section, body),) = written
     assert section == runner.REAL_SECTION and path.name == "RESULTS.md"
     assert "50 train identities (226 crops)" in body and "--dataset vtest" in body
+
+
+def test_paul_rows_pretrain_on_the_reference_set_and_the_unsupervised_rows_start_from_it(
+    runner, tmp_path: Path
+) -> None:
+    rows = runner.ROWS_BY_NAME
+    paul = [r for r in runner.ROWS if r.name.startswith("paul")]
+    assert {"paul_pretrain", "paul", "paul_ipfl_only", "paul_pedal_only", "paul_stripes",
+            "paul_random", "paul_p4", "paul_p8"} <= {r.name for r in paul}  # fmt: skip
+    for row in paul:
+        pretraining = row.config == "paul_pretrain_synthetic.yaml"
+        assert row.reference == pretraining, row.name  # only the pre-training reads it
+        if not pretraining:  # every unsupervised row starts from a pre-training of its encoder
+            first = rows[row.init_row]
+            assert first.config == "paul_pretrain_synthetic.yaml" and not first.init_row
+            model = [o for o in row.overrides if o.startswith("model.")]
+            assert model == [o for o in first.overrides if o.startswith("model.")], row.name
+    assert rows["paul_ipfl_only"].overrides == ["method.pedal=false"]
+    assert rows["paul_pedal_only"].overrides == ["method.ipfl=false"]
+    assert "method.generator_lr_mult=0" in rows["paul_pretrain_stripes"].overrides
+    init = tmp_path / "pre" / "checkpoint_last.pt"
+    cmd = runner.train_command(rows["paul"], "synthetic:t", tmp_path, 0, [], "synthetic:r", init)
+    assert "--reference" not in cmd and cmd[cmd.index("--init") + 1] == str(init)
+    cmd = runner.train_command(rows["paul_pretrain"], "synthetic:t", tmp_path, 0, [], "synthetic:r")
+    assert cmd[cmd.index("--reference") + 1] == "synthetic:r"
+
+
+def test_rows_whose_pretraining_reads_the_reference_set_get_it_generated(
+    runner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--rows paul`` alone: its init row trains with the reference set, so it is made."""
+    made, given = [], []
+    monkeypatch.setattr(runner, "ensure_data", lambda path, seed: f"synthetic:{path}")
+    monkeypatch.setattr(runner, "ensure_reference", lambda path: made.append(path) or "synthetic:r")
+
+    def run_one(row, spec, run_dir, seed, extra, reference=None, init=None):
+        given.append((row.name, reference))
+        return _result(row.name, seed, 0.5)
+
+    monkeypatch.setattr(runner, "run_one", run_one)
+    args = ["--out", str(tmp_path), "--rows", "paul", "--seeds", "0", "--data-seeds", "0"]
+    assert runner.main([*args, "--no-write"]) == 0
+    assert made == [tmp_path / "reference"]
+    assert given == [("paul_pretrain", "synthetic:r"), ("paul", "synthetic:r")]

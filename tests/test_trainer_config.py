@@ -61,10 +61,11 @@ def test_configs_readme_lists_every_config() -> None:
 def test_every_method_has_its_three_configs_and_the_bases_are_shipped() -> None:
     names = {p.stem for p in CONFIGS}
     methods = ("supervised", "cluster_contrast", "aff_scl", "frifm_adl", "iics", "selective")
-    methods += ("mar",)
+    methods += ("mar", "paul")
     datasets = ("synthetic", "market1501", "dukemtmc")
     variants = {"frifm_adl_cluster_contrast_synthetic"}  # labelled variants, synthetic only
     variants |= {"mar_pretrain_synthetic", "mar_pretrain_msmt17"}  # MAR's first stage
+    variants |= {"paul_pretrain_synthetic", "paul_pretrain_msmt17"}  # PAUL's first stage
     assert names == {f"{m}_{d}" for m in methods for d in datasets} | variants
     assert [p.name for p in BASES] == ["_base_real.yaml", "_base_synthetic.yaml"]
     for base in BASES:  # a base is not a runnable config: it names no method
@@ -73,16 +74,23 @@ def test_every_method_has_its_three_configs_and_the_bases_are_shipped() -> None:
 
 
 @pytest.mark.parametrize(
-    "method", ["supervised", "cluster_contrast", "aff_scl", "frifm_adl", "iics", "selective", "mar"]
+    "method",
+    ["supervised", "cluster_contrast", "aff_scl", "frifm_adl", "iics", "selective", "mar", "paul"],
 )
 def test_dataset_configs_state_only_what_differs(method: str) -> None:
     """Each DukeMTMC-reID config is its Market-1501 config, plus the Duke eps where the
-    method's source changes it (AFF_SCL: 0.7; cluster-contrast's code keeps 0.6)."""
+    method's source changes it (AFF_SCL: 0.7; cluster-contrast's code keeps 0.6), or
+    PAUL's Duke scale and batch (the code: s = 5, 40 images)."""
     market = load_config(CONFIG_DIR / f"{method}_market1501.yaml").to_dict()
     duke = load_config(CONFIG_DIR / f"{method}_dukemtmc.yaml").to_dict()
     duke_raw = yaml.safe_load((CONFIG_DIR / f"{method}_dukemtmc.yaml").read_text())
     assert duke_raw["_base_"] == f"{method}_market1501.yaml"
-    if method != "aff_scl":
+    if method == "paul":
+        assert {k: v for k, v in duke_raw.items() if k != "_base_"} == {
+            "method": {"scale": 5.0}, "train": {"batch_size": 40},
+        }  # fmt: skip
+        assert (market["method"]["scale"], market["train"]["batch_size"]) == (15.0, 42)
+    elif method != "aff_scl":
         assert duke == market and set(duke_raw) == {"_base_"}
     else:
         assert duke_raw["method"] == {"eps": 0.7}

@@ -11,9 +11,10 @@ The resolved config is written to ``RUN_DIR/config.yaml``. ``--resume`` continue
 from ``RUN_DIR/checkpoint_last.pt`` (with ``RUN_DIR/config.yaml`` unless
 ``--config`` is given; ``--data`` and ``--reference`` default to the recorded ones).
 ``--reference FORMAT:PATH`` names the labelled auxiliary set of methods that train on
-one (MAR; ``reference:`` in the config); ``--init CKPT`` starts a new run from another
-run's encoder weights and method parameters (MAR's main stage from its ``pretrain``
-stage: the agents carry over)::
+one (MAR; PAUL's ``pretrain`` stage; ``reference:`` in the config); ``--init CKPT``
+starts a new run from another run's encoder weights and method parameters (MAR's main
+stage from its ``pretrain`` stage: the agents carry over; PAUL's unsupervised stage,
+which needs no ``--reference``, from its pre-training: the patch embedding layers)::
 
     python -m trainer train --config trainer/configs/mar_pretrain_synthetic.yaml \
         --data synthetic:data/synth --reference synthetic:data/ref --out runs/mar_pre
@@ -93,14 +94,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--reference",
         metavar="SPEC",
         help="labelled auxiliary (reference) dataset FORMAT:PATH with identities disjoint "
-        "from --data, for methods that use one (mar), e.g. msmt17:/data/MSMT17",
+        "from --data, for methods that use one (mar; paul's stage pretrain), e.g. "
+        "msmt17:/data/MSMT17",
     )
     train.add_argument(
         "--init",
         type=Path,
         metavar="CKPT",
         help="start from this checkpoint's encoder weights and method parameters (e.g. "
-        "mar's agents after its pretrain stage); optimiser and counters start fresh",
+        "mar's agents or paul's patch embeddings after their pretrain stage); optimiser "
+        "and counters start fresh",
     )
     train.add_argument("--out", type=Path, required=True, help="run directory (RUN_DIR)")
     train.add_argument(

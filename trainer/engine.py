@@ -233,6 +233,8 @@ class Trainer:
             self.preprocess, flip=tf.flip, pad=tf.pad, erasing_p=tf.erasing_p,
             color_jitter=tf.color_jitter,
         )  # fmt: skip
+        self.views = method.view_transforms(self.transform)
+        """Extra views of each target image the method asks for (PAUL: ``positive``)."""
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp)
         self.state = TrainState()
         self.step_module: nn.Module = StepModule(method)
@@ -413,7 +415,9 @@ class Trainer:
                     rank=self.dist.rank,
                     world_size=self.dist.world_size,
                 ),
-                ImageDataset(self.records, self.transform, labels=labels, seed=t.seed),
+                ImageDataset(
+                    self.records, self.transform, labels=labels, seed=t.seed, views=self.views
+                ),
                 epoch,
                 "batch_size",
             )
@@ -444,7 +448,9 @@ class Trainer:
             sampler: PKSampler = PKCameraSampler(labels, self.camids, **common)
         else:
             sampler = PKSampler(labels, **common)
-        dataset = ImageDataset(self.records, self.transform, labels=labels, seed=t.seed)
+        dataset = ImageDataset(
+            self.records, self.transform, labels=labels, seed=t.seed, views=self.views
+        )
         return self._loader(sampler, dataset, epoch, "batch_size")
 
     def make_reference_loader(self, epoch: int, iters: int | None) -> DataLoader:
@@ -516,7 +522,9 @@ class Trainer:
         images_seen = 0
         start = time.perf_counter()
         for i, samples in enumerate(zip(*loaders.values(), strict=True)):
-            self.schedule.apply(self.optimizer, epoch + i / self.steps_this_epoch)
+            self.schedule.apply(
+                self.optimizer, epoch + i / self.steps_this_epoch, self.method.lr_factor
+            )
             batch = {name: self._to_device(s) for name, s in zip(names, samples, strict=True)}
             with autocast:
                 out = StepOutput(**self.step_module(batch))
@@ -672,16 +680,18 @@ def build_trainer(
             "use an unsupervised method (e.g. cluster_contrast) or a labelled dataset"
         )
     cls = method_class(name)
-    if cls.uses_reference and reference is None:
+    wants_reference = cls.needs_reference(config.method.params)
+    if wants_reference and reference is None:
         raise TrainerError(
             f"method {name!r} trains on a labelled reference set beside the target: pass "
             "--reference FORMAT:PATH (identities disjoint from the target's, e.g. "
             "msmt17:/data/MSMT17, or a second synthetic set)"
         )
-    if reference is not None and not cls.uses_reference:
+    if reference is not None and not wants_reference:
+        stage = " with these settings" if cls.uses_reference else ""
         raise TrainerError(
-            f"method {name!r} does not use a reference set; drop --reference "
-            "(reference.spec) or choose a method that does (mar)"
+            f"method {name!r}{stage} does not use a reference set; drop --reference "
+            "(reference.spec) or choose a method that does (mar, paul's stage pretrain)"
         )
     ref_set = None
     if reference is not None:
@@ -704,7 +714,10 @@ def build_trainer(
     encoder.to(device)
     method = build_method(name, encoder, config.method.params, info).to(device)
     o = config.optim
-    groups = param_groups(encoder, method.extra_parameters(), o.lr, o.backbone_lr_mult)
+    groups = param_groups(
+        encoder, method.extra_parameters(), o.lr, o.backbone_lr_mult,
+        own=method.encoder_param_groups(),
+    )  # fmt: skip
     optimizer = build_optimizer(
         groups, o.name, lr=o.lr, weight_decay=o.weight_decay, momentum=o.momentum,
         nesterov=o.nesterov,

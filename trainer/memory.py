@@ -25,13 +25,21 @@ any size (the buffer takes the saved shape).
 * :class:`MixtureMemory`: selective contrast's mixture bank ``[N, D]``, zero at the
   start, written by every anchor ``i`` into each of its positive slots ``j``:
   ``M_j <- normalise((M_j + x_i) / 2)``.
+* :class:`PatchMemory`: PAUL's per-image memories ``[N, P, d]`` (patch features, or the
+  per-patch projections of IPFL's centres): an image's first value is stored as it is,
+  then ``w <- m w + (1 - m) x`` (``m`` = 0.9), never renormalised; ``seen`` marks the
+  slots written so far. :meth:`PatchMemory.updated` gives the values a batch would
+  leave without writing them, so a method can use them in its loss ("updated before
+  the loss") and write the same rule in ``after_step``.
 
 AFF_SCL: Wu, Yang and Wang, "Unsupervised Person Re-Identification with
 Attention-Guided Fine-Grained Features and Symmetric Contrast Learning" (Sensors
 2022); equation numbers are that paper's. Selective contrast: Pang et al., "Fully
 Unsupervised Person Re-Identification via Selective Contrastive Learning" (ACM TOMM
 2022), as its reference code (pangbo1997/Unsup_ReID ``engine/memory_bank.py``,
-``engine/loss.py``).
+``engine/loss.py``). PAUL: Yang et al., "Patch-based Discriminative Feature Learning for
+Unsupervised Person Re-identification" (CVPR 2019), eq. (1), as its reference code
+(QizeYang/PAUL ``src/loss/smooth.py``).
 """
 
 from __future__ import annotations
@@ -49,6 +57,7 @@ __all__ = [
     "HardSampleMemory",
     "InstanceMemory",
     "MixtureMemory",
+    "PatchMemory",
     "cluster_means",
 ]
 
@@ -311,3 +320,82 @@ class MixtureMemory(nn.Module):
 
     def extra_repr(self) -> str:
         return f"slots={self.num_slots}, dim={self.dim}"
+
+
+class PatchMemory(nn.Module):
+    """One running average per train image: ``features [N, *shape]`` and ``seen [N]``.
+
+    ``momentum`` is the weight of the old value (PAUL: 0.9, the code's ``1 - mm``). A
+    slot's first write stores the value; later writes blend it in; nothing is
+    renormalised (the paper's eq. (1)). :meth:`fill` writes every slot at once (PAUL's
+    pass over the train set before training).
+    """
+
+    def __init__(self, num_slots: int, shape: int | Sequence[int], momentum: float) -> None:
+        super().__init__()
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"momentum must be in [0, 1], got {momentum}")
+        self.shape = (int(shape),) if isinstance(shape, int) else tuple(int(s) for s in shape)
+        self.momentum = float(momentum)
+        self.register_buffer("features", torch.zeros(int(num_slots), *self.shape))
+        self.register_buffer("seen", torch.zeros(int(num_slots), dtype=torch.bool))
+
+    @property
+    def num_slots(self) -> int:
+        return int(self.features.shape[0])
+
+    @property
+    def ready(self) -> bool:
+        """Whether every slot has been written."""
+        return bool(self.seen.all())
+
+    def _check(self, indices: Tensor, values: Tensor) -> Tensor:
+        indices = indices.to(self.features.device).long().reshape(-1)
+        if list(values.shape) != [len(indices), *self.shape]:
+            expected = [len(indices), *self.shape]
+            raise ValueError(f"expected values {expected}, got {list(values.shape)}")
+        if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= self.num_slots):
+            raise ValueError(f"slot indices must be in [0, {self.num_slots})")
+        return indices
+
+    @torch.no_grad()
+    def fill(self, values: Tensor) -> None:
+        """Write every slot (``[N, *shape]``) and mark all seen."""
+        if list(values.shape) != [self.num_slots, *self.shape]:
+            expected = [self.num_slots, *self.shape]
+            raise ValueError(f"expected values {expected}, got {list(values.shape)}")
+        self.features.copy_(values.detach().to(self.features))
+        self.seen.fill_(True)
+
+    @torch.no_grad()
+    def updated(self, indices: Tensor, values: Tensor) -> Tensor:
+        """``[B, *shape]``: each batch row's slot after writing ``values`` in batch order
+        (an image twice in the batch gets its final value in both rows); nothing is
+        written."""
+        indices = self._check(indices, values)
+        values = values.detach().to(self.features)
+        m = self.momentum
+        if int(torch.unique(indices).numel()) == len(indices):
+            old, seen = self.features[indices], self.seen[indices]
+            seen = seen.view(-1, *([1] * len(self.shape)))
+            return torch.where(seen, m * old + (1.0 - m) * values, values)
+        state: dict[int, Tensor] = {}
+        for row, value in zip(indices.tolist(), values, strict=True):
+            if row in state:
+                state[row] = m * state[row] + (1.0 - m) * value
+            elif bool(self.seen[row]):
+                state[row] = m * self.features[row] + (1.0 - m) * value
+            else:
+                state[row] = value
+        return torch.stack([state[row] for row in indices.tolist()])
+
+    @torch.no_grad()
+    def update(self, indices: Tensor, values: Tensor) -> None:
+        """Write ``values`` ``[B, *shape]`` into the slots ``indices`` (the rule above)."""
+        indices = self._check(indices, values)
+        new = self.updated(indices, values)
+        self.features[indices] = new  # duplicates carry the same final value
+        self.seen[indices] = True
+
+    def extra_repr(self) -> str:
+        return f"slots={self.num_slots}, shape={self.shape}, momentum={self.momentum}"

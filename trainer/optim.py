@@ -7,7 +7,7 @@ so resuming needs no scheduler state beyond the epoch and iteration counters.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 import torch
@@ -22,17 +22,27 @@ def param_groups(
     extra: Iterable[nn.Parameter],
     lr: float,
     backbone_lr_mult: float = 1.0,
+    own: Mapping[str, tuple[Sequence[nn.Parameter], float]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Groups ``backbone`` (``lr * backbone_lr_mult``), ``head`` (rest of the encoder)
-    and ``method`` (the method's own trainable parameters); empty groups are left out."""
+    """Groups ``backbone`` (``lr * backbone_lr_mult``), ``head`` (rest of the encoder),
+    ``method`` (the method's own trainable parameters) and one group per entry of ``own``
+    (name -> (encoder parameters, lr multiplier), taken out of ``backbone`` / ``head``;
+    PAUL's patch generator); frozen parameters and empty groups are left out."""
+    own = dict(own or {})
+    reserved = {"backbone", "head", "method"} & set(own)
+    if reserved:
+        raise ValueError(f"parameter group names {sorted(reserved)} are reserved")
+    own_ids = {id(p) for params, _ in own.values() for p in params}
     backbone = getattr(encoder, "backbone", None)
     backbone_ids = {id(p) for p in backbone.parameters()} if backbone is not None else set()
-    trainable = [p for p in encoder.parameters() if p.requires_grad]
-    groups = [
+    trainable = [p for p in encoder.parameters() if p.requires_grad and id(p) not in own_ids]
+    groups = [  # own groups first: logs report the last group's lr (head or method)
+        *((name, [p for p in params if p.requires_grad], lr * mult)
+          for name, (params, mult) in own.items()),
         ("backbone", [p for p in trainable if id(p) in backbone_ids], lr * backbone_lr_mult),
         ("head", [p for p in trainable if id(p) not in backbone_ids], lr),
         ("method", [p for p in extra if p.requires_grad], lr),
-    ]
+    ]  # fmt: skip
     return [
         {"name": name, "params": params, "lr": group_lr, "initial_lr": group_lr}
         for name, params, group_lr in groups
@@ -111,11 +121,18 @@ class LRSchedule:
             main *= self.warmup_factor + (1.0 - self.warmup_factor) * alpha
         return main
 
-    def apply(self, optimizer: torch.optim.Optimizer, t: float) -> float:
-        """Set every group's lr to ``initial_lr * factor(t)``; returns the factor."""
+    def apply(
+        self,
+        optimizer: torch.optim.Optimizer,
+        t: float,
+        group_factor: Callable[[str, float], float] | None = None,
+    ) -> float:
+        """Set every group's lr to ``initial_lr * factor(t)`` (times ``group_factor(name,
+        t)`` when given, e.g. ``Method.lr_factor``); returns the factor."""
         factor = self.factor(t)
         for group in optimizer.param_groups:
-            group["lr"] = group["initial_lr"] * factor
+            extra = group_factor(group.get("name", ""), t) if group_factor is not None else 1.0
+            group["lr"] = group["initial_lr"] * factor * extra
         return factor
 
     def state_dict(self) -> dict[str, Any]:

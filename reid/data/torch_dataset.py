@@ -10,12 +10,16 @@ cluster-contrast's 200 iterations revisit every image several times) is then
 augmented differently each time, and since the epoch travels inside the key,
 ``persistent_workers=True`` is safe. Plain integer indices use ``draw = 0`` and the
 epoch set with :meth:`ImageDataset.set_epoch`.
+
+Extra views (``views``, e.g. PAUL's surrogate positive) are further transforms of the
+same image, each with its own generator ``(seed, epoch, index, draw, v)`` (``v = 1, 2,
+...`` in the order given), so adding a view never changes the main image's draw.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -45,7 +49,8 @@ class ImageDataset(Dataset[dict[str, Any]]):
     them the label is the record's pid, or ``-1`` for unlabeled records. The
     transform is called as ``transform(image, rng)`` when it takes an ``rng``
     argument (every transform of :mod:`reid.data.transforms` does), else
-    ``transform(image)``.
+    ``transform(image)``. ``views`` (name -> transform) add one more tensor per name,
+    made from the same decoded image (see the module docstring).
     """
 
     def __init__(
@@ -54,9 +59,14 @@ class ImageDataset(Dataset[dict[str, Any]]):
         transform: Transform,
         labels: Sequence[int] | np.ndarray | None = None,
         seed: int = 0,
+        views: Mapping[str, Transform] | None = None,
     ) -> None:
         if labels is not None and len(labels) != len(records):
             raise ValueError(f"got {len(labels)} labels for {len(records)} records")
+        self.views = dict(views or {})
+        taken = {"image", "index", "label", "camid"} & set(self.views)
+        if taken:
+            raise ValueError(f"view names {sorted(taken)} are taken by the sample's own keys")
         self.records = list(records)
         self.transform = transform
         self.labels = (
@@ -66,7 +76,9 @@ class ImageDataset(Dataset[dict[str, Any]]):
         )
         self.seed = seed
         self.epoch = 0
-        self._pass_rng = _accepts_rng(transform)
+        self._takes_rng = {
+            name: _accepts_rng(t) for name, t in [("image", transform), *self.views.items()]
+        }
 
     def set_epoch(self, epoch: int) -> None:
         """Epoch used to seed augmentation of plain integer indices."""
@@ -82,12 +94,13 @@ class ImageDataset(Dataset[dict[str, Any]]):
             raise IndexError(f"index {key.index} out of range for {len(self.records)} records")
         record = self.records[key.index]
         image = read_image_rgb(record.path)
+        seed = [self.seed, key.epoch, key.index, key.draw]
         try:
-            if self._pass_rng:
-                rng = np.random.default_rng([self.seed, key.epoch, key.index, key.draw])
-                tensor = self.transform(image, rng)
-            else:
-                tensor = self.transform(image)
+            tensor = _apply(self.transform, image, seed, self._takes_rng["image"])
+            extra = {
+                name: _apply(view, image, [*seed, number], self._takes_rng[name])
+                for number, (name, view) in enumerate(self.views.items(), start=1)
+            }
         except PreprocessError as exc:
             raise DatasetError(f"{record.path}: cannot preprocess image ({exc})") from exc
         return {
@@ -95,6 +108,7 @@ class ImageDataset(Dataset[dict[str, Any]]):
             "index": key.index,
             "label": self.labels[key.index],
             "camid": record.camid,
+            **extra,
         }
 
 
@@ -165,6 +179,15 @@ def make_eval_loader(
         pin_memory=pin_memory,
         drop_last=False,
     )
+
+
+def _apply(
+    transform: Transform, image: np.ndarray, seed: list[int], takes_rng: bool
+) -> torch.Tensor:
+    """``transform(image, rng)`` with a generator from ``seed``, or ``transform(image)``."""
+    if takes_rng:
+        return transform(image, np.random.default_rng(seed))
+    return transform(image)
 
 
 def _accepts_rng(transform: Transform) -> bool:

@@ -10,6 +10,11 @@ With every augmentation off, :func:`build_train_transform` returns exactly the t
 of :func:`reid.preprocess.preprocess_image`. The pipeline order follows
 cluster-contrast: resize -> flip -> pad + crop -> (colour jitter) -> normalise ->
 random erasing.
+
+:func:`build_surrogate_transform` makes PAUL's surrogate positive of an image (Yang et
+al., "Patch-based Discriminative Feature Learning for Unsupervised Person
+Re-identification", CVPR 2019): colour jitter (with hue), a small rotation and a crop
+of 70-95 % of the area on the original image, then the training pipeline.
 """
 
 from __future__ import annotations
@@ -77,20 +82,30 @@ class RandomPadCrop:
 
 
 class ColorJitter:
-    """Random brightness, contrast and saturation, each factor in ``[1 - s, 1 + s]``.
+    """Random brightness, contrast and saturation, each factor in ``[1 - s, 1 + s]``, and
+    optionally a hue shift by a fraction in ``[-hue, hue]`` of the colour circle.
 
     Applied in that fixed order on the uint8 image (rounded back to uint8), like
     torchvision's ``ColorJitter`` on PIL images; keep strengths mild (<= 0.4) for re-ID.
+    ``hue`` (at most 0.5) rotates the hue channel of OpenCV's HSV (0..179); 0 draws
+    nothing, so the random stream of the other three is unchanged.
     """
 
     def __init__(
-        self, brightness: float = 0.2, contrast: float = 0.2, saturation: float = 0.2
+        self,
+        brightness: float = 0.2,
+        contrast: float = 0.2,
+        saturation: float = 0.2,
+        hue: float = 0.0,
     ) -> None:
         strengths = {"brightness": brightness, "contrast": contrast, "saturation": saturation}
         for name, value in strengths.items():
             if not 0.0 <= value < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {value}")
+        if not 0.0 <= hue <= 0.5:
+            raise ValueError(f"hue must be in [0, 0.5], got {hue}")
         self.brightness, self.contrast, self.saturation = brightness, contrast, saturation
+        self.hue = hue
 
     def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         x = image.astype(np.float32)
@@ -102,7 +117,62 @@ class ColorJitter:
         if self.saturation:
             grey = (x @ _GREY)[..., None]
             x = np.clip((x - grey) * _factor(rng, self.saturation) + grey, 0, 255)
-        return np.rint(x).astype(np.uint8)
+        out = np.rint(x).astype(np.uint8)
+        if self.hue:
+            shift = float(rng.uniform(-self.hue, self.hue))
+            hsv = cv2.cvtColor(np.ascontiguousarray(out), cv2.COLOR_RGB2HSV)
+            turned = (hsv[..., 0].astype(np.int32) + round(shift * 180)) % 180
+            hsv[..., 0] = turned.astype(np.uint8)
+            out = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+        return out
+
+
+class RandomRotation:
+    """Rotate about the centre by an angle drawn uniformly from ``[-degrees, degrees]``.
+
+    The canvas keeps its size; uncovered corners are black and pixels are taken by
+    nearest neighbour (torchvision ``RandomRotation``'s defaults).
+    """
+
+    def __init__(self, degrees: float = 10.0) -> None:
+        if not 0.0 <= degrees <= 180.0:
+            raise ValueError(f"degrees must be in [0, 180], got {degrees}")
+        self.degrees = degrees
+
+    def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        angle = float(rng.uniform(-self.degrees, self.degrees))
+        if not self.degrees:
+            return image
+        height, width = image.shape[:2]
+        matrix = cv2.getRotationMatrix2D(((width - 1) / 2, (height - 1) / 2), angle, 1.0)
+        return cv2.warpAffine(
+            image, matrix, (width, height), flags=cv2.INTER_NEAREST,
+            borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0),
+        )  # fmt: skip
+
+
+class RandomAreaCrop:
+    """Crop a random window holding a fraction ``a ~ U(area)`` of the image's area.
+
+    The width is drawn from ``[a * W, W]`` and the height follows (``a * W * H / w``,
+    so it never exceeds ``H``); the window is placed uniformly. The crop keeps its own
+    size: a later :class:`Resize` brings it to the model size.
+    """
+
+    def __init__(self, area: tuple[float, float] = (0.70, 0.95)) -> None:
+        if not 0.0 < area[0] <= area[1] <= 1.0:
+            raise ValueError(f"area must satisfy 0 < low <= high <= 1, got {area}")
+        self.area = (float(area[0]), float(area[1]))
+
+    def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        height, width = image.shape[:2]
+        share = float(rng.uniform(*self.area))
+        w = int(rng.uniform(round(share * width), width))
+        w = min(max(w, 1), width)
+        h = min(max(int(share * height * width / w), 1), height)
+        top = int(rng.integers(0, height - h + 1))
+        left = int(rng.integers(0, width - w + 1))
+        return np.ascontiguousarray(image[top : top + h, left : left + w])
 
 
 class Normalize:
@@ -247,6 +317,25 @@ def build_train_transform(
     if erasing_p:
         steps.append(RandomErasing(erasing_p, fill=erasing_fill))
     return Compose(steps, seed=seed)
+
+
+def build_surrogate_transform(
+    base: Compose,
+    *,
+    jitter: tuple[float, float, float, float] = (0.2, 0.2, 0.2, 0.1),
+    degrees: float = 10.0,
+    area: tuple[float, float] = (0.70, 0.95),
+) -> Compose:
+    """PAUL's surrogate positive: colour jitter ``(brightness, contrast, saturation,
+    hue)``, a rotation within ``+-degrees`` and a crop of ``area`` of the image, applied to
+    the original image before the training pipeline ``base`` (which resizes it).
+
+    Defaults are the reference code's (QizeYang/PAUL: ``ColorJitter(0.2, 0.2, 0.2, 0.1)``,
+    ``RandomRotation(10)``, a crop of 0.70-0.95 of the area). Deterministic for a given
+    generator, like every step here.
+    """
+    steps: list[Step] = [ColorJitter(*jitter), RandomRotation(degrees), RandomAreaCrop(area)]
+    return Compose([*steps, *base.steps])
 
 
 def build_eval_transform(config: PreprocessConfig) -> EvalTransform:

@@ -21,6 +21,7 @@ from trainer.methods import (  # noqa: F401
     frifm_adl,
     iics,
     mar,
+    paul,
     selective,
     supervised,
 )

@@ -42,8 +42,19 @@ What the loop guarantees and expects (``trainer.engine``; additions to the above
   between epochs; trainable parameters must keep their shape (the optimiser holds them).
 * Losses are summed in float32; AMP autocast (CUDA) wraps ``training_step``.
 * ``--init CKPT`` starts a run from another run's checkpoint: the encoder's weights and
-  what ``init_from_state`` takes from the saved method state (default: the trainable
+  what ``init_from_state`` takes from the saved method state (default: the method
   parameters whose names match, e.g. MAR's agents), not the optimiser or counters.
+* ``needs_reference(params)`` (default ``uses_reference``) decides per configuration
+  whether ``--reference`` is required (and refused otherwise): PAUL's unsupervised stage
+  needs none, its ``pretrain`` stage does.
+* ``view_transforms(base)``: extra views of each target image the loader adds beside
+  ``image`` (PAUL's surrogate positive, ``batch["target"]["positive"]``), each with its
+  own seeded generator (``reid.data.torch_dataset``).
+* ``encoder_param_groups()`` puts encoder parameters in their own optimiser groups (PAUL's
+  patch generator) and ``lr_factor(group, epoch)`` scales a group's learning rate on top
+  of the schedule (a pure function of the fractional epoch, so resumes match). Encoder
+  parameters a method freezes (``requires_grad_(False)`` in ``__init__``) are left out of
+  the optimiser.
 """
 
 from __future__ import annotations
@@ -57,6 +68,7 @@ import torch
 from torch import nn
 
 from reid.data.base import ImageRecord
+from reid.data.transforms import Compose
 from trainer.config import Params
 
 T = TypeVar("T")
@@ -176,6 +188,27 @@ class Method(nn.Module):
         self.encoder = encoder
         self.params = params
         self.info = info
+
+    @classmethod
+    def needs_reference(cls, params: Params) -> bool:
+        """Whether a run with ``params`` trains on a reference set (``--reference``):
+        required when true, refused when false. Default ``uses_reference``."""
+        return cls.uses_reference
+
+    def view_transforms(self, base: Compose) -> dict[str, Callable[..., torch.Tensor]]:
+        """Extra views of each target image, by batch key, built from the loop's training
+        transform ``base`` (default none)."""
+        return {}
+
+    def encoder_param_groups(self) -> dict[str, tuple[list[nn.Parameter], float]]:
+        """Encoder parameters that get their own optimiser group: name -> (parameters,
+        learning-rate multiplier of ``optim.lr``). Default none."""
+        return {}
+
+    def lr_factor(self, group: str, epoch: float) -> float:
+        """Factor on optimiser group ``group``'s learning rate at fractional ``epoch``, on
+        top of the schedule (default 1)."""
+        return 1.0
 
     def wants_features(self, epoch: int) -> bool:
         """Whether the loop extracts the train-set features before ``prepare_epoch`` of
