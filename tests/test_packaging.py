@@ -61,7 +61,7 @@ def test_pyproject_packages_and_extras_match_the_layout() -> None:
     include = project["tool"]["setuptools"]["packages"]["find"]["include"]
     assert sorted(p.rstrip("*") for p in include) == sorted(PACKAGES)
     extras = project["project"]["optional-dependencies"]
-    assert {"gpu", "dev"} <= set(extras)
+    assert {"gpu", "dev", "milvus"} <= set(extras)
     assert any(dep.startswith("tensorrt") for dep in extras["gpu"])
     torch = [d for d in project["project"]["dependencies"] if d.startswith("torch")]
     assert torch and "<" in torch[0], "torch must be bounded so a CPU machine gets the local wheel"
@@ -120,7 +120,8 @@ def test_the_lock_pins_every_dependency_of_both_distributions() -> None:
     for path in (REPO / "pyproject.toml", REPO / "client" / "pyproject.toml"):
         project = tomllib.loads(path.read_text())["project"]
         wanted |= _requirement_names(project["dependencies"])
-        wanted |= _requirement_names(project.get("optional-dependencies", {}).get("dev", []))
+        for extra in ("dev", "milvus"):  # the extras `make test` installs
+            wanted |= _requirement_names(project.get("optional-dependencies", {}).get(extra, []))
     wanted -= {"torch", "reid-client"}  # torch: constraints/cpu.txt / gpu.txt pin it
     locked = _locked()
     missing = sorted(wanted - set(locked))
