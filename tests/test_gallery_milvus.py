@@ -26,6 +26,7 @@ from live_server import LiveServer
 from milvus_server import MilvusServer, free_port, milvus_executable
 from test_server_live import crop
 
+import reid.gallery.milvus
 from reid.gallery import (
     EntryMetadata,
     Gallery,
@@ -50,12 +51,16 @@ def unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="module")
-def milvus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MilvusServer]:
+def need_pymilvus() -> None:
     try:
         import pymilvus  # noqa: F401
     except ImportError:
         unavailable("pymilvus is not installed (pip install '.[milvus]')")
+
+
+@pytest.fixture(scope="module")
+def milvus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MilvusServer]:
+    need_pymilvus()
     executable = milvus_executable()
     if executable is None:
         unavailable("no milvus-server launcher: run `bash scripts/install_milvus.sh`")
@@ -130,7 +135,7 @@ def test_a_key_always_maps_to_the_same_positive_63_bit_id() -> None:
 
 
 def test_an_unreachable_milvus_makes_an_unavailable_gallery_not_a_crash(tmp_path: Path) -> None:
-    pytest.importorskip("pymilvus")
+    need_pymilvus()
     url = f"milvus://127.0.0.1:{free_port()}/nothing_here"
     with MilvusGallery.open(url, DIM, thumbnail_dir=tmp_path, timeout=1) as gallery:
         assert not gallery.is_available()
@@ -220,8 +225,10 @@ def test_full_rankings_and_metadata_match_faiss(pair) -> None:
         assert m.metadata == f.metadata and m.has_thumbnail == f.has_thumbnail
 
 
-def test_get_page_embeddings_thumbnails_and_stats_match_faiss(pair) -> None:
+def test_get_page_embeddings_thumbnails_and_stats_match_faiss(pair, monkeypatch) -> None:
     faiss, remote, f_pos, m_pos = pair
+    # Walk the ids in steps of 16, so pages and stats cross many steps (as beyond 16,384).
+    monkeypatch.setattr(reid.gallery.milvus, "SCAN_BATCH", 16)
     m_ids = sorted(m_pos, key=m_pos.get)
     f_ids = sorted(f_pos, key=f_pos.get)
     got = remote.get([m_ids[5], 123, m_ids[10]])
@@ -268,6 +275,39 @@ def test_keys_make_adds_idempotent_and_deletes_never_come_back(milvus, tmp_path)
 # -- the served path ------------------------------------------------------------------------
 
 
+def test_the_served_evaluation_gives_the_same_cmc_and_map_as_offline(
+    milvus, tiny_synthetic, tmp_path
+) -> None:
+    """The served-path evaluation (upload, full rankings over HTTP, removal) on a Milvus
+    gallery equals the offline protocol, as it does on FAISS (test_gallery_evaluate)."""
+    from fastapi.testclient import TestClient
+    from test_gallery_evaluate import DIM as EVAL_DIM
+    from test_gallery_evaluate import PoolRuntime, assert_close, reference
+
+    from gallery.evaluate import evaluate_served
+    from reid.data import load_dataset
+    from reid_client import ReIDClient
+    from server.http import create_app
+    from server.service import SearchService
+    from server.settings import ServerSettings
+
+    dataset, runtime = load_dataset(f"synthetic:{tiny_synthetic}"), PoolRuntime()
+    settings = ServerSettings(max_images=16, grpc=False)
+    gallery = MilvusGallery.open(
+        collection_url(milvus), EVAL_DIM, thumbnail_dir=tmp_path, index="flat", wait=True
+    )
+    with TestClient(create_app(settings, SearchService(runtime, gallery, settings))) as http:
+        client = ReIDClient("http://testserver", client=http)
+        client.wait_ready(timeout=10)
+        evaluation = evaluate_served(
+            client, dataset, offline_model=runtime, batch=16, progress=False, log=lambda m: None
+        )
+        assert client.stats().size == 0  # the upload was removed again
+    expected, _, _ = reference(dataset, runtime)
+    assert_close(evaluation.served, expected)
+    assert evaluation.passed
+
+
 def start_server(url: str, thumbs: Path, log: Path) -> LiveServer:
     return LiveServer(url, "--thumbnail-dir", str(thumbs), "--no-grpc", log=log)  # type: ignore[arg-type]
 
@@ -312,7 +352,7 @@ def test_two_servers_on_one_collection_see_each_others_writes(milvus, tmp_path) 
 
 
 def test_a_server_whose_milvus_is_down_answers_503_with_a_message(tmp_path) -> None:
-    pytest.importorskip("pymilvus")
+    need_pymilvus()
     url = f"milvus://127.0.0.1:{free_port()}/down"
     server = start_server(url, tmp_path / "thumbs", tmp_path / "down.log")
     try:

@@ -72,6 +72,7 @@ SCHEME = "milvus://"
 MAX_TOPK = 16_384  # Milvus's limit on k and on offset + limit of one query
 _TEXT = 65_535  # longest VARCHAR
 _QUERY_BATCH = 4_096  # ids per ``id in [...]`` query
+SCAN_BATCH = MAX_TOPK  # entities per step of an id-ordered walk (``id > last``)
 _META_FIELDS = [
     "id",
     "camera",
@@ -594,7 +595,7 @@ class MilvusGallery:
         while len(entries) < limit and skip + len(entries) < total:
             where = f"id > {last}" + (f" && {expr}" if expr else "")
             batch = sorted(
-                self._query(where, ["id"], limit=MAX_TOPK), key=lambda row: int(row["id"])
+                self._query(where, ["id"], limit=SCAN_BATCH), key=lambda row: int(row["id"])
             )
             if not batch:
                 break
@@ -637,7 +638,7 @@ class MilvusGallery:
         while True:
             batch = self._query(
                 f"id > {last}", ["id", "camera", "timestamp", "has_time", "thumbnail"],
-                limit=MAX_TOPK,
+                limit=SCAN_BATCH,
             )  # fmt: skip
             if not batch:
                 break
