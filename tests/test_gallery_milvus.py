@@ -6,8 +6,10 @@ without filters. Then the served path: two ``python -m server`` processes on one
 collection, a Milvus restart in the middle of a stream of adds, and a server whose
 Milvus is down (503, never 500).
 
-Without a Milvus launcher (``scripts/install_milvus.sh``) or pymilvus these tests skip
-with the reason; in CI (``CI=true``) they fail instead.
+The tests that start Milvus or servers are marked ``slow`` (about 2.5 minutes in all on
+2 cores, most of it Milvus's start and restart). Without a Milvus launcher
+(``scripts/install_milvus.sh``) or pymilvus these tests skip with the reason; in CI
+(``CI=true``) they fail instead.
 """
 
 from __future__ import annotations
@@ -176,6 +178,7 @@ def pair(
     remote.close()
 
 
+@pytest.mark.slow
 def test_both_galleries_implement_the_gallery_interface(pair) -> None:
     faiss, remote, _, _ = pair
     assert isinstance(faiss, GalleryBackend) and isinstance(remote, GalleryBackend)
@@ -199,6 +202,7 @@ FILTERS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", FILTERS)
 def test_milvus_flat_ranks_exactly_like_faiss_flat(pair, name: str) -> None:
     faiss, remote, f_pos, m_pos = pair
@@ -213,6 +217,7 @@ def test_milvus_flat_ranks_exactly_like_faiss_flat(pair, name: str) -> None:
                 assert len(m_ids) == k
 
 
+@pytest.mark.slow
 def test_full_rankings_and_metadata_match_faiss(pair) -> None:
     faiss, remote, f_pos, m_pos = pair
     query = np.random.default_rng(2).standard_normal((1, DIM))
@@ -225,6 +230,7 @@ def test_full_rankings_and_metadata_match_faiss(pair) -> None:
         assert m.metadata == f.metadata and m.has_thumbnail == f.has_thumbnail
 
 
+@pytest.mark.slow
 def test_get_page_embeddings_thumbnails_and_stats_match_faiss(pair, monkeypatch) -> None:
     faiss, remote, f_pos, m_pos = pair
     # Walk the ids in steps of 16, so pages and stats cross many steps (as beyond 16,384).
@@ -251,6 +257,7 @@ def test_get_page_embeddings_thumbnails_and_stats_match_faiss(pair, monkeypatch)
         assert m_stats[field] == f_stats[field], field
 
 
+@pytest.mark.slow
 def test_keys_make_adds_idempotent_and_deletes_never_come_back(milvus, tmp_path) -> None:
     url = collection_url(milvus)
     with MilvusGallery.open(url, DIM, thumbnail_dir=tmp_path, wait=True) as gallery:
@@ -275,6 +282,7 @@ def test_keys_make_adds_idempotent_and_deletes_never_come_back(milvus, tmp_path)
 # -- the served path ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_served_evaluation_gives_the_same_cmc_and_map_as_offline(
     milvus, tiny_synthetic, tmp_path
 ) -> None:
@@ -323,6 +331,7 @@ def search_crop(client: httpx.Client, seed: int) -> httpx.Response:
     return client.post("/v1/search", files=files, data={"k": "1"})
 
 
+@pytest.mark.slow
 def test_two_servers_on_one_collection_see_each_others_writes(milvus, tmp_path) -> None:
     url, thumbs = collection_url(milvus), tmp_path / "thumbs"
     first = start_server(url, thumbs, tmp_path / "a.log").wait_ready()
@@ -351,6 +360,7 @@ def test_two_servers_on_one_collection_see_each_others_writes(milvus, tmp_path) 
         second.stop()
 
 
+@pytest.mark.slow
 def test_a_server_whose_milvus_is_down_answers_503_with_a_message(tmp_path) -> None:
     need_pymilvus()
     url = f"milvus://127.0.0.1:{free_port()}/down"
@@ -376,6 +386,7 @@ def test_a_server_whose_milvus_is_down_answers_503_with_a_message(tmp_path) -> N
         server.stop()
 
 
+@pytest.mark.slow
 def test_a_milvus_restart_mid_stream_loses_no_acknowledged_add(milvus, tmp_path) -> None:
     """Last in the module: it restarts the module's Milvus."""
     server = start_server(collection_url(milvus), tmp_path / "thumbs", tmp_path / "s.log")
