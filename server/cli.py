@@ -36,7 +36,14 @@ class StartupError(Exception):
     """A reason the server cannot start; printed as one line, exit code 2."""
 
 
-METAVARS = {"Path": "DIR", "int": "N", "float": "NUMBER", "str": "TEXT", "SecretStr": "KEY"}
+METAVARS = {
+    "Path": "DIR",
+    "{Path,str}": "DIR|URL",  # --gallery: a directory or milvus://HOST:PORT/COLLECTION
+    "int": "N",
+    "float": "NUMBER",
+    "str": "TEXT",
+    "SecretStr": "KEY",
+}
 """Help placeholders by field type (pydantic-settings would show the type's name)."""
 
 
