@@ -33,6 +33,7 @@ from reid.gallery import (
     EntryMetadata,
     Gallery,
     GalleryBackend,
+    GalleryError,
     GalleryUnavailableError,
     MilvusGallery,
     SearchFilters,
@@ -145,6 +146,8 @@ def test_an_unreachable_milvus_makes_an_unavailable_gallery_not_a_crash(tmp_path
             gallery.search(np.ones((1, DIM)), 5)
         with pytest.raises(GalleryUnavailableError):
             gallery.add(np.ones((1, DIM)), [EntryMetadata(camera=1)])
+        with pytest.raises(GalleryError, match="shape"):  # bad input stays bad input
+            gallery.add(np.ones((1, DIM + 1)), [EntryMetadata(camera=1)])
 
 
 # -- the library on a real Milvus ---------------------------------------------------------

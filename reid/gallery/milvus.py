@@ -342,6 +342,13 @@ class MilvusGallery:
         self.dim = int(self._wanted_dim)
         log.info("%s: created (dim %d, index %s)", self.directory, self.dim, self._index_kind)
 
+    def _known_dim(self) -> int:
+        """The dimension, from the model or (opened without one) from the collection: bad
+        input is refused as such (400) even while Milvus is down, when the dim is known."""
+        if not self.dim:
+            self._connected()
+        return self.dim
+
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """``client.method(...)`` at Strong consistency; connection failures ->
         ``GalleryUnavailableError`` (and the next call reconnects)."""
@@ -395,8 +402,7 @@ class MilvusGallery:
         is not added again: its id is the stored entry's.
         """
         self._check_open()
-        self._connected()
-        vectors = _normalised(embeddings, self.dim, "embeddings")
+        vectors = _normalised(embeddings, self._known_dim(), "embeddings")
         metas = _metadata_list(metadata, len(vectors))
         thumbs = _thumbnail_list(thumbnails, len(vectors))
         if len(vectors) == 0:
@@ -485,8 +491,7 @@ class MilvusGallery:
         fields: list[str],
     ) -> list[list[dict[str, Any]]]:
         self._check_open()
-        self._connected()
-        queries = _normalised(queries, self.dim, "queries")
+        queries = _normalised(queries, self._known_dim(), "queries")
         if k is not None and (isinstance(k, bool) or not isinstance(k, (int, np.integer))):
             raise GalleryError(f"k must be a positive integer or None, got {k!r}")
         if k is not None and k < 1:
