@@ -3,10 +3,12 @@
 #   docker build -t reid-server .
 #   docker run -p 8000:8000 -p 50051:50051 \
 #       -v "$PWD/runs/demo/export:/models:ro" -v reid-gallery:/gallery reid-server
+#   (several servers on one gallery: --gallery milvus://HOST:19530/COLLECTION
+#    --thumbnail-dir /thumbs, with /thumbs a volume they all mount; docs/GALLERY.md)
 #
-# The install steps are scripts/install.sh, the same recipe `make` runs, without extras:
-# the serving install (onnxruntime, FAISS, FastAPI, grpcio; no torch). Training and
-# export need the `train` extra and are not in this image.
+# The install steps are scripts/install.sh, the same recipe `make` runs, with the milvus
+# extra only: the serving install (onnxruntime, FAISS, FastAPI, grpcio, the Milvus client;
+# no torch). Training and export need the `train` extra and are not in this image.
 FROM python:3.11-slim-bookworm
 
 ARG PIP_EXTRA_INDEX_URL=""
@@ -30,7 +32,7 @@ COPY export ./export
 COPY server ./server
 COPY gallery ./gallery
 COPY client ./client
-RUN PY=/opt/venv/bin/python CONSTRAINTS=constraints/cpu.txt bash scripts/install.sh \
+RUN PY=/opt/venv/bin/python EXTRAS=milvus CONSTRAINTS=constraints/cpu.txt bash scripts/install.sh \
     && mkdir -p /models /gallery && chown 10001:10001 /gallery
 
 USER 10001:10001

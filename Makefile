@@ -15,7 +15,7 @@ STAMP := $(VENV)/.installed
 # scripts/install.sh is the same recipe the Dockerfiles run.
 $(STAMP): pyproject.toml client/pyproject.toml $(CONSTRAINTS) constraints/lock.txt scripts/install.sh scripts/build_detector.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	PY=$(PY) EXTRAS=all,dev CONSTRAINTS=$(CONSTRAINTS) EDITABLE=1 DETECTOR=1 bash scripts/install.sh
+	PY=$(PY) EXTRAS=all,dev,milvus CONSTRAINTS=$(CONSTRAINTS) EDITABLE=1 DETECTOR=1 bash scripts/install.sh
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerates constraints/lock.txt: the newest versions that satisfy pyproject.toml and
-# client/pyproject.toml (core and the train, ingest and dev extras) with torch pinned by constraints/cpu.txt.
+# client/pyproject.toml (core and the train, ingest, dev and milvus extras) with torch pinned by constraints/cpu.txt.
 # Needs pip-tools (installed into a temporary venv here). Run the tests after it.
 #
 #   bash scripts/lock.sh [EXTRA_PIP_COMPILE_ARGS...]   (e.g. -c constraints to hold versions)
@@ -11,7 +11,7 @@ tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 python3 -m venv "$tmp/venv"
 "$tmp/venv/bin/pip" install --quiet pip-tools
-"$tmp/venv/bin/pip-compile" --quiet --extra train --extra ingest --extra dev --strip-extras --no-emit-index-url \
+"$tmp/venv/bin/pip-compile" --quiet --extra train --extra ingest --extra dev --extra milvus --strip-extras --no-emit-index-url \
   --no-emit-find-links --no-annotate -c constraints/cpu.txt "$@" \
   -o "$tmp/lock.txt" pyproject.toml client/pyproject.toml
 

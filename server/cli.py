@@ -26,6 +26,7 @@ import uvicorn
 from pydantic import ValidationError
 from pydantic_settings import CliSettingsSource
 
+from server.errors import NotReadyError
 from server.settings import ServerSettings
 
 log = logging.getLogger("server")
@@ -35,7 +36,14 @@ class StartupError(Exception):
     """A reason the server cannot start; printed as one line, exit code 2."""
 
 
-METAVARS = {"Path": "DIR", "int": "N", "float": "NUMBER", "str": "TEXT", "SecretStr": "KEY"}
+METAVARS = {
+    "Path": "DIR",
+    "{Path,str}": "DIR|URL",  # --gallery: a directory or milvus://HOST:PORT/COLLECTION
+    "int": "N",
+    "float": "NUMBER",
+    "str": "TEXT",
+    "SecretStr": "KEY",
+}
 """Help placeholders by field type (pydantic-settings would show the type's name)."""
 
 
@@ -103,7 +111,10 @@ def load_service(settings: ServerSettings) -> object:
     if settings.model is None:
         raise StartupError("no model: pass --model EXPORT_DIR (or set REID_MODEL)")
     if settings.gallery is None:
-        raise StartupError("no gallery: pass --gallery GALLERY_DIR (or set REID_GALLERY)")
+        raise StartupError(
+            "no gallery: pass --gallery GALLERY_DIR or milvus://HOST:PORT/COLLECTION "
+            "(or set REID_GALLERY)"
+        )
     try:
         return build_service(settings)
     except (ManifestError, RuntimeUnavailableError, GalleryError) as exc:
@@ -193,13 +204,18 @@ async def serve(settings: ServerSettings) -> None:
             settings.max_connections,
         )
         info = service.model_info()
+        try:
+            size = str(service.gallery_size())
+        except NotReadyError as exc:  # a Milvus gallery whose server is down: not ready yet
+            size = "unknown"
+            log.warning("%s", exc.message)
         log.info(
-            "ready: model %s (%s on %s), gallery %s with %d entries, batching %s",
+            "ready: model %s (%s on %s), gallery %s with %s entries, batching %s",
             info.model.name,
             info.runtime.runtime,
             info.runtime.device,
             settings.gallery,
-            service.gallery_size(),
+            size,
             "on" if settings.batching else "off",
         )
         await server.serve(sockets=[sock])

@@ -25,10 +25,11 @@ from reid.gallery import (
     Entry,
     EntryMetadata,
     EntryPage,
-    Gallery,
+    GalleryBackend,
     GalleryClosedError,
     GalleryError,
     GalleryStorageError,
+    GalleryUnavailableError,
     Match,
     SearchFilters,
 )
@@ -85,7 +86,7 @@ class SearchService:
     def __init__(
         self,
         runtime: Runtime,
-        gallery: Gallery,
+        gallery: GalleryBackend,
         settings: ServerSettings,
         *,
         batcher: MicroBatcher | None = None,
@@ -132,11 +133,25 @@ class SearchService:
             self._decode_pool.shutdown(wait=False, cancel_futures=True)
 
     def is_ready(self) -> bool:
-        return self._started and not self._closed and self.batcher.running
+        """Started, not closing, and the gallery's backend reachable (a Milvus gallery)."""
+        return (
+            self._started
+            and not self._closed
+            and self.batcher.running
+            and self.gallery.is_available()
+        )
 
     def _check_ready(self) -> None:
         if not self.is_ready():
+            if self._started and not self._closed and not self.gallery.is_available():
+                raise NotReadyError(
+                    f"the gallery {self.gallery_location()} is unreachable; retry later"
+                )
             raise NotReadyError("the service is not ready (starting up or shutting down)")
+
+    def gallery_location(self) -> str:
+        """The gallery's directory or ``milvus://`` URL, as configured."""
+        return str(self.settings.gallery)
 
     # -- auth ------------------------------------------------------------------------
 
@@ -295,6 +310,8 @@ class SearchService:
             return await asyncio.to_thread(method, *args)
         except GalleryClosedError:
             raise NotReadyError("the gallery is closed (the server is shutting down)") from None
+        except GalleryUnavailableError as exc:
+            raise NotReadyError(f"{exc}; retry later (nothing was changed)") from None
         except GalleryStorageError as exc:
             if exc.reason == "full":
                 raise StorageFullError(f"{exc}; nothing was changed") from None
@@ -375,6 +392,8 @@ class SearchService:
             query = await asyncio.to_thread(self.gallery.embeddings, [entry.id])
         except GalleryClosedError:
             raise NotReadyError("the gallery is closed (the server is shutting down)") from None
+        except GalleryUnavailableError as exc:
+            raise NotReadyError(f"{exc}; retry later") from None
         except GalleryError:  # deleted since it was read
             raise NotFoundError(f"no gallery entry with id {entry_id}") from None
         # One more than asked, since the entry itself is usually its own best match.
@@ -479,9 +498,11 @@ class SearchService:
             return len(self.gallery)
         except GalleryClosedError:
             raise NotReadyError("the gallery is closed (the server is shutting down)") from None
+        except GalleryUnavailableError as exc:
+            raise NotReadyError(f"{exc}; retry later") from None
 
     def _update_size_gauge(self) -> None:
-        with contextlib.suppress(GalleryClosedError):
+        with contextlib.suppress(GalleryClosedError, GalleryUnavailableError):
             self.metrics.gallery_size.set(len(self.gallery))
 
     def model_info(self) -> ModelInfo:
@@ -516,16 +537,26 @@ class SearchService:
 
 def build_service(settings: ServerSettings) -> SearchService:
     """Load the manifest, runtime and gallery named by ``settings`` (blocking)."""
+    from reid.gallery import is_milvus_url, open_gallery
     from reid.manifest import load_manifest
     from reid.runtimes import load_runtime
 
     if settings.model is None or settings.gallery is None:
         raise ValueError("both --model EXPORT_DIR and --gallery GALLERY_DIR are needed")
+    if is_milvus_url(settings.gallery) and settings.thumbnail_dir is None:
+        raise ValueError(
+            "a milvus:// gallery needs --thumbnail-dir DIR, a directory every server reads"
+        )
     manifest = load_manifest(settings.model)
     options = {} if settings.threads is None else {"threads": settings.threads}
     runtime = load_runtime(manifest, settings.runtime, settings.device, **options)
     try:
-        gallery = Gallery.open(settings.gallery, manifest.embedding_dim, index=settings.index)
+        gallery = open_gallery(
+            settings.gallery,
+            manifest.embedding_dim,
+            index=settings.index,
+            thumbnail_dir=settings.thumbnail_dir,
+        )
     except BaseException:
         runtime.close()
         raise

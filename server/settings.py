@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, PrivateAttr, SecretStr, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -21,7 +21,16 @@ class ServerSettings(BaseSettings):
 
     # What to serve.
     model: Path | None = Field(None, description="export directory with manifest.json")
-    gallery: Path | None = Field(None, description="gallery directory, created if missing")
+    gallery: Path | str | None = Field(
+        None,
+        description="gallery directory, created if missing, or milvus://HOST:PORT/COLLECTION "
+        "(a Milvus collection several servers share)",
+    )
+    thumbnail_dir: Path | None = Field(
+        None,
+        description="where a milvus:// gallery keeps thumbnails: a directory every server "
+        "sharing the collection reads and writes (required with milvus://)",
+    )
     runtime: Literal["onnxruntime", "tensorrt", "torch"] = Field(
         "onnxruntime", description="inference runtime"
     )
@@ -100,6 +109,14 @@ class ServerSettings(BaseSettings):
     )
 
     _empty_keys: frozenset[str] = PrivateAttr(frozenset())
+
+    @field_validator("gallery", mode="before")
+    @classmethod
+    def _gallery_location(cls, value: object) -> object:
+        """A ``milvus://`` URL stays text (a Path would fold its ``//``); the rest is a Path."""
+        if isinstance(value, str) and not value.startswith("milvus://"):
+            return Path(value)
+        return value
 
     @model_validator(mode="after")
     def _empty_keys_mean_none(self) -> ServerSettings:

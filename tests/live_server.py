@@ -30,14 +30,16 @@ REPO = TESTS.parent
 def _load_fake_service(settings):  # the replacement of server.cli.load_service
     from server_fakes import DIM, ColourRuntime
 
-    from reid.gallery import Gallery, GalleryError
+    from reid.gallery import GalleryError, open_gallery
     from server.cli import StartupError
     from server.service import SearchService
 
     if settings.gallery is None:
         raise StartupError("no gallery: pass --gallery GALLERY_DIR (or set REID_GALLERY)")
     try:
-        gallery = Gallery.open(settings.gallery, DIM, index=settings.index)
+        gallery = open_gallery(
+            settings.gallery, DIM, index=settings.index, thumbnail_dir=settings.thumbnail_dir
+        )
     except (GalleryError, OSError) as exc:
         raise StartupError(f"cannot load the model or gallery: {exc}") from None
     return SearchService(ColourRuntime(), gallery, settings)

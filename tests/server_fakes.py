@@ -77,6 +77,9 @@ class MemoryGallery:
     def __len__(self) -> int:
         return len(self.vectors)
 
+    def is_available(self) -> bool:
+        return not self.closed
+
     def add(self, embeddings, metadata, thumbnails=None) -> np.ndarray:
         embeddings = np.asarray(embeddings, np.float32)
         if embeddings.ndim != 2 or embeddings.shape[1] != self.dim:

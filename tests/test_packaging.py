@@ -61,7 +61,7 @@ def test_pyproject_packages_and_extras_match_the_layout() -> None:
     include = project["tool"]["setuptools"]["packages"]["find"]["include"]
     assert sorted(p.rstrip("*") for p in include) == sorted(PACKAGES)
     extras = project["project"]["optional-dependencies"]
-    assert {"gpu", "dev", "train", "ingest", "all"} <= set(extras)
+    assert {"gpu", "dev", "train", "ingest", "all", "milvus"} <= set(extras)
     assert any(dep.startswith("tensorrt") for dep in extras["gpu"])
     assert extras["all"] == ["reid-system[train,ingest]"]
     # The core install is the serving install: torch only comes with the train extra.

@@ -155,6 +155,10 @@ class Gallery:
                 self._closed = True
                 self._store.close()
 
+    def is_available(self) -> bool:
+        """True while open: a local gallery has no backend to lose."""
+        return not self._closed
+
     def _check_open(self) -> None:
         if self._closed:
             raise GalleryClosedError(f"gallery {self.directory} is closed")

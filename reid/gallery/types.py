@@ -33,6 +33,15 @@ class GalleryClosedError(RuntimeError):
     """The gallery was used after ``close()``."""
 
 
+class GalleryUnavailableError(RuntimeError):
+    """The gallery's backend cannot be reached (a Milvus server down or restarting).
+
+    Nothing is known to have changed: a write that raised this was not acknowledged and
+    may be retried (with a ``key``, a retry never duplicates). The gallery reconnects by
+    itself on the next call once the backend answers again.
+    """
+
+
 class GalleryStorageError(RuntimeError):
     """The gallery's storage refused a write (disk full, read-only, I/O error).
 
