@@ -93,8 +93,9 @@ def build_export_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--format",
         default="onnx",
-        metavar="onnx,tensorrt,torch",
-        help="comma-separated formats (tensorrt builds from the ONNX)",
+        metavar="onnx,tensorrt,torch,triton",
+        help="comma-separated formats (tensorrt builds from the ONNX; triton writes a Triton "
+        "model repository of the ONNX under OUT/triton once the gate passed)",
     )
     p.add_argument("--fp16", action="store_true", help="TensorRT engine in FP16")
     p.add_argument("--int8", action="store_true", help="TensorRT engine in INT8 (needs --calib)")

@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 FILE_NAMES = {"onnx": "model.onnx", "tensorrt": "model.engine", "torch": "model.pt2"}
 RUNTIME_OF = {"onnx": "onnxruntime", "tensorrt": "tensorrt", "torch": "torch"}
 IN_PROGRESS = "export in progress: the parity gate has not passed yet"
+EXPORT_FORMATS = (*FORMATS, "triton")
+"""``--format`` values: the model formats, and ``triton`` (a Triton model repository of
+the ONNX file, written once the gate passed; ``export.triton_repo``)."""
 
 Say = Callable[[str], None]
 
@@ -61,9 +64,11 @@ class ExportOptions:
 
     def validate(self) -> None:
         """Raise ``ExportError`` for inconsistent options (before any work is done)."""
-        unknown = [f for f in self.formats if f not in FORMATS]
+        unknown = [f for f in self.formats if f not in EXPORT_FORMATS]
         if unknown or not self.formats:
-            raise ExportError(f"unknown --format {unknown}; choose from {', '.join(FORMATS)}")
+            raise ExportError(
+                f"unknown --format {unknown}; choose from {', '.join(EXPORT_FORMATS)}"
+            )
         if (self.fp16 or self.int8) and "tensorrt" not in self.formats:
             raise ExportError(
                 "--fp16/--int8 set the TensorRT engine's precision: add tensorrt "
@@ -128,6 +133,13 @@ def export_checkpoint(
     report = gate(
         manifest, source, options.data, device, options.max_images, options.thresholds, say
     )
+    if "triton" in options.formats:
+        if report.passed:
+            from export.triton_repo import write_triton_repository
+
+            say(f"triton: {write_triton_repository(manifest, out)} (model reid, onnxruntime_onnx)")
+        else:
+            say("triton: no model repository written (the parity gate failed)")
     return manifest, report
 
 

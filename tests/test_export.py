@@ -397,3 +397,36 @@ def test_tensorrt_engine_is_built_and_gated(precision, tmp_path, gate_spec, caps
         assert trt["min_cosine"] >= 0.9999
     assert (tmp_path / "out" / "model.engine").is_file()
     assert (tmp_path / "out" / "timing.cache").is_file()
+
+
+# --- Triton model repository ---------------------------------------------------------
+
+
+def test_triton_format_writes_a_model_repository_triton_can_parse(tmp_path, gate_spec):
+    checkpoint = make_checkpoint(tmp_path / "ckpt.pt")
+    out = tmp_path / "out"
+    code = export("--checkpoint", checkpoint, "--out", out, "--format", "onnx,triton",
+                  "--data", gate_spec, "--max-images", GATE_IMAGES)  # fmt: skip
+    assert code == 0
+    model = out / "triton" / "reid"
+    assert (model / "1" / "model.onnx").read_bytes() == (out / "model.onnx").read_bytes()
+    assert json.loads((model / "manifest.json").read_text())["files"] == {"onnx": "model.onnx"}
+    text = (model / "config.pbtxt").read_text()
+    config = pytest.importorskip("tritonclient.grpc.model_config_pb2")
+    from google.protobuf import text_format
+
+    parsed = text_format.Parse(text, config.ModelConfig())
+    assert parsed.name == "reid" and parsed.platform == "onnxruntime_onnx"
+    assert parsed.max_batch_size == 256 and parsed.dynamic_batching.preferred_batch_size
+    assert list(parsed.input[0].dims) == [3, *SIZE] and parsed.input[0].name == "images"
+    assert parsed.output[0].name == "embeddings" and list(parsed.output[0].dims) == [512]
+
+
+def test_a_failed_gate_writes_no_triton_repository(tmp_path, gate_spec, monkeypatch):
+    from export import parity
+
+    monkeypatch.setattr(parity.ParityReport, "passed", property(lambda self: False))
+    checkpoint = make_checkpoint(tmp_path / "ckpt.pt")
+    export("--checkpoint", checkpoint, "--out", tmp_path / "out", "--format", "triton",
+           "--data", gate_spec, "--max-images", GATE_IMAGES)  # fmt: skip
+    assert not (tmp_path / "out" / "triton").exists()

@@ -1,0 +1,190 @@
+"""Our server vs NVIDIA Triton on the same ONNX model, the same request and load generator.
+
+    .venv/bin/python bench/bench_triton.py            # full run, updates docs/BENCHMARKS.md
+    .venv/bin/python bench/bench_triton.py --quick    # short smoke run, writes nothing
+
+Exports an encoder (MobileNetV2 at 128x64, random weights: speed does not depend on them)
+with ``python -m export --format onnx,triton``, starts Triton (``tests/triton_server.py``:
+PyPI's nvidia-pytriton ``tritonserver`` with a Python onnxruntime backend, dynamic
+batching from the generated ``config.pbtxt``) and ``python -m server`` on the export,
+both with one onnxruntime thread per call, then drives each with ``wrk`` (Debian's
+compiled HTTP load generator, pinned to the last core with ``taskset``) sending the same
+Open Inference Protocol request, batch 1 in Triton's binary tensor format, at 1, 8 and 32
+connections, the two servers interleaved. Reported: requests (= images) per second and
+wrk's p50 / p99 latency. perf_analyzer is not used: ``tritonclient``'s binary needs CUDA
+runtime libraries this machine lacks; wrk sends the byte-identical request to both.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(REPO / "tests"))  # triton_server, live_server: the tests' servers
+
+from _report import machine_summary, today, update_section
+
+SECTION = "## Open Inference Protocol: our server vs Triton (same model, same load)"
+COMMAND = ".venv/bin/python bench/bench_triton.py"
+
+
+def export(out: Path, name: str, size: tuple[int, int]) -> Path:
+    import torch
+
+    from reid.models import build_model
+    from trainer.checkpoint import build_checkpoint, save_checkpoint
+
+    torch.manual_seed(0)
+    model = build_model(name, pretrained=None, input_size=size).eval()
+    checkpoint = save_checkpoint(build_checkpoint(model, method="baseline", epoch=0),
+                                 out / "ckpt.pt")  # fmt: skip
+    cmd = [sys.executable, "-m", "export", "--checkpoint", str(checkpoint), "--out",
+           str(out / "export"), "--format", "onnx,triton", "--max-images", "16"]  # fmt: skip
+    subprocess.run(cmd, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+    return out / "export"
+
+
+def request_files(work: Path, size: tuple[int, int]) -> Path:
+    """A wrk Lua script posting one binary-tensor inference request (batch 1)."""
+    images = np.random.default_rng(0).standard_normal((1, 3, *size)).astype("<f4")
+    raw = images.tobytes()
+    header = {
+        "inputs": [{"name": "images", "datatype": "FP32", "shape": list(images.shape),
+                    "parameters": {"binary_data_size": len(raw)}}],
+        "outputs": [{"name": "embeddings", "parameters": {"binary_data": True}}],
+    }  # fmt: skip
+    text = json.dumps(header).encode()
+    (work / "body.bin").write_bytes(text + raw)
+    script = work / "infer.lua"
+    script.write_text(
+        'wrk.method = "POST"\n'
+        f'local f = io.open("{work / "body.bin"}", "rb")\n'
+        'wrk.body = f:read("*all")\nf:close()\n'
+        f'wrk.headers["Inference-Header-Content-Length"] = "{len(text)}"\n'
+        'wrk.headers["Content-Type"] = "application/octet-stream"\n'
+    )
+    return script
+
+
+def wrk(url: str, script: Path, connections: int, seconds: float) -> dict[str, float]:
+    """``wrk`` on the last core: requests/s, p50 / p99 ms, non-2xx answers."""
+    cores = os.cpu_count() or 1
+    pin = ["taskset", "-c", str(cores - 1)] if shutil.which("taskset") else []
+    cmd = [*pin, "wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency",
+           "-s", str(script), f"{url}/v2/models/reid/infer"]  # fmt: skip
+    text = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+    return {
+        "rps": rps,
+        "p50": _ms(re.search(r"50%\s+([\d.]+\w+)", text).group(1)),
+        "p99": _ms(re.search(r"99%\s+([\d.]+\w+)", text).group(1)),
+        "errors": int(bad.group(1)) if bad else 0,
+    }
+
+
+def _ms(value: str) -> float:
+    number, unit = re.match(r"([\d.]+)(\w+)", value).groups()
+    return float(number) * {"us": 1e-3, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def start_ours(export_dir: Path, work: Path, threads: int):
+    from live_server import wait_until_serving
+
+    log = work / "server.log"
+    cmd = [sys.executable, "-m", "server", "--model", str(export_dir), "--gallery",
+           str(work / "gallery"), "--host", "127.0.0.1", "--http-port", "0", "--no-grpc",
+           "--device", "cpu", "--threads", str(threads), "--no-access-log"]  # fmt: skip
+    handle = log.open("w")
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT)
+    url, _ = wait_until_serving(proc, log.read_text, timeout=120)
+    return proc, url
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="short run, writes nothing")
+    p.add_argument("--encoder", default="mobilenetv2")
+    p.add_argument("--size", default="128x64", help="input HxW")
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--connections", type=lambda s: [int(v) for v in s.split(",")],
+                   default=[1, 8, 32])  # fmt: skip
+    p.add_argument("--threads", type=int, default=1, help="onnxruntime threads per call")
+    p.add_argument("--out", type=Path, default=REPO / "docs" / "BENCHMARKS.md")
+    args = p.parse_args(argv)
+    if not shutil.which("wrk"):
+        raise SystemExit("bench_triton: wrk is not installed (apt-get install wrk)")
+    from triton_server import TritonServer
+
+    size = tuple(int(v) for v in args.size.split("x"))
+    seconds = 2.0 if args.quick else args.seconds
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        export_dir = export(work, args.encoder, size)
+        script = request_files(work, size)
+        triton = TritonServer(export_dir / "triton", work, threads=args.threads).wait_ready()
+        proc, ours = start_ours(export_dir, work, args.threads)
+        rows = []
+        try:
+            for connections in args.connections:
+                for name, url in (("ours", ours), ("triton", triton.url)):
+                    wrk(url, script, connections, 1.0)  # warm-up
+                    rows.append((name, connections, wrk(url, script, connections, seconds)))
+        finally:
+            triton.stop()
+            proc.terminate()
+            proc.wait(30)
+    body = report(rows, args, time.monotonic() - started)
+    print(body)
+    if not args.quick:
+        update_section(args.out, SECTION, body)
+    return 0
+
+
+def report(rows: list, args: argparse.Namespace, elapsed: float) -> str:
+    lines = [
+        f"`{' '.join([COMMAND, *sys.argv[1:]])}` on {today()}. Machine: {machine_summary()}. "
+        f"Load average at the end: {os.getloadavg()[0]:.2f} (shared machine: compare the two "
+        f"servers within a row pair, measured back to back). Whole run {elapsed / 60:.1f} min.",
+        "",
+        f"Model: {args.encoder} at {args.size}, random weights, exported with `python -m "
+        "export --format onnx,triton`; both servers run it with onnxruntime on the CPU, "
+        f"{args.threads} thread(s) per call. Triton 2.51 (nvidia-pytriton 0.7.0) with a Python "
+        "onnxruntime backend and the generated dynamic batching; ours: `python -m server` "
+        "(its micro-batcher, defaults). Load: wrk, 1 thread pinned to the last core, batch-1 "
+        f"binary-tensor requests to `/v2/models/reid/infer`, {args.seconds:g} s per cell after "
+        "1 s of warm-up.",
+        "",
+        "| server | connections | img/s | p50 ms | p99 ms | errors |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, connections, r in rows:
+        lines.append(f"| {name} | {connections} | {r['rps']:.1f} | {r['p50']:.1f} | "
+                     f"{r['p99']:.1f} | {r['errors']} |")  # fmt: skip
+    ratios = []
+    for connections in args.connections:
+        ours = next(r for n, c, r in rows if n == "ours" and c == connections)
+        theirs = next(r for n, c, r in rows if n == "triton" and c == connections)
+        ratios.append(f"{connections}: {ours['rps'] / theirs['rps']:.2f}")
+    lines += ["", "Ours / Triton throughput by connections: " + ", ".join(ratios) + "."]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
