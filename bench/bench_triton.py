@@ -11,8 +11,9 @@ both with one onnxruntime thread per call, then drives each with ``wrk`` (Debian
 compiled HTTP load generator, pinned to the last core with ``taskset``) sending the same
 Open Inference Protocol request, batch 1 in Triton's binary tensor format, at 1, 8 and 32
 connections, the two servers interleaved. Reported: requests (= images) per second and
-wrk's p50 / p99 latency. perf_analyzer is not used: ``tritonclient``'s binary needs CUDA
-runtime libraries this machine lacks; wrk sends the byte-identical request to both.
+wrk's p50 / p99 latency. wrk sends the byte-identical request to both and costs little;
+Triton's own ``perf_analyzer`` also runs against both (tests/test_triton.py), but its
+synchronous client threads share these 2 cores with the servers.
 """
 
 from __future__ import annotations

@@ -85,3 +85,38 @@ def test_our_server_and_triton_answer_the_same_request_alike(triton, export_dir,
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_perf_analyzer_measures_our_server_unchanged(export_dir, tmp_path):
+    import subprocess
+    import sys
+
+    from live_server import REPO, wait_until_serving
+    from triton_server import perf_analyzer
+
+    try:
+        binary, env = perf_analyzer()
+    except TritonUnavailableError as exc:
+        pytest.skip(str(exc))
+    log = tmp_path / "server.log"
+    cmd = [sys.executable, "-m", "server", "--model", str(export_dir), "--gallery",
+           str(tmp_path / "gallery"), "--host", "127.0.0.1", "--http-port", "0",
+           "--no-grpc"]  # fmt: skip
+    with log.open("w") as handle:
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT)
+    try:
+        url, _ = wait_until_serving(proc, log.read_text, timeout=120)
+        # Zeros: perf_analyzer's default random bytes include NaNs, which our server refuses;
+        # any spread counts as stable: this checks the protocol, not the speed.
+        run = subprocess.run(
+            [str(binary), "-m", "reid", "-u", url.removeprefix("http://"), "-i", "http",
+             "--input-data", "zero", "--concurrency-range", "2", "-b", "1",
+             "--measurement-interval", "1000", "--stability-percentage", "999",
+             "--max-trials", "3"],
+            env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+        assert "Throughput:" in run.stdout and "error" not in run.stdout.lower()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

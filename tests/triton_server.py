@@ -23,9 +23,15 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
-
-PACKAGES = ["nvidia-pytriton==0.7.0", "numpy<2", "onnxruntime<1.24"]
+PACKAGES = [
+    "nvidia-pytriton==0.7.0",
+    "numpy<2",
+    "onnxruntime<1.24",
+    # perf_analyzer: the 2.51 wheel ships a binary this glibc runs (newer ones do not); it
+    # links libcudart.so.12 even on a CPU run, and Debian's libb64-0d.
+    "tritonclient==2.51.0",
+    "nvidia-cuda-runtime-cu12",
+]
 
 BACKEND = '''import sys
 
@@ -81,7 +87,7 @@ def ensure_venv() -> Path:
     """The venv's interpreter, with pytriton installed (created on first use)."""
     venv = venv_dir()
     python = venv / "bin" / "python"
-    if python.is_file() and (_site(python) / "pytriton" / "tritonserver" / "bin").is_dir():
+    if python.is_file() and (python.parent / "perf_analyzer").is_file():
         return python
     shutil.rmtree(venv, ignore_errors=True)
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
@@ -110,6 +116,20 @@ def backend_dir(python: Path, root: Path) -> Path:
     (root / "onnxruntime").mkdir()
     (root / "onnxruntime" / "model.py").write_text(BACKEND.format(site=str(site)))
     return root
+
+
+def perf_analyzer() -> tuple[Path, dict[str, str]]:
+    """Triton's ``perf_analyzer`` and the environment it runs in."""
+    python = ensure_venv()
+    binary = python.parent / "perf_analyzer"
+    if not binary.is_file():
+        raise TritonUnavailableError(f"no perf_analyzer in {python.parent}")
+    cudart = next((_site(python) / "nvidia").glob("cuda_runtime/lib/libcudart.so.12*"), None)
+    if cudart is None:
+        raise TritonUnavailableError("nvidia-cuda-runtime-cu12 (libcudart.so.12) is missing")
+    if not any(Path(d).glob("libb64.so*") for d in ("/usr/lib/x86_64-linux-gnu", "/usr/lib")):
+        raise TritonUnavailableError("libb64 is missing (apt-get install libb64-0d)")
+    return binary, {**os.environ, "LD_LIBRARY_PATH": str(cudart.parent)}
 
 
 def free_port() -> int:
@@ -149,6 +169,8 @@ class TritonServer:
         self.url = f"http://127.0.0.1:{self.http_port}"
 
     def wait_ready(self, timeout: float = 120.0) -> TritonServer:
+        import httpx
+
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -172,3 +194,7 @@ class TritonServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+
+
+if __name__ == "__main__":  # scripts/install_triton.sh: create the venv ahead of the tests
+    print(f"Triton venv ready: {ensure_venv()}")

@@ -12,6 +12,7 @@ little-endian tensor bytes); outputs come back binary when the request asks for 
     GET  /v2/health/live | ready      liveness / readiness (200 or 503)
     GET  /v2/models/{name}[/versions/1]          model metadata
     GET  /v2/models/{name}[/versions/1]/ready    model readiness
+    GET  /v2/models/{name}[/versions/1]/config   Triton's model configuration (as JSON)
     POST /v2/models/{name}[/versions/1]/infer    inference
 
 Errors answer ``{"error": "..."}`` with 400 (bad request), 404 (unknown model), 413 (more
@@ -81,7 +82,11 @@ def _metadata(service: SearchService, name: str) -> dict[str, Any]:
 
 @router.get("/v2", summary="Server metadata (Open Inference Protocol)")
 async def server_metadata() -> dict[str, Any]:
-    return {"name": "reid-server", "version": "1.0", "extensions": ["binary_tensor_data"]}
+    return {
+        "name": "reid-server",
+        "version": "1.0",
+        "extensions": ["binary_tensor_data", "model_configuration"],
+    }
 
 
 @router.get("/v2/health/live", summary="Liveness (Open Inference Protocol)")
@@ -104,6 +109,38 @@ async def model_metadata(
 ) -> Response:
     try:
         return JSONResponse(_metadata(_model(service, name, version), name))
+    except ProtocolError as exc:
+        return _error(exc.status, str(exc))
+
+
+def _config(service: SearchService, name: str) -> dict[str, Any]:
+    """Triton's ``ModelConfig`` as JSON (what ``perf_analyzer`` reads before a run)."""
+    manifest = service.runtime.manifest
+    pre = manifest.preprocess
+    settings = service.settings
+    return {
+        "name": name,
+        "platform": f"reid_{service.runtime.name}",
+        "max_batch_size": int(settings.max_images),
+        "input": [{"name": manifest.input_name, "data_type": "TYPE_FP32",
+                   "format": "FORMAT_NONE", "dims": [3, pre.height, pre.width]}],
+        "output": [{"name": manifest.output_name, "data_type": "TYPE_FP32",
+                    "dims": [service.runtime.embedding_dim]}],
+        "dynamic_batching": {"max_queue_delay_microseconds": int(settings.max_wait_ms * 1000)},
+        "instance_group": [{"kind": "KIND_GPU" if service.runtime.device == "cuda"
+                            else "KIND_CPU", "count": int(settings.workers)}],
+    }  # fmt: skip
+
+
+@router.get("/v2/models/{name}/config", summary="Model configuration (Triton's extension)")
+@router.get("/v2/models/{name}/versions/{version}/config", include_in_schema=False)
+async def model_config(
+    name: str,
+    service: Annotated[SearchService | None, Depends(loaded_service)],
+    version: str | None = None,
+) -> Response:
+    try:
+        return JSONResponse(_config(_model(service, name, version), name))
     except ProtocolError as exc:
         return _error(exc.status, str(exc))
 
