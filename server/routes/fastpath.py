@@ -62,14 +62,19 @@ class FastPathRoute(APIRoute):
 def request_key(headers: Headers) -> str | None:
     """The API key of a request as ``server.routes.deps`` reads it: ``X-API-Key``
     (FastAPI's ``APIKeyHeader``), else the credentials of ``Authorization: Bearer``
-    (``HTTPBearer``), else None."""
-    api_key = headers.get("x-api-key")
+    (``HTTPBearer``), else None. The first of repeated headers counts, as there."""
+    api_key = authorization = None
+    for name, value in headers.raw:  # one pass (a missing header costs a KeyError in .get)
+        if name == b"x-api-key":
+            if api_key is None:
+                api_key = value
+        elif name == b"authorization" and authorization is None:
+            authorization = value
     if api_key:
-        return api_key
-    authorization = headers.get("authorization")
+        return api_key.decode("latin-1")
     if not authorization:
         return None
-    scheme, _, credentials = authorization.partition(" ")
+    scheme, _, credentials = authorization.decode("latin-1").partition(" ")
     credentials = credentials.strip()
     if not (scheme and credentials) or scheme.lower() != "bearer":
         return None
