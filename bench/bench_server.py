@@ -2,16 +2,27 @@
 
     .venv/bin/python bench/bench_server.py            # full run, updates docs/BENCHMARKS.md
     .venv/bin/python bench/bench_server.py --quick    # short smoke run, writes nothing
+    .venv/bin/python bench/bench_server.py --baseline /tmp/old   # before/after, same run
 
 Exports the demo encoder (MobileNetV2 at 128x64, random weights: speed does not
 depend on them) to ONNX unless ``--model EXPORT_DIR`` names an export, fills a
 gallery with random embeddings, then for batching on and off starts ``python -m
 server`` on 127.0.0.1 and drives ``POST /v1/search/raw`` (one JPEG crop, k=10) from
-1, 8 and 32 concurrent httpx async clients for a fixed time each. Reported:
-requests (= images) per second, p50/p99 latency, and the raw runtime throughput
-of the same model in the same run (``runtime.embed`` on preprocessed batches of
-1, 8 and ``max_batch``, same thread count, the best taken); the ratio is server/raw at
-32 clients.
+1, 8 and 32 concurrent connections for a fixed time each.
+
+The load generator is ``wrk`` (Debian's package; ``bench/wrk_raw_search.lua`` sends the
+raw body) with one thread pinned to one core with ``taskset``, so the client's cost is
+small and known; ``--load httpx`` uses the older Python generator (httpx async) instead,
+for comparison. ``--baseline DIR`` also serves from another checkout of this repository
+(say the commit before a change), interleaved with this one in the same run.
+
+Reported per cell: requests (= images) per second and its ratio to the raw runtime
+throughput of the same model measured in the same run (``runtime.embed`` on preprocessed
+batches of 1, 8 and ``max_batch``, same threads and workers, the best taken), p50/p99
+latency, errors, the server process's CPU time per request, the same without inference
+(the runtime's own CPU time, estimated from the raw measurement: a per-call and a
+per-image cost fitted on the batch sizes measured, applied to the calls and images the
+server's ``/metrics`` counted), and the load generator's CPU time per request.
 """
 
 from __future__ import annotations
@@ -23,7 +34,11 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import argparse
 import asyncio
 import io
+import json
 import re
+import resource
+import shlex
+import shutil
 import signal
 import statistics
 import subprocess
@@ -44,11 +59,34 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 SECTION = "## Server (HTTP search, dynamic batching)"
 COMMAND = ".venv/bin/python bench/bench_server.py"
-TARGET = 0.70
+LUA = Path(__file__).resolve().with_name("wrk_raw_search.lua")
+SEARCH_PATH = "/v1/search/raw?k=10"
+CPU_TARGET_MS = 1.5
+"""Issue 19: server CPU per one-crop raw search outside inference."""
+RATIO_TARGETS = {"mobilenetv2": 0.60}
+"""Issue 19: served / raw throughput at 32 clients (0.80 for the other encoders)."""
+
+
+@dataclass(frozen=True)
+class Raw:
+    """The runtime alone: images/s by batch size, and its CPU cost ``a + b * images``."""
+
+    img_s: dict[int, float]
+    cpu_per_call_s: float  # a
+    cpu_per_image_s: float  # b
+
+    @property
+    def best(self) -> float:
+        return max(self.img_s.values())
+
+    def cpu_seconds(self, calls: float, images: float) -> float:
+        """Runtime CPU time of ``calls`` calls embedding ``images`` images in all."""
+        return calls * self.cpu_per_call_s + images * self.cpu_per_image_s
 
 
 @dataclass(frozen=True)
 class Load:
+    server: str  # "after" (this checkout) or "before" (--baseline)
     mode: str
     clients: int
     requests: int
@@ -57,11 +95,18 @@ class Load:
     p99_ms: float
     errors: int
     server_cpu_ms: float  # server process CPU time per request
+    inference_cpu_ms: float  # of which the runtime's own (estimated), per request
     client_cpu_ms: float  # load generator CPU time per request
+    mean_batch: float  # images per runtime call
 
     @property
     def rps(self) -> float:
         return self.requests / self.seconds
+
+    @property
+    def overhead_ms(self) -> float:
+        """Server CPU per request outside inference."""
+        return self.server_cpu_ms - self.inference_cpu_ms
 
 
 def export_demo(out: Path, size: tuple[int, int], name: str = "mobilenetv2") -> Path:
@@ -86,10 +131,11 @@ def crops(count: int, size: tuple[int, int]) -> list[bytes]:
     return out
 
 
-def raw_throughput(
-    export: Path, images: list[bytes], batch: int, threads: int, workers: int = 1
-) -> float:
-    """Images/s of ``runtime.embed`` on preprocessed batches, ``workers`` calls at once.
+def raw_runtime(
+    export: Path, images: list[bytes], batches: list[int], threads: int, workers: int = 1
+) -> Raw:
+    """Images/s of ``runtime.embed`` on preprocessed batches, ``workers`` calls at once,
+    and its CPU time per call fitted as ``a + b * batch`` (least squares over ``batches``).
 
     Median of timed rounds; a round is one call from each of ``workers`` threads on the
     same session (as the server's workers), so the reference uses the same cores.
@@ -100,22 +146,30 @@ def raw_throughput(
     from reid.runtimes import load_runtime
 
     runtime = load_runtime(export, "onnxruntime", "cpu", threads=threads)
-    decoded = [decode_image_bytes(images[i % len(images)]) for i in range(batch)]
-    tensor = preprocess_batch(decoded, runtime.manifest.preprocess)
+    img_s, cpu_per_call = {}, {}
     with ThreadPoolExecutor(workers) as pool:
+        for batch in batches:
+            decoded = [decode_image_bytes(images[i % len(images)]) for i in range(batch)]
+            tensor = preprocess_batch(decoded, runtime.manifest.preprocess)
 
-        def one_round() -> None:
-            list(pool.map(lambda _: runtime.embed(tensor), range(workers)))
+            def one_round(tensor: np.ndarray = tensor) -> None:
+                list(pool.map(lambda _: runtime.embed(tensor), range(workers)))
 
-        for _ in range(3):
-            one_round()
-        times = []
-        for _ in range(10):
-            start = time.perf_counter()
-            one_round()
-            times.append(time.perf_counter() - start)
+            for _ in range(3):
+                one_round()
+            times = []
+            cpu0 = time.process_time()
+            for _ in range(10):
+                start = time.perf_counter()
+                one_round()
+                times.append(time.perf_counter() - start)
+            cpu_per_call[batch] = (time.process_time() - cpu0) / (10 * workers)
+            img_s[batch] = batch * workers / statistics.median(times)
     runtime.close()
-    return batch * workers / statistics.median(times)
+    sizes = np.asarray(list(cpu_per_call), dtype=float)
+    cpu = np.asarray(list(cpu_per_call.values()))
+    per_image, per_call = np.polyfit(sizes, cpu, 1) if len(sizes) > 1 else (cpu[0], 0.0)
+    return Raw(img_s, max(0.0, float(per_call)), max(0.0, float(per_image)))
 
 
 def fill_gallery(directory: Path, dim: int, size: int) -> None:
@@ -128,15 +182,19 @@ def fill_gallery(directory: Path, dim: int, size: int) -> None:
         gallery.add(vectors, meta)
 
 
-def start_server(export: Path, gallery: Path, log: Path, threads: int, extra: list[str]):
+def start_server(
+    root: Path, export: Path, gallery: Path, log: Path, threads: int, extra: list[str]
+) -> tuple[subprocess.Popen[bytes], str]:
+    """``python -m server`` of the checkout at ``root`` on a free port; (process, URL)."""
     cmd = [
         sys.executable, "-m", "server", "--model", str(export), "--gallery", str(gallery),
         "--host", "127.0.0.1", "--http-port", "0", "--no-grpc", "--device", "cpu",
         "--threads", str(threads), *extra,
     ]  # fmt: skip
     handle = log.open("w")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=handle, stderr=handle, env=env)
+    path = os.pathsep.join([str(root), str(root / "client")])
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
+    proc = subprocess.Popen(cmd, cwd=root, stdout=handle, stderr=handle, env=env)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -154,118 +212,244 @@ def start_server(export: Path, gallery: Path, log: Path, threads: int, extra: li
     raise RuntimeError(f"server not ready:\n{log.read_text()}")
 
 
-async def drive(url: str, images: list[bytes], clients: int, warmup: float, seconds: float):
-    """``clients`` loops of search requests; latencies of those finished in the window."""
+# -- load generators ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Driven:
+    """What a load generator reports for the measured window."""
+
+    requests: int
+    seconds: float
+    errors: int
+    p50_ms: float
+    p99_ms: float
+    client_cpu_s: float
+
+
+def children_cpu_seconds() -> float:
+    """User + system CPU time of the finished child processes (the load generator)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def client_core() -> int:
+    """The core the load generator is pinned to: the last one this process may use."""
+    return max(os.sched_getaffinity(0))
+
+
+def run_wrk(url: str, image: Path, clients: int, seconds: float) -> Driven:
+    """``wrk`` with one thread on one core, ``clients`` connections, for ``seconds``."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        raise SystemExit("wrk is not installed: bash scripts/install_bench_tools.sh")
+    duration = max(1, round(seconds))  # wrk takes whole seconds
+    cmd = [wrk, "-t1", f"-c{clients}", f"-d{duration}s", "--timeout", "30s", "--latency"]
+    cmd += ["-s", str(LUA), url, "--", str(image), SEARCH_PATH]
+    if shutil.which("taskset"):
+        cmd = ["taskset", "-c", str(client_core()), *cmd]
+    cpu0 = children_cpu_seconds()
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    cpu = children_cpu_seconds() - cpu0
+    match = re.search(r"^wrk-json (\{.*\})$", proc.stdout, flags=re.M)
+    if proc.returncode != 0 or match is None:
+        raise RuntimeError(f"wrk failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    out = json.loads(match.group(1))
+    errors = sum(out[k] for k in ("connect_errors", "read_errors", "write_errors", "timeouts"))
+    return Driven(
+        requests=out["requests"] - out["status_errors"],
+        seconds=out["duration_us"] / 1e6,
+        errors=errors + out["status_errors"],
+        p50_ms=out["p50_us"] / 1000,
+        p99_ms=out["p99_us"] / 1000,
+        client_cpu_s=cpu,
+    )
+
+
+async def _drive_httpx(url: str, image: bytes, clients: int, seconds: float) -> Driven:
+    """``clients`` httpx loops of search requests for ``seconds``."""
     latencies: list[float] = []
     errors = 0
     loop = asyncio.get_running_loop()
-    t0 = loop.time()
-    start, end = t0 + warmup, t0 + warmup + seconds
+    cpu0 = time.process_time()
+    start = loop.time()
+    end = start + seconds
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
 
-        async def one(worker: int) -> None:
+        async def one() -> None:
             nonlocal errors
-            i = worker
             headers = {"Content-Type": "image/jpeg"}
             while loop.time() < end:
                 sent = loop.time()
-                r = await client.post("/v1/search/raw?k=10", content=images[i % len(images)],
-                                      headers=headers)  # fmt: skip
-                done = loop.time()
-                if start <= sent and done <= end:
-                    if r.status_code == 200:
-                        latencies.append(done - sent)
-                    else:
-                        errors += 1
-                i += clients
+                r = await client.post(SEARCH_PATH, content=image, headers=headers)
+                if r.status_code == 200:
+                    latencies.append(loop.time() - sent)
+                else:
+                    errors += 1
 
-        await asyncio.gather(*(one(w) for w in range(clients)))
-    return latencies, errors
+        await asyncio.gather(*(one() for _ in range(clients)))
+    elapsed = loop.time() - start
+    ms = np.asarray(latencies) * 1000 if latencies else np.asarray([float("nan")])
+    return Driven(
+        len(latencies), elapsed, errors, float(np.percentile(ms, 50)),
+        float(np.percentile(ms, 99)), time.process_time() - cpu0,
+    )  # fmt: skip
+
+
+def run_httpx(url: str, image: Path, clients: int, seconds: float) -> Driven:
+    return asyncio.run(_drive_httpx(url, image.read_bytes(), clients, seconds))
+
+
+GENERATORS = {"wrk": run_wrk, "httpx": run_httpx}
+
+
+# -- server-side counters -----------------------------------------------------------------
 
 
 def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (Linux ``/proc``)."""
+    """User + system CPU time of a process, all its threads (Linux ``/proc``)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _metric(text: str, name: str, labels: str = "") -> float:
+    pattern = rf"^{re.escape(name)}(\{{[^}}]*{re.escape(labels)}[^}}]*\}})? (\S+)$"
+    return sum(float(m.group(2)) for m in re.finditer(pattern, text, flags=re.M))
+
+
+def server_counters(url: str, pid: int) -> dict[str, float]:
+    """Served searches, runtime calls and images (``/metrics``), and process CPU time."""
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    return {
+        "searches": _metric(text, "reid_requests_total", 'route="/v1/search/raw"'),
+        "calls": _metric(text, "reid_batch_size_images_count"),
+        "images": _metric(text, "reid_batch_size_images_sum"),
+        "cpu": process_cpu_seconds(pid),
+    }
+
+
 def measure(
-    mode: str, url: str, pid: int, images: list[bytes], clients: int, seconds: float
+    server: str,
+    mode: str,
+    url: str,
+    pid: int,
+    image: Path,
+    clients: int,
+    seconds: float,
+    load: str,
+    raw: Raw,
 ) -> Load:
-    server0, client0 = process_cpu_seconds(pid), time.process_time()
-    latencies, errors = asyncio.run(drive(url, images, clients, 1.0, seconds))
-    server_cpu, client_cpu = process_cpu_seconds(pid) - server0, time.process_time() - client0
-    total = max(1, len(latencies) + errors) * (1 + 1 / seconds)  # warm-up second included
-    ms = np.asarray(latencies) * 1000 if latencies else np.asarray([float("nan")])
+    """One cell: 1 s of warm-up, then ``seconds`` of load, with the server's counters."""
+    drive = GENERATORS[load]
+    drive(url, image, clients, 1.0)
+    before = server_counters(url, pid)
+    driven = drive(url, image, clients, seconds)
+    after = server_counters(url, pid)
+    delta = {key: after[key] - before[key] for key in after}
+    served = max(1.0, delta["searches"])
+    inference = raw.cpu_seconds(delta["calls"], delta["images"])
     return Load(
-        mode, clients, len(latencies), seconds,
-        float(np.percentile(ms, 50)), float(np.percentile(ms, 99)), errors,
-        server_cpu / total * 1000, client_cpu / total * 1000,
+        server, mode, clients, driven.requests, driven.seconds, driven.p50_ms, driven.p99_ms,
+        driven.errors, delta["cpu"] / served * 1000, inference / served * 1000,
+        driven.client_cpu_s / max(1, driven.requests + driven.errors) * 1000,
+        delta["images"] / max(1.0, delta["calls"]),
     )  # fmt: skip
 
 
-def report(rows: list[Load], raw_by_batch: dict[int, float], args: argparse.Namespace) -> str:
-    raw = max(raw_by_batch.values())
-    on32 = next((r for r in rows if r.mode == "on" and r.clients == max(args.clients)), None)
-    off32 = next((r for r in rows if r.mode == "off" and r.clients == max(args.clients)), None)
-    ratio = on32.rps / raw if on32 else float("nan")
+# -- report -------------------------------------------------------------------------------
+
+
+def ratio_target(args: argparse.Namespace) -> float:
+    return RATIO_TARGETS.get(args.encoder_name, 0.80)
+
+
+def _pick(rows: list[Load], server: str, mode: str, clients: int) -> Load | None:
+    return next((r for r in rows if (r.server, r.mode, r.clients) == (server, mode, clients)), None)
+
+
+def report(rows: list[Load], raw: Raw, args: argparse.Namespace) -> str:
+    top = max(args.clients)
+    compare = any(r.server == "before" for r in rows)
+    if args.load == "wrk":
+        generator = (
+            f"wrk ({args.wrk_version}; one thread, pinned to CPU {client_core()} with "
+            "taskset, `bench/wrk_raw_search.lua`)"
+        )
+    else:
+        generator = "httpx async (Python, same process as this script, not pinned)"
+    baseline = ""
+    if compare:
+        baseline = (
+            f" Rows `before`: the server of `{args.baseline_label}` (`--baseline`), started "
+            "the same way and measured interleaved with `after` (this checkout), cell by cell."
+        )
     lines = [
-        f"`{' '.join([COMMAND, *sys.argv[1:]])}` on {today()}. "
+        f"`{shlex.join([COMMAND, *sys.argv[1:]])}` on {today()}. "
         f"Machine: {machine_summary()}. Load average at the "
-        f"end: {os.getloadavg()[0]:.2f} (the machine is shared; numbers move with its load).",
+        f"end: {os.getloadavg()[0]:.2f}. {args.note}",
         "",
         f"Model: {args.model_label}, onnxruntime on the CPU with {args.threads} thread(s) "
         f"per call and {args.workers} worker(s) (calls in flight at once); "
         f"gallery of {args.gallery_size} entries (flat index); each request is "
-        "`POST /v1/search/raw?k=10` with one JPEG crop; the load generator (httpx async, "
-        "same machine) and the server share the cores. Batching on: max batch "
-        f"{args.max_batch}, max wait {args.max_wait_ms:g} ms. Each cell: {args.seconds:g} s "
-        "after 1 s of warm-up.",
+        f"`POST {SEARCH_PATH}` with one JPEG crop. Load generator: {generator}, on the same "
+        f"machine as the server. Batching on: max batch {args.max_batch}, max wait "
+        f"{args.max_wait_ms:g} ms. Each cell: {args.seconds:g} s after 1 s of warm-up." + baseline,
         "",
-        "| batching | clients | req/s (= img/s) | p50 ms | p99 ms | errors "
-        "| server CPU ms/req | client CPU ms/req |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "Columns: `/ raw` is req/s over the raw runtime's best img/s (below); server CPU is "
+        "the server process's CPU time (all threads) per served request; `excl. inference` "
+        "subtracts the runtime's own CPU time (raw measurement: "
+        f"{raw.cpu_per_call_s * 1000:.3f} ms per call + {raw.cpu_per_image_s * 1000:.3f} ms "
+        "per image, times the calls and images the server's `/metrics` counted; `batch` is "
+        "their ratio); client CPU is the load generator's.",
+        "",
+        ("| server " if compare else "")
+        + "| batching | clients | req/s (= img/s) | / raw | p50 ms | p99 ms | errors "
+        "| server CPU ms/req | excl. inference | batch | client CPU ms/req |",
+        ("| --- " if compare else "")
+        + "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         lines.append(
-            f"| {r.mode} | {r.clients} | {r.rps:.1f} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | "
-            f"{r.errors} | {r.server_cpu_ms:.2f} | {r.client_cpu_ms:.2f} |"
+            (f"| {r.server} " if compare else "")
+            + f"| {r.mode} | {r.clients} | {r.rps:.1f} | {r.rps / raw.best:.0%} | "
+            f"{r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.errors} | {r.server_cpu_ms:.2f} | "
+            f"{r.overhead_ms:.2f} | {r.mean_batch:.1f} | {r.client_cpu_ms:.2f} |"
         )
-    verdict = "met" if ratio >= TARGET else "not met"
     lines += [
         "",
         "Raw runtime throughput, same model, threads and workers, same run "
         "(``runtime.embed`` on preprocessed batches): "
-        + ", ".join(f"{v:.1f} img/s at batch {b}" for b, v in raw_by_batch.items())
-        + f"; the best, {raw:.1f} img/s, is the reference.",
-        "",
-        f"With batching at {max(args.clients)} clients the server delivers "
-        f"{ratio:.0%} of the raw runtime throughput (target >= {TARGET:.0%}: {verdict})"
-        + (f"; without batching {off32.rps / raw:.0%}." if off32 else "."),
+        + ", ".join(f"{v:.1f} img/s at batch {b}" for b, v in raw.img_s.items())
+        + f"; the best, {raw.best:.1f} img/s, is the reference.",
     ]
-    if on32 and ratio < TARGET:
-        per_request = on32.server_cpu_ms + on32.client_cpu_ms
-        lines += [
-            "",
-            f"Why: each request costs {on32.server_cpu_ms:.1f} ms of server CPU (decode, "
-            "HTTP, batching, gallery search, JSON; the inference itself is about "
-            f"{1000 / raw:.1f} ms) plus {on32.client_cpu_ms:.1f} ms in the load generator, "
-            "on the same cores as the raw runtime's one inference thread: with a model "
-            f"this cheap the per-request work ({per_request:.1f} ms) outweighs inference. "
-            "Batching pays where one call on a batch is much cheaper than the calls on "
-            "its images one by one (a GPU, or a heavier model).",
+    target = ratio_target(args)
+    for server in ("before", "after") if compare else ("after",):
+        cells = [r for r in (_pick(rows, server, m, top) for m in ("on", "off")) if r]
+        if not cells:
+            continue
+        judged = cells[0]  # batching on (the server's default) when it was measured
+        who = f"`{server}`: " if compare else ""
+        parts = [
+            f"batching {r.mode} {r.rps / raw.best:.0%} with {r.overhead_ms:.2f} ms of server "
+            "CPU per request outside inference"
+            for r in cells
         ]
-    if on32 and off32:
+        ratio_ok = "met" if judged.rps / raw.best >= target else "not met"
+        cpu_ok = "met" if judged.overhead_ms <= CPU_TARGET_MS else "not met"
         lines += [
             "",
-            "Batching on vs off at the same load: "
-            f"{on32.rps:.1f} vs {off32.rps:.1f} req/s, p99 {on32.p99_ms:.0f} vs "
-            f"{off32.p99_ms:.0f} ms. Raw throughput per image at batch 32 vs batch 1 is "
-            f"{raw_by_batch.get(32, float('nan')) / raw_by_batch.get(1, float('nan')):.2f}x "
-            "here, which bounds what merging requests can gain on this device.",
+            f"{who}at {top} clients the server delivers {'; '.join(parts)}. Targets (issue "
+            f"19, judged with batching {judged.mode}): >= {target:.0%} of the raw runtime: "
+            f"{ratio_ok}; <= {CPU_TARGET_MS:g} ms outside inference: {cpu_ok}.",
         ]
     return "\n".join(lines)
+
+
+def wrk_version() -> str:
+    proc = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
+    match = re.search(r"wrk (\S+)", proc.stdout + proc.stderr)
+    return f"wrk {match.group(1)}" if match else "wrk"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -280,6 +464,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--seconds", type=float, default=8.0)
     p.add_argument("--clients", type=lambda s: [int(v) for v in s.split(",")], default=[1, 8, 32])
+    p.add_argument(
+        "--modes", type=lambda s: s.split(","), default=["on", "off"], help="batching on,off"
+    )
+    p.add_argument("--load", choices=sorted(GENERATORS), default="wrk", help="load generator")
+    p.add_argument(
+        "--baseline", type=Path, help="another checkout whose server is measured too (before)"
+    )
+    p.add_argument("--baseline-label", default=None, help="how the report names --baseline")
+    p.add_argument("--note", default="", help="a sentence for the report (e.g. other load)")
     p.add_argument("--threads", type=int, default=1, help="runtime threads (server and raw)")
     p.add_argument("--max-batch", type=int, default=32)
     p.add_argument("--max-wait-ms", type=float, default=2.0)
@@ -291,6 +484,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.quick:
         args.seconds, args.clients = 2.0, [1, 8]
+    if args.modes and not set(args.modes) <= {"on", "off"}:
+        p.error("--modes takes on, off or on,off")
+    args.wrk_version = wrk_version() if args.load == "wrk" else ""
+    args.baseline_label = args.baseline_label or (str(args.baseline) if args.baseline else "")
 
     from reid.manifest import load_manifest
 
@@ -299,45 +496,67 @@ def main(argv: list[str] | None = None) -> int:
         height, width = (int(v) for v in args.size.lower().split("x"))
         export = args.model or export_demo(tmp / "export", (height, width), args.encoder)
         manifest = load_manifest(export)
+        args.encoder_name = manifest.model_name
         args.model_label = (
             f"{manifest.model_name} at {manifest.preprocess.height}x{manifest.preprocess.width}"
             f" (D={manifest.embedding_dim})"
         )
         size = (manifest.preprocess.height, manifest.preprocess.width)
         images = crops(64, size)
-        raw_by_batch = {
-            b: raw_throughput(export, images, b, args.threads, args.workers)
-            for b in sorted({1, 8, args.max_batch})
-        }
-        print("raw runtime img/s by batch:", {b: round(v, 1) for b, v in raw_by_batch.items()})
+        image = tmp / "crop.jpg"
+        image.write_bytes(images[0])
+        batches = sorted({1, 8, args.max_batch})
+        raw = raw_runtime(export, images, batches, args.threads, args.workers)
+        print(
+            "raw runtime img/s by batch:",
+            {b: round(v, 1) for b, v in raw.img_s.items()},
+            f"CPU {raw.cpu_per_call_s * 1000:.3f} ms/call + "
+            f"{raw.cpu_per_image_s * 1000:.3f} ms/image",
+        )
         gallery = tmp / "gallery"
         fill_gallery(gallery, manifest.embedding_dim, args.gallery_size)
 
+        servers = {"after": REPO}
+        if args.baseline is not None:
+            servers = {"before": args.baseline.resolve(), **servers}
         rows: list[Load] = []
         workers = ["--workers", str(args.workers)]
-        modes = {
+        flags = {
             "on": ["--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms)],
             "off": ["--no-batching"],
         }
-        modes = {mode: [*extra, *workers] for mode, extra in modes.items()}
-        for mode, extra in modes.items():
-            proc, url = start_server(export, gallery, tmp / f"{mode}.log", args.threads, extra)
+        for mode in args.modes:
+            procs: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
             try:
+                for server, root in servers.items():
+                    copy = tmp / f"gallery-{server}-{mode}"  # one process per gallery
+                    shutil.copytree(gallery, copy)
+                    log = tmp / f"{server}-{mode}.log"
+                    extra = [*flags[mode], *workers]
+                    procs[server] = start_server(root, export, copy, log, args.threads, extra)
                 for clients in args.clients:
-                    row = measure(mode, url, proc.pid, images, clients, args.seconds)
-                    rows.append(row)
-                    print(
-                        f"batching {mode:>3} clients {clients:>2}: {row.rps:7.1f} req/s  "
-                        f"p50 {row.p50_ms:6.1f} ms  p99 {row.p99_ms:6.1f} ms  "
-                        f"errors {row.errors}  server CPU {row.server_cpu_ms:.2f} ms/req  "
-                        f"client CPU {row.client_cpu_ms:.2f} ms/req",
-                        flush=True,
-                    )
+                    for server, (proc, url) in procs.items():
+                        row = measure(
+                            server, mode, url, proc.pid, image, clients, args.seconds,
+                            args.load, raw,
+                        )  # fmt: skip
+                        rows.append(row)
+                        print(
+                            f"{server:>6} batching {mode:>3} clients {clients:>2}: "
+                            f"{row.rps:7.1f} req/s ({row.rps / raw.best:4.0%} of raw)  "
+                            f"p50 {row.p50_ms:6.1f} ms  p99 {row.p99_ms:6.1f} ms  "
+                            f"errors {row.errors}  server CPU {row.server_cpu_ms:.2f} ms/req "
+                            f"(excl. inference {row.overhead_ms:.2f}, batch "
+                            f"{row.mean_batch:.1f})  client CPU {row.client_cpu_ms:.2f} ms/req",
+                            flush=True,
+                        )
             finally:
-                proc.send_signal(signal.SIGTERM)
-                proc.wait(30)
+                for proc, _ in procs.values():
+                    proc.send_signal(signal.SIGTERM)
+                for proc, _ in procs.values():
+                    proc.wait(30)
 
-    body = report(rows, raw_by_batch, args)
+    body = report(rows, raw, args)
     print(body)
     if not args.quick:
         default_model = args.model is None and (args.encoder, args.size) == (

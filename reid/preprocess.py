@@ -7,6 +7,7 @@ prepared identically wherever it is embedded.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -16,6 +17,11 @@ from typing import Any
 import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+try:  # libjpeg-turbo through its TurboJPEG API: JPEG headers and decoding, no Pillow objects
+    import simplejpeg
+except ImportError:  # pragma: no cover - a dependency; without it Pillow decodes every JPEG
+    simplejpeg = None
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -102,12 +108,27 @@ def resize_rgb(image: np.ndarray, config: PreprocessConfig) -> np.ndarray:
     )
 
 
-def normalize_chw(image: np.ndarray, config: PreprocessConfig) -> np.ndarray:
-    """``uint8[H, W, 3]`` at the model size -> normalised ``float32[3, H, W]``."""
+@functools.lru_cache(maxsize=16)
+def _mean_std(config: PreprocessConfig) -> tuple[np.ndarray, np.ndarray]:
+    """``float32[3, 1, 1]`` mean and std on the 0..255 scale (cached per config)."""
     mean = np.asarray(config.mean, dtype=np.float32) * 255.0
     std = np.asarray(config.std, dtype=np.float32) * 255.0
-    chw = image.astype(np.float32).transpose(2, 0, 1)
-    return (chw - mean[:, None, None]) / std[:, None, None]
+    return mean[:, None, None], std[:, None, None]
+
+
+def normalize_chw(
+    image: np.ndarray, config: PreprocessConfig, out: np.ndarray | None = None
+) -> np.ndarray:
+    """``uint8[H, W, 3]`` at the model size -> normalised ``float32[3, H, W]``.
+
+    ``(pixel - mean) / std`` per channel, written into ``out`` when given (a
+    ``float32[3, H, W]`` array, e.g. one image of a batch): no temporary arrays.
+    """
+    mean, std = _mean_std(config)
+    if out is None:
+        out = np.empty((3, *image.shape[:2]), dtype=np.float32)
+    np.subtract(image.transpose(2, 0, 1), mean, out=out, dtype=np.float32)
+    return np.divide(out, std, out=out)
 
 
 def preprocess_image(image: np.ndarray, config: PreprocessConfig) -> np.ndarray:
@@ -119,7 +140,7 @@ def preprocess_batch(images: Sequence[np.ndarray], config: PreprocessConfig) -> 
     """RGB images of any sizes -> one contiguous ``float32[N, 3, H, W]`` batch."""
     batch = np.empty((len(images), 3, config.height, config.width), dtype=np.float32)
     for i, image in enumerate(images):
-        batch[i] = preprocess_image(image, config)
+        normalize_chw(resize_rgb(image, config), config, out=batch[i])
     return batch
 
 
@@ -148,10 +169,36 @@ def _open_image(data: bytes) -> Image.Image:
         ) from None
 
 
+_JPEG_MAGIC = b"\xff\xd8\xff"
+_TURBO_COLORSPACES = frozenset({"Gray", "YCbCr", "RGB"})
+"""JPEG colour spaces decoded by libjpeg-turbo directly (CMYK and YCCK go through Pillow,
+which undoes Adobe's inverted CMYK)."""
+
+
+def _jpeg_header(data: bytes) -> tuple[int, int, str] | None:
+    """``(width, height, colorspace)`` of a JPEG that libjpeg-turbo reads, else None.
+
+    None also for images Pillow would call a decompression bomb (Pillow then says so).
+    """
+    if simplejpeg is None or not data.startswith(_JPEG_MAGIC):
+        return None
+    try:
+        height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+    except ValueError:
+        return None
+    bomb = Image.MAX_IMAGE_PIXELS
+    if bomb is not None and width * height > 2 * bomb:
+        return None
+    return width, height, colorspace
+
+
 def image_size(data: bytes) -> tuple[int, int]:
     """``(width, height)`` of encoded image bytes, from the header alone (nothing decoded)."""
     if not data:
         raise PreprocessError("empty image data (0 bytes)")
+    header = _jpeg_header(data)
+    if header is not None:
+        return header[0], header[1]
     try:
         with _open_image(data) as image:
             return image.size
@@ -210,14 +257,17 @@ def decode_image_bytes(
     """
     if not data:
         raise PreprocessError("empty image data (0 bytes)")
+    header = _jpeg_header(data)
+    if header is not None and header[2] in _TURBO_COLORSPACES:
+        width, height, _ = header
+        _check_pixels(width, height, max_pixels)
+        rgb = _decode_jpeg_turbo(data, width, height, min_size)
+        if rgb is not None:
+            return rgb
     try:
         with _open_image(data) as image:
             width, height = image.size
-            if max_pixels is not None and width * height > max_pixels:
-                raise ImageTooLargeError(
-                    f"image is {width}x{height} = {width * height} pixels; "
-                    f"the limit is {max_pixels}"
-                )
+            _check_pixels(width, height, max_pixels)
             factor = 1
             if min_size is not None:
                 need_h, need_w = max(1, int(min_size[0])), max(1, int(min_size[1]))
@@ -235,6 +285,55 @@ def decode_image_bytes(
     except (OSError, SyntaxError, ValueError, MemoryError, IndexError, TypeError) as exc:
         raise _undecodable(exc) from None
     return np.asarray(rgb, dtype=np.uint8)
+
+
+def _check_pixels(width: int, height: int, max_pixels: int | None) -> None:
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
+        )
+
+
+def _dct_scale(width: int, height: int, min_size: tuple[int, int] | None) -> tuple[int, int]:
+    """``(dct, rest)``: the JPEG decoder's 1/dct scale (1, 2, 4 or 8) and the integer
+    box reduction after it, shrinking to no less than ``min_size=(height, width)``."""
+    if min_size is None:
+        return 1, 1
+    need_h, need_w = max(1, int(min_size[0])), max(1, int(min_size[1]))
+    factor = min(width // need_w, height // need_h)
+    dct = 8 if factor >= 8 else 4 if factor >= 4 else 2 if factor >= 2 else 1
+    scaled_w, scaled_h = -(-width // dct), -(-height // dct)
+    return dct, max(1, min(scaled_w // need_w, scaled_h // need_h))
+
+
+def _decode_jpeg_turbo(
+    data: bytes, width: int, height: int, min_size: tuple[int, int] | None
+) -> np.ndarray | None:
+    """A JPEG decoded by libjpeg-turbo (TurboJPEG), or None to let Pillow decide.
+
+    The same pixels as Pillow's path (Pillow's wheels decode with libjpeg-turbo too, with
+    the same accurate integer IDCT and smooth chroma upsampling): full size, or scaled by
+    the DCT at the 1/2, 1/4 or 1/8 Pillow's ``draft`` picks, then box-reduced the same
+    way. A JPEG that libjpeg-turbo only warns about (``strict``) goes to Pillow, whose
+    rules (and error messages) for damaged files are kept.
+    """
+    dct, rest = _dct_scale(width, height, min_size)
+    target = (-(-height // dct), -(-width // dct))
+    try:
+        rgb = simplejpeg.decode_jpeg(
+            data,
+            colorspace="RGB",
+            min_height=target[0] if dct > 1 else 0,
+            min_width=target[1] if dct > 1 else 0,
+            strict=True,
+        )
+    except ValueError:
+        return None
+    if rgb.shape != (*target, 3):  # not the scale Pillow would take
+        return None
+    if rest >= 2:
+        rgb = np.asarray(Image.fromarray(rgb).reduce(rest), dtype=np.uint8)
+    return rgb
 
 
 STRIP_ROWS = 512

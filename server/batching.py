@@ -143,14 +143,17 @@ class MicroBatcher:
         items, count = [first], len(first.images)
         deadline = time.perf_counter() + self.max_wait
         while count < self.max_batch:
-            remaining = deadline - time.perf_counter()
-            try:
+            try:  # what is queued already is taken without waiting (no timer, no task)
+                item = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                remaining = deadline - time.perf_counter()
                 if remaining <= 0:
-                    item = self._queue.get_nowait()
-                else:
-                    item = await asyncio.wait_for(self._queue.get(), remaining)
-            except (TimeoutError, asyncio.QueueEmpty):
-                break
+                    break
+                try:
+                    async with asyncio.timeout(remaining):
+                        item = await self._queue.get()
+                except TimeoutError:
+                    break
             if count + len(item.images) > self.max_batch:
                 self._carry = item  # starts the next batch
                 break

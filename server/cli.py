@@ -150,7 +150,7 @@ class _UvicornServer(uvicorn.Server):
 
 async def serve(settings: ServerSettings) -> None:
     """Run until SIGINT/SIGTERM, then drain the batcher and close the gallery."""
-    from server.connections import h11_protocol
+    from server.connections import http_protocol
     from server.http import create_app
 
     problems = settings.auth_problems()
@@ -171,7 +171,7 @@ async def serve(settings: ServerSettings) -> None:
         # from the app's middleware (with the request id), not from uvicorn.
         config = uvicorn.Config(
             app,
-            http=h11_protocol(settings.header_timeout_s),  # headers have a deadline
+            http=http_protocol(settings.header_timeout_s),  # headers have a deadline
             log_config=None,
             log_level=settings.log_level,
             access_log=False,

@@ -79,7 +79,8 @@ class BodyLimitMiddleware:
                 msg = await receive()
             else:
                 try:
-                    msg = await asyncio.wait_for(receive(), timeout)
+                    async with asyncio.timeout(timeout):  # a timer, not a task (wait_for)
+                        msg = await receive()
                 except TimeoutError:
                     state["late"] = True
                     raise BodyTimeoutError(f"no body data for {timeout:g} s") from None

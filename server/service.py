@@ -45,6 +45,7 @@ from reid.preprocess import (
 from reid.runtimes import Runtime
 from reid_client.schemas import GalleryStats, ModelInfo, ModelSummary, RuntimeInfo
 from server.batching import MicroBatcher
+from server.coalesce import Outcome, TurnCoalescer, each
 from server.errors import (
     BadInputError,
     ForbiddenError,
@@ -62,7 +63,14 @@ from server.thumbnails import make_thumbnail
 
 log = logging.getLogger("server.service")
 _NO_FILTERS = SearchFilters()
+GALLERY_ERRORS = (GalleryError, GalleryClosedError, GalleryStorageError, GalleryUnavailableError)
 T = TypeVar("T")
+SearchJob = tuple[np.ndarray, int | None, SearchFilters | None]
+"""One gallery search: ``float32[Q, D]`` queries, ``k``, filters (None: none)."""
+DECODE_JOB_REQUESTS = 16
+"""Requests decoded by one job of the decode pool (the pool runs ``decode_workers``)."""
+SEARCH_JOB_QUERIES = 64
+"""Searches merged into one gallery call at most."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +116,14 @@ class SearchService:
         self._closed = False
         self._decode_pool = ThreadPoolExecutor(
             max_workers=settings.decode_workers, thread_name_prefix="decode"
+        )
+        # The requests of one event-loop turn share a thread hop (server.coalesce): their
+        # decoding is one job of the decode pool, their gallery searches one call.
+        self._decoder: TurnCoalescer[Sequence[bytes], np.ndarray] = TurnCoalescer(
+            self._decode_pool, each(self._prepare), max_items=DECODE_JOB_REQUESTS
+        )
+        self._searcher: TurnCoalescer[SearchJob, list[list[Match]]] = TurnCoalescer(
+            None, self._search_many, max_items=SEARCH_JOB_QUERIES
         )
 
     # -- lifecycle -------------------------------------------------------------------
@@ -308,16 +324,37 @@ class SearchService:
         """Run a blocking gallery method in a thread, mapping its errors."""
         try:
             return await asyncio.to_thread(method, *args)
-        except GalleryClosedError:
-            raise NotReadyError("the gallery is closed (the server is shutting down)") from None
-        except GalleryUnavailableError as exc:
-            raise NotReadyError(f"{exc}; retry later (nothing was changed)") from None
-        except GalleryStorageError as exc:
-            if exc.reason == "full":
-                raise StorageFullError(f"{exc}; nothing was changed") from None
-            raise StorageUnavailableError(f"{exc}; nothing was changed") from None
-        except GalleryError as exc:
-            raise BadInputError(str(exc)) from None
+        except GALLERY_ERRORS as exc:
+            raise _gallery_error(exc) from None
+
+    def _search_many(self, jobs: Sequence[SearchJob]) -> list[Outcome[list[list[Match]]]]:
+        """Gallery searches of several requests (in a thread): one gallery call for the
+        queries of every request with the same ``k`` and filters. A call that fails is
+        retried request by request, so an error reaches only the request that caused it."""
+        out: list[Outcome[list[list[Match]]]] = [[] for _ in jobs]
+        groups: dict[tuple[int | None, SearchFilters | None], list[int]] = {}
+        for index, (_, k, filters) in enumerate(jobs):
+            groups.setdefault((k, filters), []).append(index)
+        for (k, filters), members in groups.items():
+            if len(members) > 1:
+                queries = np.concatenate([jobs[i][0] for i in members])
+                try:
+                    found = self.gallery.search(queries, k, filters)
+                except Exception:
+                    pass  # one by one below
+                else:
+                    offset = 0
+                    for i in members:
+                        count = len(jobs[i][0])
+                        out[i] = found[offset : offset + count]
+                        offset += count
+                    continue
+            for i in members:
+                try:
+                    out[i] = self.gallery.search(jobs[i][0], k, filters)
+                except Exception as exc:
+                    out[i] = exc
+        return out
 
     # -- operations ------------------------------------------------------------------
 
@@ -345,7 +382,7 @@ class SearchService:
         return await self.batcher.embed(np.ascontiguousarray(batch, dtype=np.float32))
 
     async def _embed(self, images: Sequence[bytes]) -> np.ndarray:
-        batch = await self._in_decode_pool(self._prepare, images)
+        batch = await self._decoder.run(images)
         return await self.batcher.embed(batch)
 
     async def search(self, images: Sequence[bytes], options: SearchOptions) -> list[list[Match]]:
@@ -370,7 +407,10 @@ class SearchService:
         results: list[list[Match]] = [[] for _ in range(len(queries))]
         for filters, rows in self._filter_groups(options, len(queries)):
             chosen = None if filters == _NO_FILTERS else filters  # the gallery's fast path
-            found = await self._call(self.gallery.search, queries[rows], k, chosen)
+            try:
+                found = await self._searcher.run((queries[rows], k, chosen))
+            except GALLERY_ERRORS as exc:
+                raise _gallery_error(exc) from None
             for row, matches in zip(rows, found, strict=True):
                 results[row] = list(matches)
         return results
@@ -533,6 +573,19 @@ class SearchService:
         return ModelInfo.model_validate(
             {"model": model, "runtime": runtime, **self.settings.public_summary()}
         )
+
+
+def _gallery_error(exc: Exception) -> Exception:
+    """The service's refusal for a gallery error."""
+    if isinstance(exc, GalleryClosedError):
+        return NotReadyError("the gallery is closed (the server is shutting down)")
+    if isinstance(exc, GalleryUnavailableError):
+        return NotReadyError(f"{exc}; retry later (nothing was changed)")
+    if isinstance(exc, GalleryStorageError):
+        if exc.reason == "full":
+            return StorageFullError(f"{exc}; nothing was changed")
+        return StorageUnavailableError(f"{exc}; nothing was changed")
+    return BadInputError(str(exc))
 
 
 def build_service(settings: ServerSettings) -> SearchService:

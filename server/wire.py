@@ -16,7 +16,9 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, TypeVar
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema
+from starlette.responses import Response
 
 from reid.gallery import EntryMetadata, SearchFilters
 from reid_client.schemas import MAX_CAMERA, EntrySearchParams, GalleryPageParams, SearchParams
@@ -24,6 +26,20 @@ from server.errors import BadInputError
 from server.service import SearchOptions
 
 M = TypeVar("M", bound=BaseModel)
+
+
+class JsonResponse(Response):
+    """A JSON answer encoded by orjson from plain values (dicts, lists, str, int, float,
+    None); routes that return one declare their ``response_model`` for the OpenAPI schema.
+
+    The same JSON as Starlette's ``JSONResponse`` (compact, UTF-8, no ASCII escapes)
+    for those values, in a fraction of the time. Non-finite floats become ``null``.
+    """
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
 
 
 def thumbnail_url(entry_id: int, has_thumbnail: bool) -> str | None:

@@ -189,3 +189,139 @@ def test_large_jpegs_are_decoded_at_reduced_scale_but_never_below_min_size():
     small = decode_image_bytes(data, min_size=(256, 128))
     assert small.shape[0] >= 256 and small.shape[1] >= 128 and small.shape[0] <= 512
     np.testing.assert_allclose(small.mean(axis=(0, 1)), (200, 30, 60), atol=3)
+
+
+# -- JPEG through libjpeg-turbo (simplejpeg), Pillow for the rest (issue 19) ---------------
+
+
+def _jpeg(image: Image.Image, **options) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format="JPEG", **options)
+    return out.getvalue()
+
+
+def _noisy(width: int, height: int, seed: int = 0) -> Image.Image:
+    """A smooth image with noise: every DCT coefficient matters, as in a real photo."""
+    rng = np.random.default_rng(seed)
+    small = Image.fromarray(
+        rng.integers(0, 256, (max(1, height // 8), max(1, width // 8), 3), np.uint8)
+    )
+    base = np.asarray(small.resize((width, height), Image.Resampling.BILINEAR), np.int16)
+    return Image.fromarray(
+        np.clip(base + rng.integers(-20, 20, base.shape), 0, 255).astype(np.uint8)
+    )
+
+
+def _pillow_only(monkeypatch, data: bytes, **kwargs) -> np.ndarray:
+    """What decode_image_bytes gives without libjpeg-turbo's direct path."""
+    import reid.preprocess as preprocess
+
+    with monkeypatch.context() as patch:
+        patch.setattr(preprocess, "simplejpeg", None)
+        return decode_image_bytes(data, **kwargs)
+
+
+def _counting_turbo(monkeypatch) -> list[int]:
+    """Counts simplejpeg.decode_jpeg calls from reid.preprocess."""
+    import reid.preprocess as preprocess
+
+    calls: list[int] = []
+    real = preprocess.simplejpeg.decode_jpeg
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(preprocess.simplejpeg, "decode_jpeg", counted)
+    return calls
+
+
+JPEG_CASES = {
+    "model-size 4:2:0": (_noisy(64, 128), {"quality": 90}),
+    "odd size 4:4:4": (_noisy(63, 127, 1), {"quality": 95, "subsampling": 0}),
+    "4:2:2 progressive": (
+        _noisy(257, 513, 2),
+        {"quality": 80, "subsampling": 1, "progressive": True},
+    ),
+    "grey": (_noisy(130, 260, 3).convert("L"), {"quality": 90}),
+    "large 4:2:0": (_noisy(1000, 2000, 4), {"quality": 85}),
+    "wide frame": (_noisy(1920, 1080, 5), {"quality": 75}),
+}
+
+
+@pytest.mark.parametrize(
+    "min_size", [None, (128, 64), (256, 128)], ids=["full", "128x64", "256x128"]
+)
+@pytest.mark.parametrize("case", list(JPEG_CASES))
+def test_jpegs_decode_to_the_same_pixels_with_libjpeg_turbo_as_with_pillow(
+    monkeypatch, case, min_size
+):
+    """The direct path gives Pillow's pixels exactly, full size or DCT-scaled (1/2, 1/4,
+    1/8 then box-reduced): same bytes, same pixels, whichever path decoded them."""
+    image, options = JPEG_CASES[case]
+    data = _jpeg(image, **options)
+    expected = _pillow_only(monkeypatch, data, min_size=min_size)
+    calls = _counting_turbo(monkeypatch)
+    got = decode_image_bytes(data, min_size=min_size)
+    assert calls, "the JPEG did not go through libjpeg-turbo"
+    assert got.dtype == np.uint8 and got.shape == expected.shape
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_cmyk_and_damaged_jpegs_go_through_pillow_with_its_answers(monkeypatch):
+    cmyk = _jpeg(_noisy(64, 128).convert("CMYK"))
+    np.testing.assert_array_equal(decode_image_bytes(cmyk), _pillow_only(monkeypatch, cmyk))
+    data = _jpeg(_noisy(128, 256), quality=90)
+    for damaged in (data[: len(data) // 2], data[:40]):
+        with pytest.raises(PreprocessError) as direct:
+            decode_image_bytes(damaged)
+        with pytest.raises(PreprocessError) as pillow:
+            _pillow_only(monkeypatch, damaged)
+        assert str(direct.value) == str(pillow.value)
+    from reid.preprocess import image_size
+
+    assert image_size(data) == (128, 256)
+    with pytest.raises(ImageTooLargeError, match="128x256 = 32768 pixels"):
+        decode_image_bytes(data, max_pixels=30_000)
+
+
+def test_normalising_into_a_batch_gives_the_plain_formula():
+    config = PreprocessConfig(height=16, width=8)
+    image = np.random.default_rng(4).integers(0, 256, (16, 8, 3), np.uint8)
+    mean = np.asarray(config.mean, np.float32) * 255
+    std = np.asarray(config.std, np.float32) * 255
+    plain = (image.astype(np.float32).transpose(2, 0, 1) - mean[:, None, None]) / std[:, None, None]
+    np.testing.assert_array_equal(preprocess_batch([image, image], config)[1], plain)
+
+
+def test_real_photo_crops_embed_as_they_did_through_pillow(monkeypatch):
+    """Real photographs, cut to person-crop shapes at and above the model size, decoded as
+    the server does (model-size ``min_size``: DCT scaling for the large ones) through
+    libjpeg-turbo and through Pillow only: the bundled ImageNet MobileNetV2 embeds them
+    alike (the pixels are in fact identical)."""
+    skimage_data = pytest.importorskip("skimage.data", reason="scikit-image provides the photos")
+    torch = pytest.importorskip("torch")
+    from reid.models.backbones import build_backbone
+
+    try:
+        model = build_backbone("mobilenetv2", pretrained="imagenet").eval()
+    except Exception as exc:  # the weights ship in a package the Makefile installs
+        pytest.skip(f"no bundled MobileNetV2 weights: {exc}")
+    photos = [skimage_data.astronaut(), skimage_data.coffee(), skimage_data.chelsea()]
+    crops = [
+        photo[top : top + height, left : left + height // 2]
+        for photo in photos
+        for top, left, height in ((0, 0, 128), (60, 150, 300), (10, 40, 400))
+    ]
+    config = PreprocessConfig(height=128, width=64)
+    data = [_jpeg(Image.fromarray(np.ascontiguousarray(c)), quality=90) for c in crops]
+    calls = _counting_turbo(monkeypatch)
+    direct = preprocess_batch([decode_image_bytes(d, min_size=(128, 64)) for d in data], config)
+    assert len(calls) == len(data)
+    pillow = preprocess_batch(
+        [_pillow_only(monkeypatch, d, min_size=(128, 64)) for d in data], config
+    )
+    with torch.no_grad():
+        a, b = (model(torch.from_numpy(x)).flatten(1) for x in (direct, pillow))
+    cosine = torch.nn.functional.cosine_similarity(a, b).numpy()
+    assert cosine.min() >= 0.999, cosine

@@ -218,3 +218,120 @@ def test_a_runtime_that_cannot_run_calls_concurrently_gets_one_worker():
     runtime.concurrent_calls = False  # as TensorRTRuntime
     assert MicroBatcher(runtime, workers=4).workers == 1
     assert overlap(workers=4, runtime=runtime).most_at_once == 1
+
+
+# -- one executor job per event-loop turn (server.coalesce) ---------------------------------
+
+
+def test_the_items_of_one_turn_share_one_executor_job_with_their_own_outcomes():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from server.coalesce import TurnCoalescer, each
+
+    def square(x: int) -> int:
+        if x < 0:
+            raise ValueError(f"negative: {x}")
+        return x * x
+
+    async def go():
+        with ThreadPoolExecutor(2) as pool:
+            coalescer = TurnCoalescer(pool, each(square), max_items=4)
+            together = await asyncio.gather(
+                *(coalescer.run(x) for x in [1, 2, -3, 4, 5, 6]), return_exceptions=True
+            )
+            jobs_together = coalescer.jobs
+            alone = [await coalescer.run(x) for x in (7, 8)]  # one turn each
+            return together, jobs_together, alone, coalescer.jobs
+
+    together, jobs_together, alone, jobs = run(go())
+    assert together[:2] == [1, 4] and together[3:] == [16, 25, 36]
+    assert isinstance(together[2], ValueError) and "negative: -3" in str(together[2])
+    assert jobs_together == 2  # six items of one turn, at most four per job
+    assert alone == [49, 64] and jobs == 4
+
+
+def test_cancelled_callers_are_skipped_and_a_shut_down_executor_fails_its_callers():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from server.coalesce import TurnCoalescer
+
+    seen: list[list[int]] = []
+
+    def work(items):
+        seen.append(list(items))
+        return [x + 1 for x in items]
+
+    async def go():
+        pool = ThreadPoolExecutor(1)
+        coalescer = TurnCoalescer(pool, work)
+        doomed = asyncio.ensure_future(coalescer.run(1))
+        kept = asyncio.ensure_future(coalescer.run(2))
+        doomed.cancel()
+        assert await kept == 3
+        pool.shutdown()
+        with pytest.raises(RuntimeError, match="shutdown"):
+            await coalescer.run(3)
+
+    run(go())
+    assert seen == [[2]]
+
+
+def test_concurrent_searches_share_gallery_calls_with_the_results_of_separate_ones(tmp_path):
+    """The requests of a turn that search with the same k and filters are one gallery call;
+    each still gets exactly its own results (and its own error)."""
+    from server_fakes import MemoryGallery
+
+    from reid.gallery import EntryMetadata, GalleryError, SearchFilters
+    from server.errors import BadInputError
+    from server.service import SearchOptions, SearchService
+    from server.settings import ServerSettings
+
+    class CountingGallery(MemoryGallery):
+        def __init__(self) -> None:
+            super().__init__()
+            self.search_calls: list[int] = []
+
+        def search(self, queries, k=10, filters=None):
+            self.search_calls.append(len(queries))
+            if np.isnan(queries).any():
+                raise GalleryError("NaN query")
+            return super().search(queries, k, filters)
+
+    gallery = CountingGallery()
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((20, 8)).astype(np.float32)
+    gallery.add(vectors, [EntryMetadata(camera=i % 3) for i in range(20)])
+    service = SearchService(ColourRuntime(), gallery, ServerSettings())
+    queries = rng.standard_normal((6, 8)).astype(np.float32)
+    plain = SearchOptions(k=3)
+    filtered = SearchOptions(k=3, filters=SearchFilters(exclude_cameras=frozenset({0})))
+
+    async def go():
+        await service.start()
+        try:
+            options = [plain, plain, filtered, plain, filtered, plain]
+            merged = await asyncio.gather(
+                *(
+                    service.search_embeddings(q[None], o)
+                    for q, o in zip(queries, options, strict=True)
+                )
+            )
+            calls = list(gallery.search_calls)
+            separate = [
+                await service.search_embeddings(q[None], o)
+                for q, o in zip(queries, options, strict=True)
+            ]
+            mixed = await asyncio.gather(
+                service.search_embeddings(queries[:1], plain),
+                service._search(np.full_like(queries[:1], np.nan), plain, 3),  # gallery refuses
+                return_exceptions=True,
+            )
+            return merged, calls, separate, mixed
+        finally:
+            await service.close()
+
+    merged, calls, separate, mixed = run(go())
+    assert sorted(calls) == [2, 4]  # one call per (k, filters): 4 plain and 2 filtered queries
+    assert [[m.id for m in r[0]] for r in merged] == [[m.id for m in r[0]] for r in separate]
+    assert [m.id for m in mixed[0][0]] == [m.id for m in separate[0][0]]
+    assert isinstance(mixed[1], BadInputError) and "NaN query" in str(mixed[1])

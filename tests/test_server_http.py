@@ -8,19 +8,27 @@ import json
 import re
 import struct
 import zlib
+from typing import Annotated
 
 import numpy as np
 import pytest
+from fastapi import FastAPI, Query, Security
+from fastapi.security import HTTPAuthorizationCredentials
 from fastapi.testclient import TestClient
 from PIL import Image
+from pydantic import ValidationError
 from server_fakes import DIM, ColourRuntime, MemoryGallery, image_bytes
+from starlette.datastructures import Headers, QueryParams
 
 from reid.gallery import EntryMetadata, Gallery
 from reid_client.schemas import GalleryPage, GalleryStats, ModelInfo
 from server.errors import ServiceError
 from server.http import create_app
+from server.routes import deps
+from server.routes.fastpath import QueryModel, request_key
 from server.service import SearchOptions, SearchService
 from server.settings import ServerSettings
+from server.wire import RawSearchQuery
 
 RED, GREEN, BLUE = (250, 10, 10), (10, 250, 10), (10, 10, 250)
 KEY = "s3cret-write"
@@ -816,3 +824,137 @@ def test_with_only_a_read_key_writes_need_it_too(tmp_path):
         assert auth == {"writes_need_key": True, "reads_need_key": True}
     with make_client(tmp_path / "anon", read_key=READ_KEY, allow_anonymous_writes=True) as client:
         assert client.post("/v1/gallery", files=files(image_bytes(RED))).status_code == 201
+
+
+# -- the raw search's fast path and its JSON answer (issue 19) -----------------------------
+
+
+def test_search_answers_are_the_json_of_the_typed_schema(client):
+    from reid_client.schemas import SearchResponse
+
+    populate(client)
+    for r in (
+        client.post("/v1/search/raw?k=4", content=image_bytes(RED), headers=RAW),
+        search(client, image_bytes(RED), image_bytes(BLUE), k=3, query_cameras="0,2"),
+    ):
+        assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+        body = r.json()
+        assert SearchResponse.model_validate(body).model_dump(mode="json") == body
+        assert json.loads(r.content) == body  # plain JSON
+
+
+RAW = {"Content-Type": "image/jpeg"}
+
+
+_query_app = FastAPI()
+
+
+@_query_app.get("/q")
+async def _read_query(params: Annotated[RawSearchQuery, Query()]) -> dict:
+    return params.model_dump()
+
+
+_key_app = FastAPI()
+
+
+@_key_app.get("/k")
+async def _read_key(
+    api_key: Annotated[str | None, Security(deps._api_key_header)] = None,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(deps._bearer)] = None,
+) -> dict:
+    return {"key": deps._key(api_key, bearer)}
+
+
+def _fastapi_query_values(query: str):
+    """What FastAPI's own Query() model gives for a query string (or its status code)."""
+    r = TestClient(_query_app).get(f"/q?{query}")
+    return r.json() if r.status_code == 200 else r.status_code
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "",
+        "k=10",
+        "k=3&k=7",
+        "k=5&full_ranking=true&min_score=0.25",
+        "cameras=1,2&cameras=3&exclude_cameras=4",
+        "query_camera=2&exclude_same_camera=true",
+        "query_cameras=2&exclude_same_camera=true",
+        "time_from=1.5&time_to=2.5&unknown=1",
+        "cameras=&k=2",
+        "k=abc",
+        "k=0",
+        "time_from=3&time_to=1",
+        "min_score=nan",
+        "exclude_same_camera=true",
+        "cameras=99999999999",
+    ],
+)
+def test_the_fast_path_reads_query_parameters_as_fastapi_does(query):
+    expected = _fastapi_query_values(query)
+    try:
+        got = QueryModel(RawSearchQuery).parse(QueryParams(query)).model_dump()
+    except ValidationError:
+        assert isinstance(expected, int) and expected >= 400, expected
+    else:
+        assert got == expected
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"X-API-Key": "k1"},
+        {"X-API-Key": ""},
+        {"Authorization": "Bearer k2"},
+        {"Authorization": "bearer   k2 "},
+        {"Authorization": "Basic k2"},
+        {"Authorization": "Bearer"},
+        {"Authorization": "Bearer "},
+        {"X-API-Key": "k1", "Authorization": "Bearer k2"},
+        {"X-API-Key": "", "Authorization": "Bearer k2"},
+    ],
+)
+def test_the_fast_path_reads_the_api_key_as_fastapi_security_does(headers):
+    expected = TestClient(_key_app).get("/k", headers=headers).json()["key"]
+    assert request_key(Headers(headers=headers)) == expected
+
+
+@pytest.fixture
+def solved(monkeypatch) -> list[int]:
+    """Counts FastAPI's dependency solving (what the fast path skips)."""
+    import fastapi.routing
+
+    calls: list[int] = []
+    real = fastapi.routing.solve_dependencies
+
+    async def counted(*args, **kwargs):
+        calls.append(1)
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(fastapi.routing, "solve_dependencies", counted)
+    return calls
+
+
+def test_ordinary_raw_searches_skip_fastapis_dependency_solving(tmp_path, solved):
+    with make_client(tmp_path, read_key=READ_KEY, api_key=KEY) as c:
+        add(c, [(RED, {"camera": 0})], headers={"X-API-Key": KEY})
+        solved.clear()
+        for headers in ({"X-API-Key": READ_KEY}, {"Authorization": f"Bearer {KEY}"}):
+            r = c.post(
+                "/v1/search/raw?k=1&cameras=0", content=image_bytes(RED), headers=RAW | headers
+            )
+            assert r.status_code == 200, r.text
+        assert solved == []
+        # Anything else is FastAPI's, with its answers: no key, a wrong key, a bad k.
+        for headers, query, status in (
+            ({}, "k=1", 401),
+            ({"X-API-Key": "wrong"}, "k=1", 403),
+            ({"X-API-Key": READ_KEY}, "k=abc", 422),
+            ({"X-API-Key": READ_KEY}, "time_from=2&time_to=1", 400),
+        ):
+            r = c.post(f"/v1/search/raw?{query}", content=image_bytes(RED), headers=RAW | headers)
+            assert r.status_code == status, r.text
+            assert error_of(r)["request_id"] == r.headers["x-request-id"]
+        assert len(solved) == 4

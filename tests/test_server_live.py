@@ -250,3 +250,76 @@ def test_sigkill_during_adds_loses_no_acknowledged_entry(start, tmp_path):
             Image.open(io.BytesIO(thumb.content)).load()
         for entry_id, seed in list(acknowledged.items())[:: max(1, len(acknowledged) // 8)]:
             assert top_ids(client, seed)[0] == entry_id  # searchable by its own crop
+
+
+# -- the HTTP protocol and its header deadline (server.connections) -------------------------
+
+
+def _protocols() -> list:
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    bases = [H11Protocol]
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError:
+        return bases
+    return [*bases, HttpToolsProtocol]
+
+
+def _read_all(sock) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+@pytest.mark.parametrize("base", _protocols(), ids=lambda base: base.__name__)
+def test_both_http_protocols_close_connections_whose_headers_are_late(base):
+    """The header deadline works on uvicorn's h11 and httptools protocols alike (a
+    connection idle after its answer is closed, one with half its headers gets a 408),
+    and the server picks httptools when it is installed (llhttp, in C)."""
+    import asyncio
+    import socket
+
+    import uvicorn
+
+    from server.connections import base_protocol, http_protocol
+
+    try:
+        import httptools  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        assert base_protocol().__name__ == "HttpToolsProtocol"
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        headers = [(b"content-length", b"2")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, http=http_protocol(0.5, base), log_config=None, lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])))
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as idle:
+            idle.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert _read_all(idle).startswith(b"HTTP/1.1 200")  # then closed, silently
+            started = time.monotonic()
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as slow:
+                slow.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                answer = _read_all(slow)
+            assert answer.startswith(b"HTTP/1.1 408") and b"header_timeout_s" in answer
+            assert 0.4 < time.monotonic() - started < 3
+    finally:
+        server.should_exit = True
+        thread.join(10)

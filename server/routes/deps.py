@@ -1,7 +1,9 @@
 """What the routes depend on: the service (503 until loaded), the API keys, error docs.
 
 Everything comes from ``request.app.state`` (set by ``server.http.create_app``), so the
-routers are plain module-level objects.
+routers are plain module-level objects. The dependencies are ``async`` although they never
+wait: FastAPI runs a plain ``def`` dependency in a worker thread, a hop per dependency
+and request.
 """
 
 from typing import Annotated, Any
@@ -17,12 +19,14 @@ _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="
 _bearer = HTTPBearer(auto_error=False, scheme_name="Bearer")
 
 
-def loaded_service(request: Request) -> SearchService | None:
+async def loaded_service(request: Request) -> SearchService | None:
     """The service, or None while it is still loading (for health and metrics)."""
     return request.app.state.service
 
 
-def get_service(service: Annotated[SearchService | None, Depends(loaded_service)]) -> SearchService:
+async def get_service(
+    service: Annotated[SearchService | None, Depends(loaded_service)],
+) -> SearchService:
     """The service; ``NotReadyError`` (503) while it is still loading."""
     if service is None:
         raise NotReadyError("the model and gallery are still loading")
@@ -33,7 +37,7 @@ def _key(api_key: str | None, bearer: HTTPAuthorizationCredentials | None) -> st
     return api_key or (bearer.credentials if bearer is not None else None)
 
 
-def require_read(
+async def require_read(
     service: Annotated[SearchService, Depends(get_service)],
     api_key: Annotated[str | None, Security(_api_key_header)] = None,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
@@ -43,7 +47,7 @@ def require_read(
     return service
 
 
-def require_write(
+async def require_write(
     service: Annotated[SearchService, Depends(get_service)],
     api_key: Annotated[str | None, Security(_api_key_header)] = None,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
