@@ -326,10 +326,7 @@ class Trainer:
                 self.records,
                 self.preprocess,
                 self.device,
-                batch_size=self.eval_batch_size,
-                num_workers=self.num_workers,
-                amp=self.amp,
-                channels_last=self.channels_last,
+                **self.embed_options,
                 progress=self.progress,
                 desc=f"epoch {epoch + 1} features",
             )
@@ -583,6 +580,16 @@ class Trainer:
         load_encoder_state(self.encoder, checkpoint["encoder"])
         training = checkpoint.get("training") or {}
         return self.method.init_from_state(training.get("method") or {})
+
+    @property
+    def embed_options(self) -> dict[str, Any]:
+        """How this run embeds images (train-set features, evaluation, selection)."""
+        return {
+            "batch_size": self.eval_batch_size,
+            "num_workers": self.num_workers,
+            "amp": self.amp,
+            "channels_last": self.channels_last,
+        }
 
     def training_state(self) -> dict[str, Any]:
         """The checkpoint's ``"training"`` section (see ``trainer.checkpoint``)."""

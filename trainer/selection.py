@@ -93,10 +93,7 @@ class SelectionHook(HookBase):
             t.records,
             t.preprocess,
             t.device,
-            batch_size=t.eval_batch_size,
-            num_workers=t.num_workers,
-            amp=t.amp,
-            channels_last=t.channels_last,
+            **t.embed_options,
             desc="selection features",
         )
         quality = cluster_quality(features, clustering_params_of(t.method))
