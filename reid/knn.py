@@ -38,20 +38,24 @@ _OVERSAMPLE = 32  # extra directions iterated beyond the wanted ones
 
 @dataclass(frozen=True)
 class HnswParams:
-    """Settings of :func:`hnsw_k_nearest` (measured defaults, see ``docs/BENCHMARKS.md``).
+    """Settings of :func:`hnsw_k_nearest`.
 
     ``pca_dim``: dimension of the search space (no projection when the features have
     at most this many); ``pca_sample``: rows the PCA is fitted on; ``m``: HNSW links
     per node; ``ef_construction`` / ``ef_search``: HNSW beam widths (``ef_search`` is
     raised to the number of candidates if below); ``candidates``: candidates per
     wanted neighbour re-ranked exactly; ``seed``: of the PCA sample.
+
+    Defaults measured on 30,000 x 2,048 re-ID-like features (``bench_clustering.py``'s,
+    k = 31, one thread): recall of the 30 nearest 0.995 with 6 s of build + search;
+    PCA-256 with ``ef_search`` 96 reached 0.9975 in 12 s, ``m`` 16 only 0.974.
     """
 
-    pca_dim: int = 256
+    pca_dim: int = 128
     pca_sample: int = 10_000
     m: int = 32
     ef_construction: int = 40
-    ef_search: int = 96
+    ef_search: int = 64
     candidates: int = 2
     seed: int = 0
 
