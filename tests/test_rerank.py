@@ -94,6 +94,17 @@ def test_k_nearest_is_exact_and_starts_with_self():
     assert (np.diff(dists, axis=1) >= 0).all()
 
 
+@pytest.mark.parametrize("cells", [1, 200, 1000, 10**6])  # 1 row per block ... one block
+def test_k_nearest_is_exact_for_any_block_size(monkeypatch, cells):
+    feats, _ = clustered(8, num_ids=9, per_id=7)
+    monkeypatch.setattr(reid.rerank, "_KNN_CELLS", cells)
+    full = dense_sq_distances(feats)
+    for k in (1, 5, len(feats)):
+        dists, idx = k_nearest(feats, k)
+        np.testing.assert_array_equal(idx, np.argsort(full, axis=1, kind="stable")[:, :k])
+        np.testing.assert_allclose(dists, np.take_along_axis(full, idx, 1), atol=1e-5)
+
+
 def test_k_nearest_self_first_with_duplicates_and_clipping():
     feats = np.repeat(np.eye(3, dtype=np.float32), 4, axis=0)  # groups of 4 identical rows
     _, idx = k_nearest(feats, 2)
