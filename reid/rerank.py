@@ -332,14 +332,25 @@ def _exact_search(feats: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     sq = np.einsum("ij,ij->i", feats, feats)
     rows = max(1, min(n, _KNN_CELLS // n))
     best = np.full((n, k), np.inf, dtype=np.float32), np.zeros((n, k), dtype=np.int64)
-    for start in range(0, n, rows):
-        stop = min(start + rows, n)
-        block = _distance_block(feats, sq, start, stop, first=start)  # [rows, n - start]
+
+    def own_rows(block: np.ndarray, start: int, stop: int) -> None:
         values, columns = _smallest(block, k)
         _keep_best(best, slice(start, stop), values, columns + start)
-        if stop < n:  # the later rows' distances to this block's rows
-            values, columns = _smallest(np.ascontiguousarray(block[:, stop - start :].T), k)
-            _keep_best(best, slice(stop, n), values, columns + start)
+
+    def later_rows(block: np.ndarray, start: int, stop: int) -> None:
+        values, columns = _smallest(np.ascontiguousarray(block[:, stop - start :].T), k)
+        _keep_best(best, slice(stop, n), values, columns + start)
+
+    # the two selections of a block touch different rows of best: they run side by side
+    with ThreadPoolExecutor(min(2, _worker_count())) as pool:
+        for start in range(0, n, rows):
+            stop = min(start + rows, n)
+            block = _distance_block(feats, sq, start, stop, first=start)  # [rows, n - start]
+            jobs = [pool.submit(own_rows, block, start, stop)]
+            if stop < n:  # the later rows' distances to this block's rows
+                jobs.append(pool.submit(later_rows, block, start, stop))
+            for job in jobs:
+                job.result()
     dists, indices = best
     order = np.lexsort((indices, dists), axis=-1)
     return np.take_along_axis(dists, order, axis=1), np.take_along_axis(indices, order, axis=1)
