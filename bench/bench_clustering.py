@@ -326,8 +326,8 @@ and with approximate ones ({approx_mid["seconds"]:.1f} s) agree with adjusted Ra
 in a cluster that both find with exactly the same members); \
 clusters, outlier ratio, ARI / purity vs identities: exact \
 {quality(exact_mid, truths["mid"], ", ")}; approximate \
-{quality(approx_mid, truths["mid"], ", ")}. HNSW insertion is multi-threaded, so two runs \
-may differ slightly.
+{quality(approx_mid, truths["mid"], ", ")}. The approximate lists are reproducible (seeded \
+PCA sample, HNSW graph built on one thread, searched on all).
 """
 
 
