@@ -5,7 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from scipy import sparse
+from sklearn.cluster import DBSCAN
 
+import reid.rerank
 from trainer.clustering import ClusteringParams, ClusterResult, cluster_pseudo_labels, relabel
 
 
@@ -62,6 +65,75 @@ def test_all_outliers_gives_zero_clusters() -> None:
     np.testing.assert_array_equal(result.labels, -1)
 
 
+def _noisy_blobs(seed: int, noise: float) -> np.ndarray:
+    """Overlapping blobs plus scattered points: clusters, border points and outliers."""
+    rng = np.random.default_rng(seed)
+    return np.concatenate(
+        [_blobs(num=12, size=15, noise=noise, seed=seed), 0.3 * rng.standard_normal((20, 32))]
+    )
+
+
+@pytest.mark.parametrize(
+    ("seed", "noise", "kwargs"),
+    [
+        (0, 0.35, {"eps": 0.6, "min_samples": 4, "k1": 20, "k2": 6}),
+        (1, 0.5, {"eps": 0.5, "min_samples": 3, "k1": 15, "k2": 3}),
+        (2, 0.3, {"eps": 0.5, "min_samples": 8, "k1": 30, "k2": 6}),
+        (3, 0.45, {"eps": 0.75, "min_samples": 3, "k1": 10, "k2": 1}),
+        (4, 0.4, {"eps": 1.0, "min_samples": 4, "k1": 10, "k2": 3}),  # every pair within eps
+        (5, 0.4, {"eps": 1.0, "min_samples": 500, "k1": 10, "k2": 3}),  # ... but no core
+    ],
+)
+def test_sparse_graph_gives_the_labels_of_the_dense_matrix(
+    seed: int, noise: float, kwargs: dict
+) -> None:
+    feats = _noisy_blobs(seed, noise)
+    dense = cluster_pseudo_labels(feats, ClusteringParams(jaccard="dense", **kwargs))
+    sparse_ = cluster_pseudo_labels(feats, ClusteringParams(**kwargs))  # the default
+    np.testing.assert_array_equal(sparse_.labels, dense.labels)
+    assert (sparse_.num_clusters, sparse_.outlier_ratio) == (
+        dense.num_clusters,
+        dense.outlier_ratio,
+    )
+    if kwargs["eps"] < 1:  # the cases are not trivial: several clusters and some outliers
+        assert dense.num_clusters > 1 and 0 < dense.outlier_ratio < 1
+
+
+def test_approximate_neighbours_find_the_same_separated_clusters(monkeypatch) -> None:
+    monkeypatch.setattr(reid.rerank, "EXACT_KNN_MAX", 50)  # "auto" goes approximate here
+    feats = _blobs(num=6, size=20)
+    for knn in ("auto", "approximate"):
+        params = ClusteringParams(eps=0.6, min_samples=4, k1=20, k2=6, knn=knn)
+        result = cluster_pseudo_labels(feats, params)
+        np.testing.assert_array_equal(result.labels, np.repeat(np.arange(6), 20))
+
+
+def test_dbscan_takes_stored_zeros_as_neighbours() -> None:
+    # what the sparse path relies on: on a sparse precomputed matrix, scikit-learn's DBSCAN
+    # takes every *stored* entry within eps as a neighbour, explicit zeros included, and
+    # nothing else (an absent pair is not at distance 0 but no neighbour at all)
+    zeros = sparse.csr_array(
+        (np.zeros(4, np.float32), np.array([1, 0, 3, 2]), np.array([0, 1, 2, 3, 4])), shape=(4, 4)
+    )
+    assert zeros.nnz == 4
+    labels = DBSCAN(eps=0.1, min_samples=2, metric="precomputed").fit_predict(zeros)
+    np.testing.assert_array_equal(labels, [0, 0, 1, 1])
+    empty = sparse.csr_array((4, 4), dtype=np.float32)
+    labels = DBSCAN(eps=0.1, min_samples=2, metric="precomputed").fit_predict(empty)
+    np.testing.assert_array_equal(labels, -1)
+
+
+def test_duplicates_at_distance_zero_are_clustered_together() -> None:
+    feats = _blobs(num=4, size=10, noise=0.5, seed=2)
+    feats = np.concatenate([feats, feats[[0, 15]]])
+    kwargs = {"eps": 1e-6, "min_samples": 2, "k1": 10, "k2": 3}
+    result = cluster_pseudo_labels(feats, ClusteringParams(**kwargs))
+    dense = cluster_pseudo_labels(feats, ClusteringParams(jaccard="dense", **kwargs))
+    np.testing.assert_array_equal(result.labels, dense.labels)
+    assert result.labels[0] == result.labels[40] >= 0
+    assert result.labels[15] == result.labels[41] >= 0
+
+
 def test_relabel_is_deterministic_and_by_first_member() -> None:
     np.testing.assert_array_equal(relabel(np.array([5, 5, -1, 2, 2, 7, 2])), [0, 0, -1, 1, 1, 2, 1])
     # the raw ids do not matter, only the partition
@@ -72,11 +144,28 @@ def test_relabel_is_deterministic_and_by_first_member() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"eps": 0.0}, {"eps": 1.5}, {"min_samples": 0}, {"k1": 0}, {"k2": 0}, {"k1": "30"}, {"e": 1}],
+    [
+        {"eps": 0.0},
+        {"eps": 1.5},
+        {"min_samples": 0},
+        {"k1": 0},
+        {"k2": 0},
+        {"k1": "30"},
+        {"e": 1},
+        {"jaccard": "full"},
+        {"knn": "hnsw"},
+        {"jaccard": "dense", "knn": "approximate"},  # the dense path is the exact reference
+    ],
 )
 def test_params_are_validated(kwargs: dict) -> None:
     with pytest.raises(ValueError):
         ClusteringParams(**kwargs)
+
+
+def test_sparse_graph_and_automatic_neighbour_search_are_the_defaults() -> None:
+    params = ClusteringParams()
+    assert (params.jaccard, params.knn) == ("sparse", "auto")
+    assert ClusteringParams(jaccard="dense", knn="exact").jaccard == "dense"
 
 
 def test_params_are_immutable_once_validated() -> None:

@@ -5,8 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import reid.rerank
+from reid.knn import HnswParams
 from reid.metrics import evaluate_features, evaluate_rank, pairwise_distance
-from reid.rerank import RerankParams, jaccard_distance, k_nearest, l2_normalize, re_rank
+from reid.rerank import (
+    RerankParams,
+    jaccard_distance,
+    jaccard_graph,
+    k_nearest,
+    l2_normalize,
+    re_rank,
+)
 
 # ----------------------------------------------------------------------------- reference
 
@@ -85,6 +94,17 @@ def test_k_nearest_is_exact_and_starts_with_self():
     assert (np.diff(dists, axis=1) >= 0).all()
 
 
+@pytest.mark.parametrize("cells", [1, 200, 1000, 10**6])  # 1 row per block ... one block
+def test_k_nearest_is_exact_for_any_block_size(monkeypatch, cells):
+    feats, _ = clustered(8, num_ids=9, per_id=7)
+    monkeypatch.setattr(reid.rerank, "_KNN_CELLS", cells)
+    full = dense_sq_distances(feats)
+    for k in (1, 5, len(feats)):
+        dists, idx = k_nearest(feats, k)
+        np.testing.assert_array_equal(idx, np.argsort(full, axis=1, kind="stable")[:, :k])
+        np.testing.assert_allclose(dists, np.take_along_axis(full, idx, 1), atol=1e-5)
+
+
 def test_k_nearest_self_first_with_duplicates_and_clipping():
     feats = np.repeat(np.eye(3, dtype=np.float32), 4, axis=0)  # groups of 4 identical rows
     _, idx = k_nearest(feats, 2)
@@ -122,6 +142,91 @@ def test_jaccard_rejects_bad_input():
         jaccard_distance(np.full((4, 3), np.nan))
     with pytest.raises(ValueError, match="2-D"):
         jaccard_distance(np.ones(4))
+
+
+# ----------------------------------------------------------------------------- jaccard_graph
+
+
+def stored_mask(graph):
+    """Boolean ``[N, N]``: which pairs the sparse graph stores."""
+    mask = np.zeros(graph.shape, dtype=bool)
+    mask[np.repeat(np.arange(graph.shape[0]), np.diff(graph.indptr)), graph.indices] = True
+    return mask
+
+
+@pytest.mark.parametrize(
+    ("seed", "k1", "k2", "radius"),
+    [(0, 20, 6, 0.6), (1, 8, 1, 0.3), (2, 30, 6, 0.9), (3, 5, 3, 1.0), (4, 10, 3, 0.0)],
+)
+def test_jaccard_graph_is_the_dense_distance_within_the_radius(seed, k1, k2, radius):
+    feats, _ = clustered(seed, num_ids=12, per_id=8, noise=0.8)
+    dense = jaccard_distance(feats, k1=k1, k2=k2)
+    graph = jaccard_graph(feats, k1=k1, k2=k2, max_distance=radius)
+    assert graph.format == "csr" and graph.dtype == np.float32 and graph.shape == dense.shape
+    assert graph.has_sorted_indices
+    stored = stored_mask(graph)
+    assert len(graph.data) == stored.sum()  # no duplicate entries
+    # the same float32 values, bit for bit, on every stored pair ...
+    np.testing.assert_array_equal(dense[stored], graph.data)
+    # ... and the pairs left out are exactly those at distance 1 or beyond the radius
+    np.testing.assert_array_equal(~stored, (dense == 1.0) | (dense > radius))
+    if radius > 0:
+        assert stored.diagonal().all()  # at distance 0 up to rounding (~1e-16)
+
+
+def test_jaccard_graph_keeps_pairs_at_distance_zero():
+    feats, _ = clustered(5)
+    feats = np.concatenate([feats, feats[:3]])  # three exact duplicates
+    graph = jaccard_graph(feats, k1=10, k2=3, max_distance=0.5)
+    stored = stored_mask(graph)
+    assert (graph.data == 0.0).any()  # explicit zeros are stored, not dropped
+    dense = jaccard_distance(feats, k1=10, k2=3)
+    np.testing.assert_array_equal(stored, dense <= 0.5)
+    for i in range(3):
+        assert stored[i, len(feats) - 3 + i] and stored[len(feats) - 3 + i, i]
+
+
+def test_jaccard_graph_blocks_sum_as_one_dense_block(monkeypatch):
+    # tiny blocks: the block boundaries must not change a single bit
+    feats, _ = clustered(6, num_ids=10, per_id=10)
+    whole = jaccard_graph(feats, k1=12, k2=4, max_distance=0.8)
+    monkeypatch.setattr(reid.rerank, "_MAX_PAIRS", 300)
+    blocked = jaccard_graph(feats, k1=12, k2=4, max_distance=0.8)
+    np.testing.assert_array_equal(blocked.indptr, whole.indptr)
+    np.testing.assert_array_equal(blocked.indices, whole.indices)
+    np.testing.assert_array_equal(blocked.data, whole.data)
+
+
+def test_jaccard_graph_rejects_bad_input():
+    with pytest.raises(ValueError, match="max_distance"):
+        jaccard_graph(np.ones((4, 3)), max_distance=1.5)
+    with pytest.raises(ValueError, match="k2"):
+        jaccard_graph(np.ones((4, 3)), k2=0)
+    with pytest.raises(ValueError, match="method"):
+        jaccard_graph(np.ones((4, 3)), knn="hnsw")
+
+
+def test_k_nearest_auto_is_exact_up_to_the_threshold(monkeypatch):
+    feats, _ = clustered(7, num_ids=20, per_id=10)
+    calls, approximate = [], reid.rerank.hnsw_k_nearest
+
+    def spy(feats, k, params):
+        calls.append(len(feats))
+        return approximate(feats, k, params)
+
+    monkeypatch.setattr(reid.rerank, "hnsw_k_nearest", spy)
+    exact = k_nearest(feats, 9)
+    monkeypatch.setattr(reid.rerank, "EXACT_KNN_MAX", len(feats))
+    np.testing.assert_array_equal(k_nearest(feats, 9, method="auto")[1], exact[1])
+    assert calls == []
+    monkeypatch.setattr(reid.rerank, "EXACT_KNN_MAX", len(feats) - 1)
+    dists, idx = k_nearest(feats, 9, method="auto", hnsw=HnswParams(pca_dim=8))
+    assert calls == [len(feats)]
+    np.testing.assert_array_equal(idx[:, 0], np.arange(len(feats)))  # self first
+    recall = np.mean([len(np.intersect1d(a, b)) / 9 for a, b in zip(idx, exact[1], strict=True)])
+    assert recall > 0.9
+    full = dense_sq_distances(feats)
+    np.testing.assert_allclose(dists, np.take_along_axis(full, idx, 1), atol=1e-5)  # exact
 
 
 # ----------------------------------------------------------------------------- re_rank

@@ -24,8 +24,10 @@ __all__ = ["ClusterParams", "ClusteredMethod", "gather_batch"]
 class ClusterParams(ClusteringParams):
     """Clustering and cluster-memory settings common to the clustering methods.
 
-    ``eps``/``min_samples``/``k1``/``k2``: DBSCAN on the k-reciprocal Jaccard distance
-    (``trainer.clustering.ClusteringParams``); ``temperature``: InfoNCE temperature;
+    ``eps``/``min_samples``/``k1``/``k2``: DBSCAN on the k-reciprocal Jaccard distance,
+    ``jaccard`` (sparse radius graph, the default, or the dense matrix) and ``knn``
+    (auto/exact/approximate neighbour search) (``trainer.clustering.ClusteringParams``);
+    ``temperature``: InfoNCE temperature;
     ``momentum``: memory update ``m * old + (1 - m) * new`` (cluster-contrast uses
     0.1 to 0.2).
     """
