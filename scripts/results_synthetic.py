@@ -246,11 +246,11 @@ def train_command(
     ]  # fmt: skip
 
 
-def eval_command(row: Row, spec: str, run_dir: Path) -> list[str]:
+def eval_command(row: Row, spec: str, run_dir: Path, checkpoint: Path | None = None) -> list[str]:
     source = (
         ["--model", row.model, "--model-kwargs", PRETRAINED]
         if row.model
-        else ["--checkpoint", str(run_dir / "checkpoint_last.pt")]
+        else ["--checkpoint", str(checkpoint or run_dir / "checkpoint_last.pt")]
     )
     return [sys.executable, "-m", "trainer", "eval", *source, "--data", spec, "--json",
             *row.eval_args]  # fmt: skip
@@ -277,8 +277,19 @@ def run_one(
     if row.init_row and (init is None or not init.is_file()):
         raise SystemExit(f"row {row.name} starts from a run of row {row.init_row}: {init} missing")
     result_path = run_dir / (f"result_{row.name}.json" if row.scores_run_of else "result.json")
+    changed = None if row.scores_run_of else stale_settings(row, run_dir, seed, extra)
+    if changed:
+        aside = run_dir.with_name(run_dir.name + ".stale")
+        print(f"  {row.name} seed {seed}: its config changed ({changed}); the old run is "
+              f"moved to {aside} and trained again", flush=True)  # fmt: skip
+        shutil.rmtree(aside, ignore_errors=True)
+        run_dir.rename(aside)
     if result_path.is_file():
-        return json.loads(result_path.read_text())
+        result = json.loads(result_path.read_text())
+        if "selected" not in result:  # finished before the label-free choice was scored
+            result["selected"] = score_selected(row, spec, run_dir)
+            result_path.write_text(json.dumps(result, indent=2))
+        return result
     if row.scores_run_of and not (run_dir / "result.json").is_file():
         raise SystemExit(
             f"row {row.name} scores the run of row {row.scores_run_of}, which has not "
@@ -293,9 +304,14 @@ def run_one(
     elif row.config:
         cmd = train_command(row, spec, run_dir, seed, extra, reference, init)
         commands.append(cmd)
+        # a run stopped part-way continues from its last checkpoint (exactly: --resume
+        # restores the model, optimiser, method state and random streams; --init was
+        # taken when it started)
+        if (run_dir / "checkpoint_last.pt").is_file():
+            cmd = [*train_command(row, spec, run_dir, seed, extra, reference), "--resume"]
         print("$ " + shlex.join(cmd), flush=True)
         start = time.perf_counter()
-        with open(run_dir / "stdout.log", "w") as log:
+        with open(run_dir / "stdout.log", "a" if "--resume" in cmd else "w") as log:
             subprocess.run(cmd, cwd=REPO, check=True, stdout=log, stderr=subprocess.STDOUT)
         train_seconds = time.perf_counter() - start
     cmd = eval_command(row, spec, run_dir)
@@ -303,10 +319,57 @@ def run_one(
     scores = json.loads(subprocess.run(cmd, cwd=REPO, check=True, capture_output=True).stdout)
     commands = [c if isinstance(c, str) else shlex.join(c) for c in commands]
     result = {"row": row.name, "seed": seed, "train_seconds": train_seconds, "scores": scores,
-              "commands": commands}  # fmt: skip
+              "selected": score_selected(row, spec, run_dir), "commands": commands}  # fmt: skip
     result_path.write_text(json.dumps(result, indent=2))
     print(f"  {row.name} seed {seed}: mAP {100 * scores['mAP']:.1f}", flush=True)
     return result
+
+
+_RUN_SPECIFIC = ("data.spec", "reference.spec", "train.init")
+"""Settings that name this run's inputs, not the recipe."""
+
+
+def stale_settings(row: Row, run_dir: Path, seed: int, extra: list[str]) -> str | None:
+    """The settings in which ``run_dir``'s saved config differs from what the row trains
+    today (its config file and overrides), or ``None`` (same, or nothing saved)."""
+    saved = run_dir / "config.yaml"
+    if not row.config or not saved.is_file():
+        return None
+    from trainer.config import load_config
+
+    overrides = ["train.progress=false", "eval.every=0", f"train.seed={seed}",
+                 *row.overrides, *extra]  # fmt: skip
+    now = _flat(load_config(REPO / "trainer" / "configs" / row.config, overrides).to_dict())
+    then = _flat(load_config(saved).to_dict())
+    changed = [
+        f"{key}: {then.get(key)!r} -> {now.get(key)!r}"
+        for key in sorted(now.keys() | then.keys())
+        if key not in _RUN_SPECIFIC and now.get(key) != then.get(key)
+    ]
+    return "; ".join(changed) or None
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def score_selected(row: Row, spec: str, run_dir: Path) -> dict | None:
+    """Scores of the trainer's label-free choice (``model_selected.pt``), with the epoch
+    it chose (0: the starting model); ``None`` for a run without one."""
+    selected = run_dir / "model_selected.pt"
+    if row.model or not selected.is_file():
+        return None
+    cmd = eval_command(row, spec, run_dir, checkpoint=selected)
+    scores = json.loads(subprocess.run(cmd, cwd=REPO, check=True, capture_output=True).stdout)
+    log = run_dir / "selection.json"
+    epoch = json.loads(log.read_text())["selected"]["epoch"] if log.is_file() else None
+    return {"scores": scores, "epoch": epoch}
 
 
 def summarise(values: list[float]) -> dict[str, float]:
@@ -327,10 +390,12 @@ def relative(command: str) -> str:
 
 
 def table(groups: list[tuple[Row, int, list[dict]]], seed_name: str = "data seed") -> str:
+    """The results table; the last column scores the trainer's label-free checkpoint
+    choice (``model_selected.pt``) and says which epochs it took (0 = the start)."""
     lines = [
         f"| method | {seed_name} | runs | mAP mean ± std (min-max) | rank-1 mean ± std (min-max) "
-        "| training time / run |",
-        "|---|---:|---:|---|---|---:|",
+        "| training time / run | label-free choice: mAP (epochs chosen) |",
+        "|---|---:|---:|---|---|---:|---|",
     ]
     for row, data_seed, runs in groups:
         m = summarise([r["scores"]["mAP"] for r in runs])
@@ -339,9 +404,18 @@ def table(groups: list[tuple[Row, int, list[dict]]], seed_name: str = "data seed
         minutes = f"{statistics.fmean(seconds) / 60:.1f} min" if seconds else "-"
         lines.append(
             f"| {row.label} | {data_seed} | {len(runs)} | {cell(m, len(runs))} | "
-            f"{cell(r1, len(runs))} | {minutes} |"
+            f"{cell(r1, len(runs))} | {minutes} | {selected_cell(runs)} |"
         )
     return "\n".join(lines)
+
+
+def selected_cell(runs: list[dict]) -> str:
+    chosen = [r["selected"] for r in runs if r.get("selected")]
+    if not chosen:
+        return "-"
+    s = summarise([c["scores"]["mAP"] for c in chosen])
+    epochs = ", ".join(str(c["epoch"]) for c in chosen)
+    return f"{cell(s, len(chosen))} ({epochs})"
 
 
 def perturbation(groups: list[tuple[Row, int, list[dict]]]) -> str:

@@ -9,7 +9,13 @@ from scipy import sparse
 from sklearn.cluster import DBSCAN
 
 import reid.rerank
-from trainer.clustering import ClusteringParams, ClusterResult, cluster_pseudo_labels, relabel
+from trainer.clustering import (
+    ClusteringParams,
+    ClusterResult,
+    cluster_pseudo_labels,
+    label_free_quality,
+    relabel,
+)
 
 
 def _blobs(num: int, size: int, dim: int = 32, noise: float = 0.05, seed: int = 0) -> np.ndarray:
@@ -28,7 +34,7 @@ def test_separated_blobs_give_their_clusters() -> None:
     assert result.labels.dtype == np.int64
     # members are in blob order and relabelling follows first appearance: exact labels
     np.testing.assert_array_equal(result.labels, np.repeat(np.arange(6), 20))
-    assert result.stats() == {"num_clusters": 6.0, "outlier_ratio": 0.0}
+    assert result.stats() == {"num_clusters": 6.0, "outlier_ratio": 0.0, "eps": 0.6}
 
 
 def test_isolated_points_are_outliers() -> None:
@@ -155,6 +161,11 @@ def test_relabel_is_deterministic_and_by_first_member() -> None:
         {"jaccard": "full"},
         {"knn": "hnsw"},
         {"jaccard": "dense", "knn": "approximate"},  # the dense path is the exact reference
+        {"eps": 0.0},
+        {"eps": 1.5},
+        {"eps": "median"},
+        {"eps_grid": []},
+        {"eps_grid": [0.3, 1.2]},
     ],
 )
 def test_params_are_validated(kwargs: dict) -> None:
@@ -172,3 +183,54 @@ def test_params_are_immutable_once_validated() -> None:
     params = ClusteringParams(eps=0.5)
     with pytest.raises(ValueError, match="frozen"):
         params.eps = 0.0
+
+
+# ----------------------------------------------------------------------------- eps: auto
+
+
+def test_the_radius_is_chosen_from_the_data_by_default() -> None:
+    assert ClusteringParams().eps == "auto"
+    feats = _blobs(num=6, size=20, noise=0.08)
+    result = cluster_pseudo_labels(feats, ClusteringParams(min_samples=4, k1=20, k2=6))
+    assert set(result.eps_scores) == set(ClusteringParams().eps_grid)
+    assert result.eps in result.eps_scores
+    assert result.eps_scores[result.eps] == max(result.eps_scores.values())
+    assert result.stats()["eps"] == result.eps
+    np.testing.assert_array_equal(result.labels, np.repeat(np.arange(6), 20))
+
+
+def test_the_chosen_radius_gives_the_labels_of_that_fixed_radius() -> None:
+    feats = _blobs(num=5, size=12, noise=0.3, seed=3)
+    auto = cluster_pseudo_labels(feats, ClusteringParams(k1=12, k2=4))
+    fixed = cluster_pseudo_labels(feats, ClusteringParams(eps=auto.eps, k1=12, k2=4))
+    np.testing.assert_array_equal(auto.labels, fixed.labels)
+    assert fixed.eps_scores is None
+
+
+def test_a_labelling_with_one_cluster_holding_half_the_samples_is_rejected() -> None:
+    feats = _blobs(num=4, size=10, noise=0.05)
+    giant = np.r_[np.zeros(25, np.int64), np.arange(15) % 3 + 1]
+    assert label_free_quality(feats, giant).score == -1.0
+    # three of four groups close together: the radii that merge them (30 of 40 samples in
+    # one cluster) are rejected, the one that separates them is chosen
+    rng = np.random.default_rng(0)
+    near = feats[0] + 0.1 * rng.standard_normal((2, 32)) / np.sqrt(32)
+    centres = np.r_[feats[[0]], near, feats[[10]]]
+    close = np.repeat(centres, 10, axis=0) + 0.03 * rng.standard_normal((40, 32))
+    result = cluster_pseudo_labels(close, ClusteringParams(k1=12, k2=3, eps_grid=[0.3, 0.5, 0.7]))
+    assert result.eps_scores[0.5] == result.eps_scores[0.7] == -1.0
+    assert result.eps == 0.3 and result.num_clusters >= 3
+
+
+def test_quality_is_silhouette_of_the_clustered_times_their_share() -> None:
+    from sklearn.metrics import silhouette_score
+
+    feats = _blobs(num=3, size=10, noise=0.1)
+    labels = np.repeat(np.arange(3), 10)
+    labels[[0, 10]] = -1  # two outliers
+    quality = label_free_quality(feats, labels)
+    kept = labels >= 0
+    expected = silhouette_score(feats[kept], labels[kept], metric="cosine")
+    assert quality.clustered == pytest.approx(28 / 30)
+    assert quality.score == pytest.approx(expected * 28 / 30)
+    assert label_free_quality(feats, np.full(30, -1)).score == 0.0  # no cluster

@@ -209,3 +209,73 @@ def test_rows_whose_pretraining_reads_the_reference_set_get_it_generated(
     assert runner.main([*args, "--no-write"]) == 0
     assert made == [tmp_path / "reference"]
     assert given == [("paul_pretrain", "synthetic:r"), ("paul", "synthetic:r")]
+
+
+def test_a_run_stopped_part_way_resumes_from_its_last_checkpoint(
+    runner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = {r.name: r for r in runner.ROWS}
+    stopped = tmp_path / "mar" / "seed0"
+    stopped.mkdir(parents=True)
+    (stopped / "checkpoint_last.pt").write_bytes(b"")
+    init = tmp_path / "pretrain.pt"
+    init.write_bytes(b"")
+    calls = []
+    monkeypatch.setattr(runner.subprocess, "run", lambda cmd, **k: calls.append(cmd) or 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        runner.run_one(rows["mar"], "synthetic:x", stopped, 0, [], "synthetic:ref", init)
+    assert "--resume" in calls[0] and "--init" not in calls[0]  # --init was taken at the start
+    assert "--reference" in calls[0]
+
+
+def test_the_label_free_choice_is_scored_beside_the_last_checkpoint(
+    runner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    row = {r.name: r for r in runner.ROWS}["aff_scl_both"]
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model_selected.pt").write_bytes(b"")
+    (run / "selection.json").write_text(json.dumps({"selected": {"epoch": 0}}))
+    calls = []
+
+    class Done:
+        stdout = json.dumps({"mAP": 0.5, "rank1": 0.6})
+
+    def fake_run(cmd, **kwargs):
+        calls.append(cmd)
+        if cmd[2:4] == ["trainer", "eval"] and "model_selected.pt" in cmd[5]:
+            return type("Selected", (), {"stdout": json.dumps({"mAP": 0.4, "rank1": 0.5})})
+        return Done
+
+    monkeypatch.setattr(runner.subprocess, "run", fake_run)
+    result = runner.run_one(row, "synthetic:x", run, 0, [])
+    evals = [c for c in calls if c[2:4] == ["trainer", "eval"]]
+    assert [Path(c[5]).name for c in evals] == ["checkpoint_last.pt", "model_selected.pt"]
+    assert result["scores"]["mAP"] == 0.5
+    assert result["selected"] == {"scores": {"mAP": 0.4, "rank1": 0.5}, "epoch": 0}
+    assert "| 40.0 (one run) (0) |" in runner.table([(row, 0, [result])])
+
+
+def test_a_finished_run_whose_config_changed_since_is_trained_again(
+    runner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trainer.config import load_config, save_config
+
+    row = {r.name: r for r in runner.ROWS}["aff_scl_both"]
+    run = tmp_path / "seed0"
+    run.mkdir()
+    overrides = ["train.progress=false", "eval.every=0", "train.seed=0", *row.overrides]
+    config = runner.REPO / "trainer" / "configs" / row.config
+    save_config(
+        load_config(config, [*overrides, "data.spec=synthetic:/elsewhere"]), run / "config.yaml"
+    )
+    (run / "result.json").write_text(json.dumps(_result(row.name, 0, 0.4)))
+    assert runner.stale_settings(row, run, 0, []) is None  # same recipe, other data path
+    save_config(load_config(config, [*overrides, "method.eps=0.61"]), run / "config.yaml")
+    assert "method.eps: 0.61 -> " in runner.stale_settings(row, run, 0, [])
+    calls = []
+    monkeypatch.setattr(runner.subprocess, "run", lambda cmd, **k: calls.append(cmd) or 1 / 0)
+    with pytest.raises(ZeroDivisionError):  # trains again instead of reusing result.json
+        runner.run_one(row, "synthetic:x", run, 0, [])
+    assert (tmp_path / "seed0.stale" / "result.json").is_file()
+    assert calls[0][2:4] == ["trainer", "train"]

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from trainer.checkpoint import save_checkpoint
-from trainer.clustering import ClusteringParams, cluster_pseudo_labels
+from trainer.clustering import ClusteringParams, cluster_pseudo_labels, label_free_quality
 from trainer.features import extract_features
 from trainer.hooks import HookBase
 from trainer.logging_utils import get_logger
@@ -38,12 +38,14 @@ SELECTION_LOG = "selection.json"
 
 @dataclass(frozen=True)
 class ClusterQuality:
-    """``score`` = ``silhouette`` x ``clustered`` (outliers count 0)."""
+    """``score`` = ``silhouette`` x ``clustered`` (outliers count 0); ``eps``: the
+    DBSCAN radius the clustering used (chosen from the data with ``eps: auto``)."""
 
     score: float
     silhouette: float
     clustered: float
     clusters: int
+    eps: float
 
     def as_record(self) -> dict[str, float]:
         return {"select_score": self.score, "select_clustered": self.clustered}
@@ -53,17 +55,14 @@ def cluster_quality(
     features: np.ndarray | torch.Tensor, params: ClusteringParams
 ) -> ClusterQuality:
     """The label-free score of L2-normalised ``[N, D]`` features (see the module doc)."""
-    from sklearn.metrics import silhouette_score
-
     feats = features.detach().cpu().numpy() if isinstance(features, torch.Tensor) else features
     feats = np.asarray(feats, np.float32)
-    labels = np.asarray(cluster_pseudo_labels(feats, params).labels)
-    kept = labels >= 0
-    clusters = len(np.unique(labels[kept]))
-    if clusters < 2 or kept.sum() <= clusters:
-        return ClusterQuality(0.0, 0.0, float(kept.mean()), clusters)
-    silhouette = float(silhouette_score(feats[kept], labels[kept], metric="cosine"))
-    return ClusterQuality(silhouette * float(kept.mean()), silhouette, float(kept.mean()), clusters)
+    result = cluster_pseudo_labels(feats, params)
+    quality = label_free_quality(feats, result.labels, params.silhouette_sample)
+    score = max(quality.score, 0.0)  # a rejected labelling (one giant cluster) scores 0
+    return ClusterQuality(
+        score, quality.silhouette, quality.clustered, quality.clusters, result.eps
+    )
 
 
 def clustering_params_of(method: object) -> ClusteringParams:
@@ -71,7 +70,7 @@ def clustering_params_of(method: object) -> ClusteringParams:
     params = getattr(method, "params", None)
     if isinstance(params, ClusteringParams):
         return ClusteringParams(
-            eps=params.eps, min_samples=params.min_samples, k1=params.k1, k2=params.k2
+            **{name: getattr(params, name) for name in ClusteringParams.model_fields}
         )
     return ClusteringParams()
 
@@ -140,7 +139,8 @@ class SelectionHook(HookBase):
         last = candidates[-1]
         why = (
             f"label-free cluster quality {selected['score']:.4f} (silhouette "
-            f"{selected['silhouette']:.3f} x clustered {selected['clustered']:.2f}); last "
+            f"{selected['silhouette']:.3f} x clustered {selected['clustered']:.2f}, DBSCAN eps "
+            f"{selected.get('eps', float('nan')):.2f}); last "
             f"epoch {last['epoch']}: {last['score']:.4f}"
         )
         where = "the starting model" if selected["epoch"] == 0 else f"epoch {selected['epoch']}"

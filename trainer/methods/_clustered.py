@@ -16,6 +16,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from trainer.clustering import ClusteringParams, ClusterResult, cluster_pseudo_labels
+from trainer.logging_utils import get_logger
 from trainer.methods.base import EpochContext, EpochPlan, Method, TrainInfo
 
 __all__ = ["ClusterParams", "ClusteredMethod", "gather_batch"]
@@ -78,6 +79,12 @@ class ClusteredMethod(Method):
             return cluster_pseudo_labels(features, self.params)
 
         result: ClusterResult = context.run_once(compute)
+        if result.eps_scores:
+            scores = " ".join(f"{eps:g}: {score:.3f}" for eps, score in result.eps_scores.items())
+            get_logger().info(
+                f"DBSCAN eps {result.eps:g} chosen from the data (label-free quality by radius, "
+                f"-1 = one cluster holds half the samples: {scores})"
+            )
         self.pseudo_labels.copy_(torch.from_numpy(result.labels))
         memory_feats = features.to(self.pseudo_labels.device, torch.float32)
         self.init_memories(memory_feats, self.pseudo_labels, result.num_clusters)
