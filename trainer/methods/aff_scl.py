@@ -41,14 +41,14 @@ __all__ = ["AffScl", "AffSclParams"]
 
 
 class AffSclParams(ClusterParams):
-    """AFF_SCL settings (defaults: the paper's; its Market eps is 0.65, Duke 0.7).
+    """AFF_SCL settings (defaults: the paper's, except ``eps``: chosen from the data by
+    default, the paper's radii in the Market (0.65) and Duke (0.7) configs).
 
     ``memories``: ``mean`` | ``hard`` | ``both`` (the ablation); ``w_hard``/``w_mean``:
     eq. (8)'s lambda_1/lambda_2 (used with ``both``); ``balance_weight``: factor on
     ``L_b`` (1 in the paper); ``balance_alpha``/``balance_gamma``: eq. (14).
     """
 
-    eps: float = Field(0.65, gt=0, le=1)
     memories: Literal["mean", "hard", "both"] = "both"
     w_hard: float = Field(0.75, ge=0)
     w_mean: float = Field(0.25, ge=0)
