@@ -20,6 +20,8 @@ from trainer.methods import build_method
 from trainer.methods.base import EpochContext, TrainInfo
 from trainer.methods.iics import (
     Iics,
+    IicsParams,
+    cluster_counts,
     cluster_distance,
     distribution_jaccard,
     intra_inter_distance,
@@ -212,3 +214,21 @@ def test_resume_restores_labels_cluster_counts_and_classifiers() -> None:
     torch.testing.assert_close(fresh.intra_weight, m.intra_weight, rtol=0, atol=0)
     # a resumed run at an inter epoch scores the cameras with the restored classifiers
     torch.testing.assert_close(fresh.camera_distributions(feats), m.camera_distributions(feats))
+
+
+def test_cluster_counts_follow_the_train_set_size_by_default() -> None:
+    auto = IicsParams()
+    assert (auto.intra_clusters, auto.inter_clusters) == ("auto", "auto")
+    # the reference's images per cluster on Market-1501 give back its counts there
+    assert cluster_counts(auto, 12936, 6) == (599, 808)
+    assert cluster_counts(auto, 2133, 6) == (99, 133)  # the synthetic set
+    assert cluster_counts(auto, 5, 4) == (1, 2)  # never below one per camera / two global
+    assert cluster_counts(IicsParams(intra_clusters=600, inter_clusters=800), 215, 4) == (600, 800)
+
+
+def test_auto_counts_size_the_classifiers() -> None:
+    method = _make({"intra_clusters": "auto", "inter_clusters": "auto"})
+    intra, inter = cluster_counts(method.params, N, NUM_CAMS)
+    assert (
+        method.intra_weight.shape[0] == NUM_CAMS * intra and method.inter_weight.shape[0] == inter
+    )

@@ -39,7 +39,7 @@ the backbone).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
@@ -77,17 +77,27 @@ _JACCARD_CELLS = 1 << 24  # float32 cells of one block of the distribution Jacca
 class IicsParams(Params):
     """IICS settings (reference defaults; the Market-1501 values of SY-Xuan/IICS).
 
-    ``intra_clusters``: clusters per camera (600); ``inter_clusters``: global clusters
-    (800); ``linkage``: agglomerative linkage; ``k1``/``k2``/``lambda_value``:
-    re-ranking of the distance before clustering (20, 6, 0.3); ``mix_rate``/
-    ``mix_decay``: mu and its decay power (eq. (5)); ``intra_epochs``/
+    ``intra_clusters``: clusters per camera; ``inter_clusters``: global clusters; each
+    a count (the reference's Market-1501 values, 600 and 800, are in
+    ``iics_market1501.yaml``) or ``auto``, the default: sized from the train set with the reference's images
+    per cluster on Market-1501 (``images_per_intra_cluster`` 3.6: 12,936 images, 6
+    cameras, 600 per camera; ``images_per_inter_cluster`` 16: 800 global), so the counts
+    follow the data instead of Market's size; ``linkage``: agglomerative linkage;
+    ``k1``/``k2``/``lambda_value``: re-ranking of the distance before clustering (20, 6,
+    0.3); ``mix_rate``/``mix_decay``: mu and its decay power (eq. (5)); ``intra_epochs``/
     ``inter_epochs``: loop epochs per stage; ``intra_loss_scale``: the intra stage's
     step relative to the inter stage's (0.5: its lr is half); ``triplet_margin``,
     ``triplet_weight`` (a).
     """
 
-    intra_clusters: int = Field(600, ge=1)
-    inter_clusters: int = Field(800, ge=2)
+    intra_clusters: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto", union_mode="left_to_right"
+    )
+    inter_clusters: Annotated[int, Field(ge=2)] | Literal["auto"] = Field(
+        "auto", union_mode="left_to_right"
+    )
+    images_per_intra_cluster: float = Field(3.6, gt=0)
+    images_per_inter_cluster: float = Field(16.0, gt=0)
     linkage: Literal["average", "complete", "single"] = "average"
     k1: int = Field(20, ge=1)
     k2: int = Field(6, ge=1)
@@ -99,6 +109,17 @@ class IicsParams(Params):
     intra_loss_scale: float = Field(0.5, ge=0)
     triplet_margin: float = Field(0.3, ge=0)
     triplet_weight: float = Field(1.0, ge=0)
+
+
+def cluster_counts(params: IicsParams, num_train: int, num_cameras: int) -> tuple[int, int]:
+    """Clusters per camera and global clusters: the configured counts, or with ``auto``
+    the train set's images (per camera) over the images per cluster."""
+    intra, inter = params.intra_clusters, params.inter_clusters
+    if intra == "auto":
+        intra = max(1, round(num_train / max(num_cameras, 1) / params.images_per_intra_cluster))
+    if inter == "auto":
+        inter = max(2, round(num_train / params.images_per_inter_cluster))
+    return int(intra), int(inter)
 
 
 def cluster_distance(dist: np.ndarray, num_clusters: int, params: IicsParams) -> np.ndarray:
@@ -165,10 +186,11 @@ class Iics(Method):
     def __init__(self, encoder: nn.Module, params: IicsParams, info: TrainInfo) -> None:
         super().__init__(encoder, params, info)
         dim, cameras = info.embedding_dim, info.num_cameras
+        self.intra_k, self.inter_k = cluster_counts(params, info.num_train, cameras)
         self.intra_bn = nn.BatchNorm1d(dim)
-        self.intra_weight = nn.Parameter(torch.empty(cameras * params.intra_clusters, dim))
+        self.intra_weight = nn.Parameter(torch.empty(cameras * self.intra_k, dim))
         self.inter_bn = nn.BatchNorm1d(dim)
-        self.inter_weight = nn.Parameter(torch.empty(params.inter_clusters, dim))
+        self.inter_weight = nn.Parameter(torch.empty(self.inter_k, dim))
         for bn, weight in ((self.intra_bn, self.intra_weight), (self.inter_bn, self.inter_weight)):
             _fresh_classifier(bn, weight, seed=0)
             bn.bias.requires_grad_(False)
@@ -198,7 +220,7 @@ class Iics(Method):
 
     def camera_distributions(self, features: Tensor) -> Tensor:
         """Every camera classifier's softmax (over its used clusters), concatenated ``[N, C*K]``."""
-        k = self.params.intra_clusters
+        k = self.intra_k
         was_training = self.intra_bn.training
         self.intra_bn.eval()
         with torch.no_grad():
@@ -212,7 +234,7 @@ class Iics(Method):
 
     def intra_labels(self, features: Tensor, camids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per-camera clusters as labels ``camera * intra_clusters + m``, and the cluster counts."""
-        k = self.params.intra_clusters
+        k = self.intra_k
         labels = np.full(len(camids), -1, dtype=np.int64)
         sizes = np.zeros(self.info.num_cameras, dtype=np.int64)
         feats = F.normalize(features.float(), dim=1).cpu()
@@ -255,7 +277,7 @@ class Iics(Method):
 
             def compute() -> np.ndarray:
                 dist = intra_inter_distance(features, cams, distributions, mix)
-                return cluster_distance(dist.cpu().numpy(), self.params.inter_clusters, self.params)
+                return cluster_distance(dist.cpu().numpy(), self.inter_k, self.params)
 
             labels = context.run_once(compute)
             fresh = (self.inter_weight, self.inter_bn.weight)
@@ -277,7 +299,7 @@ class Iics(Method):
         if self.stage == "intra":
             camids = stream["camid"].to(feats.device).long()
             check_camera_ids(camids, self.info.num_cameras)
-            k = p.intra_clusters
+            k = self.intra_k
             logits = (self.intra_bn(feats) @ self.intra_weight.t()).view(len(feats), -1, k)
             own = logits[torch.arange(len(feats), device=feats.device), camids]
             per_image = F.cross_entropy(own, labels - camids * k, reduction="none")
