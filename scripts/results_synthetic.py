@@ -210,6 +210,15 @@ def ensure_vtest_set(data_dir: Path, split_seed: int) -> str:
     return f"market1501:{data_dir}"
 
 
+SCORES_NOTE = (
+    "Scores in %, no re-ranking; std is the sample standard deviation over the runs. The "
+    "mAP and rank-1 columns score the last checkpoint; the last column scores the model "
+    "the trainer chose without labels (`model_selected.pt`: the best label-free cluster "
+    "quality among the start and every second epoch) and lists the epoch it chose in each "
+    "run (0 = it kept the starting model)."
+)
+
+
 def vtest_description(data_dir: Path) -> str:
     meta = json.loads((data_dir / "meta.json").read_text())
     ids, images, noise = meta["identities"], meta["images"], meta["label_noise"]
@@ -220,8 +229,7 @@ def vtest_description(data_dir: Path) -> str:
         f"({images['train']} crops), {ids['test']} test identities, {images['query']} "
         f"queries x {images['gallery']} gallery crops. Labels are tracker ids: "
         f"{noise['tracks_starting_inside']} of {noise['tracks_kept']} tracks start inside "
-        "the frame mid-video (broken tracks split a person; docs/RESULTS.md). Scores in %, "
-        "last checkpoint, no re-ranking; std is the sample standard deviation over runs."
+        "the frame mid-video (broken tracks split a person; docs/RESULTS.md). " + SCORES_NOTE
     )
 
 
@@ -506,8 +514,7 @@ def main(argv: list[str] | None = None) -> int:
         data = (
             "Data: `python -m reid.data.synthetic DIR " + " ".join(DATA_SIZE) + " --seed D` "
             "(D = data seed; seed 0: 150 train identities, 2,243 images; 253 queries x 1,457 "
-            "gallery; 6 cameras; 128x64; difficulty 2). Scores in %, last checkpoint, no "
-            "re-ranking; std is the sample standard deviation over the runs."
+            "gallery; 6 cameras; 128x64; difficulty 2). " + SCORES_NOTE
         )
     reference_note = (
         "MAR and PAUL rows: they also learn from a labelled reference set, the stand-in "

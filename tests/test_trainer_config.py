@@ -250,7 +250,8 @@ def test_a_wrong_value_names_its_dotted_key(tmp_path: Path, override: str, messa
 
 def test_method_params_are_validated_by_the_methods_own_model(tmp_path: Path) -> None:
     path = write(tmp_path, {"method": {"name": "cluster_contrast"}})
-    with pytest.raises(ConfigError, match=r"method\.eps: must be 'auto' or a Jaccard radius in \(0, 1\], got 1\.5"):
+    radius = r"method\.eps: must be 'auto' or a Jaccard radius in \(0, 1\], got 1\.5"
+    with pytest.raises(ConfigError, match=radius):
         load_config(path, ["method.eps=1.5"])
     with pytest.raises(ConfigError, match=r"method\.k1: expected an integer"):
         load_config(path, ["method.k1=many"])
