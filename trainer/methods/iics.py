@@ -82,12 +82,12 @@ class IicsParams(Params):
     ``iics_market1501.yaml``) or ``auto``, the default: sized from the train set with
     the reference's images per cluster on Market-1501 (``images_per_intra_cluster`` 3.6:
     12,936 images, 6 cameras, 600 per camera; ``images_per_inter_cluster`` 16: 800
-    global), so the counts follow the data instead of Market's size; ``linkage``: agglomerative linkage;
-    ``k1``/``k2``/``lambda_value``: re-ranking of the distance before clustering (20, 6,
-    0.3); ``mix_rate``/``mix_decay``: mu and its decay power (eq. (5)); ``intra_epochs``/
-    ``inter_epochs``: loop epochs per stage; ``intra_loss_scale``: the intra stage's
-    step relative to the inter stage's (0.5: its lr is half); ``triplet_margin``,
-    ``triplet_weight`` (a).
+    global), so the counts follow the data instead of Market's size. ``linkage``:
+    agglomerative linkage; ``k1``/``k2``/``lambda_value``: re-ranking of the distance
+    before clustering (20, 6, 0.3); ``mix_rate``/``mix_decay``: mu and its decay power
+    (eq. (5)); ``intra_epochs``/``inter_epochs``: loop epochs per stage;
+    ``intra_loss_scale``: the intra stage's step relative to the inter stage's (0.5: its
+    lr is half); ``triplet_margin``, ``triplet_weight`` (a).
     """
 
     intra_clusters: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
