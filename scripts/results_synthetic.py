@@ -18,7 +18,11 @@ patch pre-training), which is trained first when missing.
         [--seeds 0 1 2] [--data-seeds 0 2] [--override KEY=VALUE ...] [--no-write]
 
 Every run is resumable: a finished run (``result.json`` in its folder) is reused, an
-unfinished one is started again, so the runner can be stopped and run in parts. The
+unfinished one continues from its last checkpoint (``--resume``), so the runner can be
+stopped and run in parts. A finished run whose saved ``config.yaml`` differs from what
+its row trains today (a config file changed since) is moved aside to ``seedN.stale``
+and trained again, so no table mixes recipes. Besides the last checkpoint, the model the
+trainer chose without labels (``model_selected.pt``) is scored too. The
 table is printed and, for a full run with no ``--override``, written into
 docs/RESULTS.md. ``--override`` applies to every trained row (validation sweeps:
 ``--data-seeds 1 --rows aff_scl_both --override train.epochs=8 --out runs/val/e8``).
