@@ -434,3 +434,16 @@ def test_too_few_clusters_lower_p(fake_methods: None, tmp_path: Path, tiny_synth
         trainer.train()
     assert trainer.state.global_step == 2
     assert trainer.epoch_record["batch_size"] == 8
+
+
+def test_one_pass_per_epoch_counts_the_whole_train_set_not_the_labelled_part(
+    fake_methods: None, tmp_path: Path, tiny_synthetic: Path
+) -> None:
+    """``iters_per_epoch: null``: ceil(N / batch) steps however few images are clustered."""
+    (tmp_path / "run").mkdir()
+    trainer = build(
+        tmp_path, tiny_synthetic, {"name": "fake_memory", "mode": "two"},
+        batch_size=8, epochs=1, iters_per_epoch=None,
+    )  # fmt: skip
+    trainer.train()  # two clusters of ~15 images: a pass over them alone would be 4 steps
+    assert trainer.state.global_step == -(-len(trainer.records) // 8)

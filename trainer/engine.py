@@ -40,6 +40,7 @@ all-gathered batches.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 import warnings
@@ -397,6 +398,15 @@ class Trainer:
         self.epoch_record["skipped"] = 1.0
         return None
 
+    def steps_per_epoch(self) -> int | None:
+        """``train.iters_per_epoch``, or for ``null`` one pass of the whole train set
+        (``ceil(N / batch_size)``, labelled or not): a clustering epoch takes as many
+        steps however few images its pseudo-labels keep."""
+        t = self.config.train
+        if t.iters_per_epoch is not None:
+            return t.iters_per_epoch
+        return max(1, math.ceil(len(self.records) / t.batch_size))
+
     def make_loader(self, epoch: int, labels: np.ndarray) -> DataLoader:
         """This rank's P x K loader over ``labels`` (P lowered if too few identities)."""
         t = self.config.train
@@ -408,7 +418,7 @@ class Trainer:
                     labels,
                     batch_size=max(local_batch, 1),
                     seed=t.seed,
-                    iters=t.iters_per_epoch,
+                    iters=self.steps_per_epoch(),
                     rank=self.dist.rank,
                     world_size=self.dist.world_size,
                 ),
@@ -437,7 +447,7 @@ class Trainer:
             num_instances=k,
             batch_size=p * k,
             seed=t.seed,
-            iters=t.iters_per_epoch,
+            iters=self.steps_per_epoch(),
             rank=self.dist.rank,
             world_size=self.dist.world_size,
         )
