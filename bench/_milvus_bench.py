@@ -16,7 +16,10 @@ scores them against the exact top-k).
 Collection: ``id`` INT64 primary key, ``embedding`` FLOAT_VECTOR (metric IP), ``camera``
 INT64 (the field names of ``reid.gallery.milvus``). Inserted in batches of about 16 MB,
 then flushed (sealed segments, so searches use the index, not a growing-segment scan).
-Every search runs at consistency level Strong, as ``MilvusGallery`` does.
+Searches run at consistency level Bounded (the engine's own speed) and, at the first
+operating point of each index, also at Strong, the level ``MilvusGallery`` uses: a
+Strong search waits for the next time tick (``proxy.timeTickInterval``, 200 ms in Milvus
+2.3) so that it sees every acknowledged write.
 """
 
 from __future__ import annotations
@@ -88,7 +91,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     schema.add_field("id", DataType.INT64, is_primary=True)
     schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=dim)
     schema.add_field("camera", DataType.INT64)
-    client.create_collection(COLLECTION, schema=schema, consistency_level="Strong")
+    client.create_collection(COLLECTION, schema=schema, consistency_level="Bounded")
     batch = max(1, 2**24 // (4 * dim))
     started = time.perf_counter()
     for start, block in _chunks(spec["vectors"], batch):
@@ -117,10 +120,17 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         client.load_collection(COLLECTION)
         build_s = time.perf_counter() - started
         memory = tree_rss_bytes(server_pid) - baseline
-        for point in index["search"]:
-            for filtered in [False, True] if point.get("filtered") else [False]:
+        for number, point in enumerate(index["search"]):
+            cases = [(False, "Bounded")]
+            if number == 0:
+                cases = [(False, "Strong"), *cases]
+            if point.get("filtered"):
+                cases.append((True, "Bounded"))
+            for filtered, level in cases:
 
-                def search(block: np.ndarray, point: dict = point, filtered: bool = filtered):
+                def search(
+                    block: np.ndarray, point: dict = point, filtered: bool = filtered, level=level
+                ):
                     return client.search(
                         COLLECTION,
                         data=[row.tolist() for row in block],
@@ -128,7 +138,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
                         filter=expr if filtered else "",
                         output_fields=["id"],
                         search_params={"metric_type": "IP", "params": point["params"]},
-                        consistency_level="Strong",
+                        consistency_level=level,
                     )
 
                 b1 = timed(search, single)
@@ -143,6 +153,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
                         "build": index.get("build", {}),
                         "params": point["params"],
                         "filtered": filtered,
+                        "consistency": level,
                         "build_s": build_s,
                         "memory_bytes": memory,
                         "batch1": b1,

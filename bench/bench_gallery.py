@@ -21,7 +21,8 @@ Backends (``--backend``, comma-separated, one table):
   ``tests/test_gallery_milvus.py`` starts it (127.0.0.1, free ports, its data in a
   temporary directory, stopped by killing its process group), driven by ``pymilvus``
   directly (``bench/_milvus_bench.py``: a collection with ``id``, ``embedding`` and
-  ``camera`` as in ``reid.gallery.milvus``, its filter expressions, consistency Strong).
+  ``camera`` as in ``reid.gallery.milvus``, its filter expressions; consistency Bounded,
+  and Strong as ``MilvusGallery`` uses it at the first point of each index).
 * ``milvus-lite``: the same ``bench/_milvus_bench.py`` in a subprocess of the separate
   milvus-lite environment (``scripts/install_milvus_lite.sh``; milvus-lite 3 needs
   pymilvus 3, which this repository does not use), on a ``.db`` file.
@@ -297,10 +298,11 @@ def milvus_rows(
     rows = []
     n = out["n"]
     for result in out["results"]:
-        params = ", ".join(f"{k} {v}" for k, v in {**result["build"], **result["params"]}.items())
+        knobs = {**result["build"], **result["params"]}
+        params = ", ".join([*(f"{k} {v}" for k, v in knobs.items()), result["consistency"]])
         ref = truth.filtered if result["filtered"] else truth.plain
         row = Row(
-            n, dim, backend, result["index"], params or "exact", result["filtered"],
+            n, dim, backend, result["index"], params, result["filtered"],
             result["build_s"], n / out["insert_s"], result["memory_bytes"] / 2**20,
             *result["batch1"], *result["batch32"], recall_at_k(result["found"], ref),
         )  # fmt: skip
