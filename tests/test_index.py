@@ -142,9 +142,10 @@ def test_hnsw_settings_grow_with_the_gallery_size():
     assert settings.hnsw_build_for(100_000) == (16, 40)
     assert settings.hnsw_build_for(HNSW_LARGE) == (32, 200)
     assert settings.hnsw_build_for(10_000_000) == (32, 200)
-    assert settings.hnsw_ef_search_for(HNSW_LARGE - 1) == 128
-    assert settings.hnsw_ef_search_for(HNSW_LARGE) == 256
-    assert settings.hnsw_ef_search_for(HNSW_HUGE) == 512
+    assert settings.hnsw_build_for(HNSW_LARGE - 1) == (16, 40)
+    assert settings.hnsw_ef_search_for(HNSW_LARGE) == 128
+    assert settings.hnsw_ef_search_for(HNSW_HUGE - 1) == 128
+    assert settings.hnsw_ef_search_for(HNSW_HUGE) == 256
     fixed = IndexSettings(hnsw_m=24, hnsw_ef_construction=80, hnsw_ef_search=100)
     assert fixed.hnsw_build_for(5_000_000) == (24, 80)
     assert fixed.hnsw_ef_search_for(5_000_000) == 100

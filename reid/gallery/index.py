@@ -60,16 +60,18 @@ Block = tuple[np.ndarray, np.ndarray, np.ndarray | None]  # ids, vectors, keep-m
 _BLOCK_SCORES = 2**24  # scores computed at once (64 MB of float32)
 
 
-# HNSW by gallery size: (entries from, M, efConstruction, efSearch), the last row whose
-# size the gallery reaches applies. M 16 / efC 40 lost recall past a few 100k entries
-# (0.60 recall@10 at 1M x 1280 with efSearch 128, docs/BENCHMARKS.md); the larger graph
-# costs about 8x the build time (see docs/GALLERY.md for the measurements).
+# HNSW by gallery size: (entries from, M, efConstruction, efSearch); the last row whose
+# size the gallery reaches applies. Measured at 1280-d (docs/BENCHMARKS.md, "FAISS HNSW
+# build settings by size"): M 16 / efC 40 gave recall@10 0.985 at 100k, 0.936 at 200k
+# and 0.600 at 1M (efSearch 128); M 32 / efC 200 gave 1.000 at 100k and 200k (efSearch
+# 64-512) for 13x the build time. The wider search from 600k is a margin for the
+# unmeasured 1M build (the M 16 graph lost most of its recall between 200k and 1M).
 HNSW_LARGE = 150_000  # from this size on, the larger graph
 HNSW_HUGE = 600_000  # from this size on, a wider search too
 HNSW_TIERS: tuple[tuple[int, int, int, int], ...] = (
     (0, 16, 40, 128),
-    (HNSW_LARGE, 32, 200, 256),
-    (HNSW_HUGE, 32, 200, 512),
+    (HNSW_LARGE, 32, 200, 128),
+    (HNSW_HUGE, 32, 200, 256),
 )
 
 
