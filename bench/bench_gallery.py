@@ -142,11 +142,23 @@ def build(data: Clustered, kind: str, settings: IndexSettings) -> tuple[VectorIn
         index.train(sample, expected_size=data.n)
         spent += time.perf_counter() - started
     adding = 0.0
+    lists: dict[int, np.ndarray] = {}
+    if index.is_ivf:  # as Gallery builds IVF: assign, size each list once, then add
+        sizes = np.zeros(index.nlist, np.int64)
+        for start, stop in data.chunks():
+            vectors = data.chunk(start, stop)
+            started = time.perf_counter()
+            lists[start] = index.assign(vectors)
+            sizes += np.bincount(lists[start], minlength=len(sizes))
+            adding += time.perf_counter() - started
+        started = time.perf_counter()
+        index.reserve(sizes)
+        adding += time.perf_counter() - started
     for start, stop in data.chunks():
         ids = np.arange(start + 1, stop + 1, dtype=np.int64)
         vectors = data.chunk(start, stop)
         started = time.perf_counter()
-        index.add(ids, vectors, ids % 6, np.full(stop - start, np.nan))
+        index.add(ids, vectors, ids % 6, np.full(stop - start, np.nan), lists.pop(start, None))
         adding += time.perf_counter() - started
     return index, spent + adding, adding
 

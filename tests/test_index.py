@@ -207,3 +207,23 @@ def test_auto_gallery_switches_to_ivf_sq8_past_the_memory_bound(tmp_path, monkey
         assert gallery.stats()["index"] == "ivf_sq8" and len(gallery) == 1800
         (top,) = gallery.search(vectors[1700:1701], k=1)
         assert top[0].id == 1701
+
+
+def test_reserved_ivf_lists_with_precomputed_assignment_equal_plain_adds():
+    vectors = clustered(3000, seed=10)
+    ids, cameras, times = columns(3000)
+    plain = VectorIndex.build(DIM, "ivf_sq8", ids, vectors, cameras, times)
+    sized = VectorIndex(DIM, "ivf_sq8")
+    sized.train(vectors)
+    lists = [sized.assign(vectors[s : s + 1000]) for s in range(0, 3000, 1000)]
+    sized.reserve(np.bincount(np.concatenate(lists), minlength=sized.nlist))
+    for number, start in enumerate(range(0, 3000, 1000)):
+        rows = slice(start, start + 1000)
+        sized.add(ids[rows], vectors[rows], cameras[rows], times[rows], lists[number])
+    queries = clustered(10, seed=11)
+    for (s1, i1), (s2, i2) in zip(
+        plain.search(queries, 10, None), sized.search(queries, 10, None), strict=True
+    ):
+        assert i1.tolist() == i2.tolist() and np.allclose(s1, s2)
+    inverted = faiss.downcast_InvertedLists(sized._faiss.invlists)
+    assert sum(inverted.list_size(n) for n in range(sized.nlist)) == 3000
