@@ -115,7 +115,11 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             params=index.get("build", {}),
         )
         started = time.perf_counter()
-        client.create_index(COLLECTION, params)
+        try:
+            client.create_index(COLLECTION, params)
+        except Exception as error:  # a retried call whose first try went through
+            if "already exists" not in str(error):
+                raise
         _wait_indexed(client, n)
         client.load_collection(COLLECTION)
         build_s = time.perf_counter() - started
