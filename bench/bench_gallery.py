@@ -42,6 +42,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
 import contextlib
+import ctypes
 import gc
 import json
 import shlex
@@ -216,6 +217,7 @@ def bench_faiss(
             plans.append((kind, IndexSettings()))
     for kind, settings in plans:
         gc.collect()
+        _trim_heap()  # give the previous index's freed heap back, or it is reused unseen
         rss_before = _milvus_bench.tree_rss_bytes(os.getpid())
         index, build_s, add_s = build(data, kind, settings)
         gc.collect()
@@ -271,6 +273,12 @@ def bench_faiss(
         del index, search  # the closure holds the index too: free it before the next build
     assert truth is not None
     return rows, truth
+
+
+def _trim_heap() -> None:
+    """glibc ``malloc_trim(0)``: return free heap pages to the OS (no-op elsewhere)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def milvus_spec(n: int, args: argparse.Namespace) -> list[dict[str, Any]]:
