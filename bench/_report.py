@@ -24,20 +24,29 @@ _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 _FENCE = re.compile(r"^\s*(```|~~~)")
 
 
-def update_section(path: str | Path, section_title: str, markdown_body: str) -> None:
+def update_section(
+    path: str | Path, section_title: str, markdown_body: str, parent: str | None = None
+) -> None:
     """Replace the section headed ``section_title`` in ``path`` with ``markdown_body``.
 
     ``section_title`` is a markdown heading (``"## Name"``; without ``#`` it is taken as
     level 2). The section runs from its heading to the next heading of the same or a
     higher level (headings inside fenced code blocks do not count). A missing file is
-    created with a ``# Benchmarks`` title; a missing section is appended at the end.
+    created with a ``# Benchmarks`` title; a missing section is appended at the end, or
+    at the end of the section ``parent`` (a heading of a higher level) when that exists.
     """
     path = Path(path)
     level, title = _parse_title(section_title)
     section = [f"{'#' * level} {title}", "", *markdown_body.strip("\n").splitlines()]
     lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else [DEFAULT_TITLE]
     span = _find_section(lines, level, title)
-    if span is None:
+    outer = None if parent is None else _find_section(lines, *_parse_title(parent))
+    if span is None and outer is not None:
+        before, after = lines[: outer[1]], lines[outer[1] :]
+        while before and not before[-1].strip():
+            before.pop()
+        lines = [*before, "", *section, *([""] if after else []), *after]
+    elif span is None:
         while lines and not lines[-1].strip():
             lines.pop()
         lines = [*lines, "", *section]

@@ -1,17 +1,35 @@
-"""Gallery search: exact (flat) vs IVF vs HNSW latency and recall@10, plus SQLite ingest.
+"""Gallery search: FAISS (flat, IVF, IVF-SQ8, HNSW) vs Milvus, insert rate, QPS, p99, recall@10.
 
     .venv/bin/python bench/bench_gallery.py                 # full run, updates docs/BENCHMARKS.md
     .venv/bin/python bench/bench_gallery.py --quick         # small smoke run, writes nothing
-    .venv/bin/python bench/bench_gallery.py --sizes 100000 --dims 2048,1280
+    .venv/bin/python bench/bench_gallery.py --sizes 100000 --dims 1280 \\
+        --backend faiss,milvus-lite,milvus --title "Backends, 100k x 1280"
 
 Vectors are random but clustered like re-ID embeddings: one Gaussian centre per
 "identity" (an identity per 50 entries), each entry its centre plus Gaussian noise
 (sigma 0.75 per coordinate, so two entries of one identity have cosine ~0.64 and
-entries of different identities ~0), L2-normalised. Queries are fresh draws from the
-same distribution. Indexes are built directly on ``gallery.index.VectorIndex`` (the
-layer under ``Gallery``; no SQLite), vectors generated and added in chunks so only one
-index is in memory at a time. Exact top-10 from the flat index is the ground truth for
-recall@10. SQLite ingest (durable ``Gallery.add``) is measured separately, smaller.
+entries of different identities ~0), L2-normalised; entry ``i`` (ids 1..n) has camera
+``i % 6``. Queries are fresh draws from the same distribution. Exact top-10 from the
+flat index is the ground truth for recall@10 (filtered: the exact top-10 among the
+entries passing the filter, ``camera in [0, 1]`` by default, a third of them).
+
+Backends (``--backend``, comma-separated, one table):
+
+* ``faiss``: ``reid.gallery.index.VectorIndex`` (the layer under ``Gallery``; no SQLite),
+  vectors generated and added in chunks so only one index is in memory at a time.
+* ``milvus``: a real Milvus 2.3.5 standalone (``scripts/install_milvus.sh``), started as
+  ``tests/test_gallery_milvus.py`` starts it (127.0.0.1, free ports, its data in a
+  temporary directory, stopped by killing its process group), driven by ``pymilvus``
+  directly (``bench/_milvus_bench.py``: a collection with ``id``, ``embedding`` and
+  ``camera`` as in ``reid.gallery.milvus``, its filter expressions; consistency Bounded,
+  and Strong as ``MilvusGallery`` uses it at the first point of each index).
+* ``milvus-lite``: the same ``bench/_milvus_bench.py`` in a subprocess of the separate
+  milvus-lite environment (``scripts/install_milvus_lite.sh``; milvus-lite 3 needs
+  pymilvus 3, which this repository does not use), on a ``.db`` file.
+
+SQLite ingest (durable ``Gallery.add``) is measured separately, smaller. Each run writes
+its own subsection (``--title``) of the section in ``docs/BENCHMARKS.md``, so runs with
+different commands keep their tables side by side.
 """
 
 from __future__ import annotations
@@ -23,14 +41,20 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
+import contextlib
+import ctypes
 import gc
+import json
+import shlex
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
@@ -39,15 +63,21 @@ from threadpoolctl import threadpool_limits
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _milvus_bench
 from _report import machine_summary, today, update_section
 
-from reid.gallery import EntryMetadata, Gallery
+from reid.gallery import EntryMetadata, Gallery, SearchFilters
 from reid.gallery.index import IndexSettings, VectorIndex
+from reid.gallery.milvus import filter_expression
 
 SECTION = "## Gallery search (gallery)"
 COMMAND = ".venv/bin/python bench/bench_gallery.py"
 CHUNK = 50_000
 K = 10
+BACKENDS = ("faiss", "milvus-lite", "milvus")
+LITE_VENV = Path(
+    os.environ.get("MILVUS_LITE_VENV", Path.home() / ".cache" / "reid" / "milvus-lite-venv")
+)
 
 
 class Clustered:
@@ -76,96 +106,336 @@ class Clustered:
 class Row:
     n: int
     dim: int
+    backend: str
     kind: str
     params: str
+    filtered: bool
     build_s: float
-    memory_mib: float
-    batch1_ms: float
-    batch32_ms: float  # per query
+    insert_per_s: float
+    memory_mib: float  # FAISS: the index's own estimate; Milvus: the server's RSS
+    batch1_qps: float
+    batch1_p99_ms: float
+    batch32_qps: float
+    batch32_p99_ms: float  # per call of 32 queries
     recall: float
+    rss_mib: float | None = None  # FAISS: growth of this process's RSS over the build
 
 
-def build(data: Clustered, kind: str, settings: IndexSettings) -> tuple[VectorIndex, float]:
-    """Build ``kind`` over ``data`` chunk by chunk; return it and the time spent in FAISS
-    (training and adding; generating the vectors not counted)."""
+@dataclass
+class Truth:
+    """Exact top-k ids per query, without and with the benchmark's filter."""
+
+    plain: list[np.ndarray]
+    filtered: list[np.ndarray]
+    filters: SearchFilters
+
+
+def build(data: Clustered, kind: str, settings: IndexSettings) -> tuple[VectorIndex, float, float]:
+    """Build ``kind`` over ``data`` chunk by chunk; return it, the time spent in FAISS
+    (training and adding; generating the vectors not counted) and the time adding."""
     spent = 0.0
-    index = VectorIndex(data.dim, kind, settings)
-    if kind == "ivf":
+    index = VectorIndex(data.dim, kind, settings, expected_size=data.n)
+    if index.is_ivf:
         sample = data.draw(
             min(settings.nlist_for(data.n) * settings.ivf_train_per_list, data.n), 10_000
         )
         started = time.perf_counter()
         index.train(sample, expected_size=data.n)
         spent += time.perf_counter() - started
+    adding = 0.0
+    lists: dict[int, np.ndarray] = {}
+    if index.is_ivf:  # as Gallery builds IVF: assign, size each list once, then add
+        sizes = np.zeros(index.nlist, np.int64)
+        for start, stop in data.chunks():
+            vectors = data.chunk(start, stop)
+            started = time.perf_counter()
+            lists[start] = index.assign(vectors)
+            sizes += np.bincount(lists[start], minlength=len(sizes))
+            adding += time.perf_counter() - started
+        started = time.perf_counter()
+        index.reserve(sizes)
+        adding += time.perf_counter() - started
     for start, stop in data.chunks():
         ids = np.arange(start + 1, stop + 1, dtype=np.int64)
         vectors = data.chunk(start, stop)
         started = time.perf_counter()
-        index.add(ids, vectors, np.full(stop - start, -1), np.full(stop - start, np.nan))
-        spent += time.perf_counter() - started
-    return index, spent
+        index.add(ids, vectors, ids % 6, np.full(stop - start, np.nan), lists.pop(start, None))
+        adding += time.perf_counter() - started
+    return index, spent + adding, adding
 
 
-def median_ms(fn: Callable[[np.ndarray], object], blocks: list[np.ndarray]) -> float:
-    """Median milliseconds per query of ``fn`` over query ``blocks`` (after one warm-up)."""
-    fn(blocks[0])
-    times = []
-    for block in blocks:
-        start = time.perf_counter()
-        fn(block)
-        times.append((time.perf_counter() - start) / len(block))
-    return 1000 * statistics.median(times)
+def timed(fn: Callable[[np.ndarray], object], blocks: list[np.ndarray]) -> tuple[float, float]:
+    """(queries per second, p99 ms per call) of ``fn`` over query ``blocks``, after a
+    warm-up call."""
+    return _milvus_bench.timed(fn, blocks)
 
 
-def recall_at_k(found: list, truth: list) -> float:
-    hits = [len(np.intersect1d(f[1], t[1])) / len(t[1]) for f, t in zip(found, truth, strict=True)]
+def recall_at_k(found: list, truth: list[np.ndarray]) -> float:
+    hits = [
+        len(np.intersect1d(np.asarray(f), t)) / len(t) for f, t in zip(found, truth, strict=True)
+    ]
     return float(np.mean(hits))
 
 
+def query_blocks(queries: np.ndarray, singles: int) -> tuple[list, list]:
+    single = [queries[i : i + 1] for i in range(min(singles, len(queries)))]
+    batch = [queries[i : i + 32] for i in range(0, min(len(queries), 32 * 4), 32)]
+    return single, batch
+
+
+def faiss_hnsw_builds(spec: str, n: int) -> list[IndexSettings]:
+    """``--hnsw``: "auto" (the library's choice by size) or "M/efC,M/efC"."""
+    if spec == "auto":
+        return [IndexSettings()]
+    builds = []
+    for part in spec.split(","):
+        m, ef = (int(v) for v in part.split("/"))
+        builds.append(IndexSettings(hnsw_m=m, hnsw_ef_construction=ef))
+    return builds
+
+
+def bench_faiss(
+    data: Clustered,
+    queries: np.ndarray,
+    kinds: list[str],
+    args: argparse.Namespace,
+    skipped: list[str],
+) -> tuple[list[Row], Truth]:
+    n, dim = data.n, data.dim
+    filters = SearchFilters(include_cameras=frozenset(args.filter_cameras))
+    rows: list[Row] = []
+    truth: Truth | None = None
+    plans: list[tuple[str, IndexSettings]] = [("flat", IndexSettings())]
+    for kind in kinds:
+        if kind == "hnsw":
+            if n > args.hnsw_max:
+                skipped.append(f"FAISS HNSW at {n:,} x {dim} (over `--hnsw-max {args.hnsw_max}`)")
+                print(f"skip {skipped[-1]}", flush=True)
+                continue
+            plans += [("hnsw", s) for s in faiss_hnsw_builds(args.hnsw, n)]
+        elif kind != "flat":
+            plans.append((kind, IndexSettings()))
+    for kind, settings in plans:
+        gc.collect()
+        _trim_heap()  # give the previous index's freed heap back, or it is reused unseen
+        rss_before = _milvus_bench.tree_rss_bytes(os.getpid())
+        index, build_s, add_s = build(data, kind, settings)
+        gc.collect()
+        rss_mib = (_milvus_bench.tree_rss_bytes(os.getpid()) - rss_before) / 2**20
+        if truth is None:  # the flat index comes first
+            mask = index.mask(filters)
+            truth = Truth(
+                [ids for _, ids in index.search(queries, K, None)],
+                [ids for _, ids in index.search(queries, K, mask)],
+                filters,
+            )
+        single, batch = query_blocks(queries, args.batch1)
+        if kind == "flat" and n * dim > 2e8:
+            single, batch = single[:3], batch[:2]
+        elif kind == "flat":
+            single = single[:10]
+        if index.is_ivf:
+            base = settings.nprobe_for(index.nlist)
+            operating = [max(1, round(base * f)) for f in (0.25, 1, 2)]
+        elif kind == "hnsw":
+            default = settings.hnsw_ef_search_for(n)
+            operating = [default if e == "default" else int(e) for e in args.ef.split(",")]
+        else:
+            operating = [None]
+        for position, knob in enumerate(operating):
+            if index.is_ivf:
+                index.tune(nprobe=knob)
+                params = f"nlist {index.nlist}, nprobe {index.nprobe}"
+                default_point = position == 1
+            elif kind == "hnsw":
+                index.tune(ef_search=knob)
+                params = f"M {index.hnsw_m}, efC {index.hnsw_ef_construction}, "
+                params += f"efSearch {index.ef_search}"
+                default_point = knob == settings.hnsw_ef_search_for(n)
+            else:
+                params, default_point = "exact", True
+            for filtered in [False, True] if default_point else [False]:
+
+                def search(
+                    block: np.ndarray, index: VectorIndex = index, filtered: bool = filtered
+                ) -> object:
+                    return index.search(block, K, index.mask(filters) if filtered else None)
+
+                b1, b32 = timed(search, single), timed(search, batch)
+                found = [ids for _, ids in search(queries)]
+                recall = recall_at_k(found, truth.filtered if filtered else truth.plain)
+                row = Row(
+                    n, dim, "faiss", kind, params, filtered, build_s, n / add_s,
+                    index.memory_bytes() / 2**20, *b1, *b32, recall, rss_mib,
+                )  # fmt: skip
+                rows.append(row)
+                print(format_row(row), f"load {os.getloadavg()[0]:.1f}", flush=True)
+        del index, search  # the closure holds the index too: free it before the next build
+    assert truth is not None
+    return rows, truth
+
+
+def _trim_heap() -> None:
+    """glibc ``malloc_trim(0)``: return free heap pages to the OS (no-op elsewhere)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def milvus_spec(n: int, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Milvus operating points: FLAT; HNSW M 16 / efC 100, ef 64 and 256; IVF_FLAT and
+    IVF_SQ8 with FAISS's nlist for this size, nprobe 64. Filtered at the first point."""
+    nlist = IndexSettings().nlist_for(n)
+    nprobe = min(64, nlist)
+    specs = {
+        "FLAT": {"type": "FLAT", "search": [{"params": {}, "filtered": True}]},
+        "HNSW": {
+            "type": "HNSW",
+            "build": {"M": 16, "efConstruction": 100},
+            "search": [{"params": {"ef": 64}, "filtered": True}, {"params": {"ef": 256}}],
+        },
+        "IVF_FLAT": {
+            "type": "IVF_FLAT",
+            "build": {"nlist": nlist},
+            "search": [{"params": {"nprobe": nprobe}, "filtered": True}],
+        },
+        "IVF_SQ8": {
+            "type": "IVF_SQ8",
+            "build": {"nlist": nlist},
+            "search": [{"params": {"nprobe": nprobe}, "filtered": True}],
+        },
+    }
+    return [specs[name] for name in args.milvus_indexes.split(",")]
+
+
+def write_npy(data: Clustered, path: Path) -> None:
+    """The benchmark's vectors as one float32 ``.npy`` (for the Milvus loaders)."""
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(data.n, data.dim))
+    for start, stop in data.chunks():
+        array[start:stop] = data.chunk(start, stop)
+    array.flush()
+    del array
+
+
+def milvus_rows(
+    backend: str, out: dict[str, Any], truth: Truth, dim: int, skipped: list[str]
+) -> list[Row]:
+    rows = []
+    n = out["n"]
+    for result in out["results"]:
+        knobs = {**result["build"], **result["params"]}
+        params = ", ".join([*(f"{k} {v}" for k, v in knobs.items()), result["consistency"]])
+        ref = truth.filtered if result["filtered"] else truth.plain
+        row = Row(
+            n, dim, backend, result["index"], params, result["filtered"],
+            result["build_s"], n / out["insert_s"], result["memory_bytes"] / 2**20,
+            *result["batch1"], *result["batch32"], recall_at_k(result["found"], ref),
+        )  # fmt: skip
+        rows.append(row)
+        print(format_row(row), f"load {os.getloadavg()[0]:.1f}", flush=True)
+    return rows
+
+
+class MilvusBackends:
+    """The Milvus standalone server (started on first use) and the milvus-lite runner."""
+
+    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
+        self.args, self.workdir = args, workdir
+        self.server: Any = None
+        self.absent: dict[str, str] = {}
+
+    def standalone_uri(self) -> tuple[str, int]:
+        if self.server is None:
+            sys.path.insert(0, str(REPO / "tests"))
+            from milvus_server import MilvusServer, milvus_executable
+
+            executable = milvus_executable()
+            if executable is None:
+                raise RuntimeError("no milvus-server launcher (bash scripts/install_milvus.sh)")
+            server = MilvusServer(executable, self.workdir / "milvus-data")
+            try:
+                server.start(timeout=300)
+            except RuntimeError:
+                server.stop()
+                raise
+            self.server = server
+        return f"http://{self.server.url}", self.server.process.pid
+
+    def lite_python(self) -> Path:
+        python = Path(os.environ.get("REID_MILVUS_LITE_PYTHON", LITE_VENV / "bin" / "python"))
+        if not python.exists():
+            raise RuntimeError(
+                f"no milvus-lite environment at {python} (bash scripts/install_milvus_lite.sh)"
+            )
+        return python
+
+    def run(self, backend: str, spec: dict[str, Any]) -> dict[str, Any]:
+        if backend == "milvus":
+            spec["uri"], spec["server_pid"] = self.standalone_uri()
+            return _milvus_bench.run(spec)
+        python = self.lite_python()
+        db = self.workdir / "lite" / f"{spec['n']}x{spec['dim']}.db"
+        db.parent.mkdir(exist_ok=True)
+        spec["uri"] = str(db)
+        spec_path, out_path = self.workdir / "lite-spec.json", self.workdir / "lite-out.json"
+        spec_path.write_text(json.dumps(spec))
+        env = {**os.environ, "OMP_NUM_THREADS": str(self.args.threads)}
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
+        worker = Path(_milvus_bench.__file__)
+        subprocess.run(
+            [str(python), str(worker), str(spec_path), str(out_path)], env=env, check=True
+        )
+        return json.loads(out_path.read_text())
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+
 def bench_config(
-    n: int, dim: int, kinds: list[str], args: argparse.Namespace, skipped: list[str]
+    n: int,
+    dim: int,
+    kinds: list[str],
+    args: argparse.Namespace,
+    skipped: list[str],
+    milvus: MilvusBackends,
 ) -> list[Row]:
     data = Clustered(n, dim)
     queries = data.draw(args.queries, stream=20_000)
-    settings = IndexSettings()
-    rows: list[Row] = []
-    truth = None
-    for kind in ["flat", *[k for k in kinds if k != "flat"]]:
-        if kind == "hnsw" and n > args.hnsw_max:
-            skipped.append(f"HNSW at {n:,} x {dim} (over `--hnsw-max {args.hnsw_max}`)")
+    faiss_kinds = kinds if "faiss" in args.backends else []
+    rows, truth = bench_faiss(data, queries, faiss_kinds, args, skipped)
+    others = [b for b in args.backends if b != "faiss"]
+    if not others:
+        return rows
+    vectors, query_path = milvus.workdir / "vectors.npy", milvus.workdir / "queries.npy"
+    written = False
+    for backend in others:
+        limit = args.milvus_max if backend == "milvus" else args.lite_max
+        if n > limit:
+            option = "--milvus-max" if backend == "milvus" else "--lite-max"
+            skipped.append(f"{backend} at {n:,} x {dim} (over `{option} {limit}`)")
             print(f"skip {skipped[-1]}", flush=True)
             continue
-        gc.collect()
-        index, build_s = build(data, kind, settings)
-        if kind == "flat":
-            truth = index.search(queries, K, None)
-        flat_blocks = 3 if n * dim > 2e8 else 10
-        single = [queries[i : i + 1] for i in range(args.batch1 if kind != "flat" else flat_blocks)]
-        batch = [queries[i : i + 32] for i in range(0, min(len(queries), 32 * 4), 32)]
-        if kind == "flat":
-            batch = batch[:2] if n * dim > 2e8 else batch
-        operating = {"flat": [None], "ivf": [0.25, None, 2], "hnsw": [64, None, 256]}[kind]
-        for knob in operating:
-            if kind == "ivf":
-                base = settings.nprobe_for(index.nlist)
-                index.tune(nprobe=max(1, round(base * (knob or 1))))
-                params = f"nlist {index.nlist}, nprobe {index.nprobe}"
-            elif kind == "hnsw":
-                index.tune(ef_search=knob or settings.hnsw_ef_search)
-                params = f"M {settings.hnsw_m}, efC {settings.hnsw_ef_construction}, "
-                params += f"efSearch {index.ef_search}"
-            else:
-                params = "exact"
-
-            def search(block: np.ndarray, index: VectorIndex = index) -> object:
-                return index.search(block, K, None)
-
-            b1, b32 = median_ms(search, single), median_ms(search, batch)
-            recall = 1.0 if kind == "flat" else recall_at_k(index.search(queries, K, None), truth)
-            row = Row(n, dim, kind, params, build_s, index.memory_bytes() / 2**20, b1, b32, recall)
-            rows.append(row)
-            print(format_row(row), f"load {os.getloadavg()[0]:.1f}", flush=True)
-        del index, search  # the closure holds the index too: free it before the next build
+        if backend in milvus.absent:
+            continue
+        if not written:
+            write_npy(data, vectors)
+            np.save(query_path, queries)
+            written = True
+        spec = {
+            "n": n, "dim": dim, "vectors": str(vectors), "queries": str(query_path), "k": K,
+            "filter": filter_expression(truth.filters), "batch1": args.batch1,
+            "indexes": milvus_spec(n, args),
+        }  # fmt: skip
+        try:
+            out = milvus.run(backend, spec)
+        except (RuntimeError, subprocess.CalledProcessError) as error:
+            milvus.absent[backend] = str(error).splitlines()[0]
+            print(f"{backend}: absent ({milvus.absent[backend]})", flush=True)
+            continue
+        rows += milvus_rows(backend, out, truth, dim, skipped)
+    with contextlib.suppress(FileNotFoundError):
+        vectors.unlink()
     return rows
 
 
@@ -204,38 +474,75 @@ def bench_ingest(n: int, dim: int, batch: int) -> str:
 
 
 def format_row(row: Row) -> str:
+    memory = f"{row.memory_mib:,.0f}"
+    if row.rss_mib is not None:
+        memory += f" / {row.rss_mib:,.0f}"
+    where = f"camera in {list(row_filter_cameras)}" if row.filtered else "-"
     return (
-        f"| {row.n:,} | {row.dim} | {row.kind} | {row.params} | {row.build_s:.1f} "
-        f"| {row.memory_mib:,.0f} | {row.batch1_ms:.2f} | {row.batch32_ms:.2f} "
-        f"| {row.recall:.3f} |"
+        f"| {row.n:,} | {row.dim} | {row.backend} | {row.kind} | {row.params} | {where} "
+        f"| {row.build_s:.1f} | {row.insert_per_s:,.0f} | {memory} "
+        f"| {row.batch1_qps:,.0f} | {row.batch1_p99_ms:.2f} | {row.batch32_qps:,.0f} "
+        f"| {row.batch32_p99_ms:.1f} | {row.recall:.3f} |"
     )
 
 
+row_filter_cameras: tuple[int, ...] = (0, 1)  # set from --filter-cameras in main
+
 HEADER = (
-    "| entries | D | index | parameters | build s | memory MiB | batch 1 ms/query "
-    "| batch 32 ms/query | recall@10 |\n|---|---|---|---|---|---|---|---|---|"
+    "| entries | D | backend | index | parameters | filter | build s | insert entries/s "
+    "| memory MiB (FAISS: estimate / RSS growth) | batch 1 QPS | batch 1 p99 ms "
+    "| batch 32 QPS | batch 32 p99 ms/batch "
+    "| recall@10 |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="100000,1000000", help="gallery sizes")
     parser.add_argument("--dims", default="2048,1280", help="2048: ResNet-50, 1280: MobileNetV2")
-    parser.add_argument("--kinds", default="flat,ivf,hnsw")
+    parser.add_argument("--kinds", default="flat,ivf,ivf_sq8,hnsw", help="FAISS index kinds")
+    parser.add_argument(
+        "--backend", default="faiss", help=f"comma-separated, of {', '.join(BACKENDS)}"
+    )
+    parser.add_argument(
+        "--hnsw", default="auto", help="FAISS HNSW builds: auto (by size) or M/efC,M/efC,..."
+    )
+    parser.add_argument(
+        "--ef", default="64,default,256", help="FAISS HNSW efSearch points (default: by size)"
+    )
+    parser.add_argument("--filter-cameras", default="0,1", help="filtered rows: camera in [...]")
+    parser.add_argument(
+        "--milvus-indexes", default="FLAT,HNSW,IVF_FLAT,IVF_SQ8", help="Milvus index types"
+    )
+    parser.add_argument("--milvus-max", type=int, default=1_000_000, help="skip Milvus above")
+    parser.add_argument("--lite-max", type=int, default=100_000, help="skip milvus-lite above")
     parser.add_argument("--max-gib", type=float, default=6.0, help="skip n x dim above this")
     parser.add_argument("--hnsw-max", type=int, default=1_000_000, help="skip HNSW above this")
     parser.add_argument("--queries", type=int, default=200, help="queries for recall@10")
-    parser.add_argument("--batch1", type=int, default=50, help="single queries timed (ANN)")
+    parser.add_argument("--batch1", type=int, default=100, help="single queries timed (ANN)")
     parser.add_argument("--ingest", type=int, default=20_000, help="entries for SQLite ingest")
     parser.add_argument("--threads", type=int, default=1, help="BLAS and OpenMP threads")
+    parser.add_argument("--title", default="Default run", help="subsection of the report")
     parser.add_argument("--quick", action="store_true", help="10k x 128, writes nothing")
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--output", default=str(REPO / "docs" / "BENCHMARKS.md"))
     args = parser.parse_args(argv)
+    args.backends = [b.strip() for b in args.backend.split(",") if b.strip()]
+    unknown = sorted(set(args.backends) - set(BACKENDS))
+    if unknown:
+        parser.error(f"unknown backend(s) {unknown}; expected {', '.join(BACKENDS)}")
+    args.filter_cameras = tuple(int(c) for c in args.filter_cameras.split(","))
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    global row_filter_cameras
+    args = parse_args(argv)
+    row_filter_cameras = args.filter_cameras
     sizes = [int(s) for s in args.sizes.split(",")]
     dims = [int(d) for d in args.dims.split(",")]
     if args.quick:
-        sizes, dims, args.ingest, args.queries = [10_000], [128], 2_000, 64
+        sizes, dims, args.ingest, args.queries, args.batch1 = [10_000], [128], 2_000, 64, 20
     kinds = args.kinds.split(",")
     faiss.omp_set_num_threads(args.threads)
     threadpool_limits(args.threads)
@@ -243,63 +550,64 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     skipped: list[str] = []
     print(HEADER, flush=True)
-    for n in sizes:
-        for dim in dims:
-            if n * dim * 4 > args.max_gib * 2**30:
-                skipped.append(
-                    f"{n:,} x {dim} ({n * dim * 4 / 2**30:.1f} GiB of vectors, over "
-                    f"`--max-gib {args.max_gib:g}` on this shared 24 GB machine)"
-                )
-                print(f"skip {skipped[-1]}", flush=True)
-                continue
-            rows.extend(bench_config(n, dim, kinds, args, skipped))
-    ingest = bench_ingest(args.ingest, max(dims), batch=100)
+    scratch = REPO / "runs" if (REPO / "runs").exists() else None
+    with tempfile.TemporaryDirectory(dir=scratch, prefix="bench-gallery-") as tmp:
+        milvus = MilvusBackends(args, Path(tmp))
+        try:
+            for n in sizes:
+                for dim in dims:
+                    if n * dim * 4 > args.max_gib * 2**30:
+                        skipped.append(
+                            f"{n:,} x {dim} ({n * dim * 4 / 2**30:.1f} GiB of vectors, over "
+                            f"`--max-gib {args.max_gib:g}` on this shared 24 GB machine)"
+                        )
+                        print(f"skip {skipped[-1]}", flush=True)
+                        continue
+                    rows.extend(bench_config(n, dim, kinds, args, skipped, milvus))
+        finally:
+            milvus.close()
+    ingest = bench_ingest(args.ingest, max(dims), batch=100) if args.ingest else ""
     print(ingest)
     elapsed = time.perf_counter() - started
-    body = report(rows, skipped, ingest, args, (load_start, os.getloadavg()[0]), elapsed)
+    load = (load_start, os.getloadavg()[0])
+    body = report(rows, skipped, milvus.absent, ingest, args, argv, load, elapsed)
     if args.quick or args.no_write:
         print("\n(not written: --quick or --no-write)")
     else:
-        update_section(args.output, SECTION, body)
-        print(f"\nwrote {SECTION!r} to {args.output} ({elapsed / 60:.1f} min)")
+        title = f"### {args.title}"
+        update_section(args.output, title, body, parent=SECTION)
+        print(f"\nwrote {title!r} to {args.output} ({elapsed / 60:.1f} min)")
     return 0
 
 
 def report(
     rows: list[Row],
     skipped: list[str],
+    absent: dict[str, str],
     ingest: str,
     args: argparse.Namespace,
+    argv: list[str] | None,
     load: tuple[float, float],
     elapsed: float,
 ) -> str:
+    absent_text = "".join(f" {name} absent: {why}." for name, why in absent.items())
     skipped_text = f" Skipped: {'; '.join(skipped)}." if skipped else ""
+    command = shlex.join([*COMMAND.split(), *(sys.argv[1:] if argv is None else argv)])
     return "\n".join(
         [
-            f"Command: `{COMMAND}` (from the repository root). Date: {today()}.",
+            f"Command: `{command}` (from the repository root). Date: {today()}.",
             f"Machine: {machine_summary()}; faiss {faiss.__version__} (CPU). "
-            f"Load average (1 min) at start / end: {load[0]:.1f} / {load[1]:.1f} (shared "
-            f"machine: timings are indicative). {args.threads} thread(s) for BLAS and "
-            "OpenMP (`--threads`): with other jobs on the cores, two threads made "
-            "single-query searches 10-100x slower whenever one thread was descheduled. "
-            f"Whole run: {elapsed / 60:.1f} min.",
-            "",
-            "Random-but-clustered unit vectors (an identity per 50 entries, noise sigma 0.75: "
-            "same-identity cosine ~0.64), D = 2048 (ResNet-50) and 1280 (MobileNetV2, the "
-            "demo's encoder). Built on `gallery.index.VectorIndex` (the layer under "
-            "`Gallery`, no SQLite). Latency: median per query over single queries (batch 1) "
-            "and over blocks of 32 (batch 32, per query), k = 10, including the id-ordering "
-            f"of results. recall@10: against the exact top 10, over {args.queries} queries. "
-            "Memory: estimated index size (vectors, ids, id maps, graph links or centroids). "
-            "Build: time in FAISS (IVF training and adding, HNSW graph), not counting "
-            "generating the vectors. "
-            "Rows with the library defaults: IVF nprobe = nlist/16, HNSW efSearch 128; the "
-            "other rows show other operating points of the same index." + skipped_text,
+            f"Load average (1 min) at start / end: {load[0]:.1f} / {load[1]:.1f} (a training "
+            "job shares the cores: timings are indicative, compare rows of one table). "
+            f"{args.threads} thread(s) for BLAS and OpenMP (`--threads`; FAISS and "
+            "milvus-lite; the Milvus server uses its own threads). "
+            f"Whole run: {elapsed / 60:.1f} min. recall@10 over {args.queries} queries."
+            + absent_text
+            + skipped_text,
             "",
             HEADER,
             *(format_row(r) for r in rows),
-            "",
-            ingest,
+            *(["", ingest] if ingest else []),
         ]
     )
 

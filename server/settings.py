@@ -38,7 +38,9 @@ class ServerSettings(BaseSettings):
         "auto", description="auto: cuda when a GPU is visible"
     )
     threads: int | None = Field(None, ge=1, description="runtime intra-op threads")
-    index: Literal["auto", "flat", "ivf", "hnsw"] = Field("auto", description="gallery index kind")
+    index: Literal["auto", "flat", "ivf", "ivf_sq8", "hnsw"] = Field(
+        "auto", description="gallery index kind"
+    )
 
     # Where.
     host: str = Field("127.0.0.1", description="interface to listen on (0.0.0.0 for all)")

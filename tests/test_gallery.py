@@ -8,6 +8,7 @@ import time
 import numpy as np
 import pytest
 
+import reid.gallery.gallery as gallery_module
 from reid.gallery import (
     EntryMetadata,
     Gallery,
@@ -421,7 +422,7 @@ def test_reopen_restores_entries_and_rankings(tmp_path, use_snapshot):
         assert {**reopened.stats(), "index_requested": None} == {**stats, "index_requested": None}
 
 
-@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+@pytest.mark.parametrize("kind", ["ivf", "ivf_sq8", "hnsw"])
 def test_approximate_snapshot_reopens_with_later_changes(tmp_path, kind):
     vectors = clustered(2000)
     with Gallery.open(tmp_path, DIM, index=kind, background_rebuild=False) as gallery:
@@ -448,7 +449,7 @@ def test_corrupt_snapshot_is_ignored_and_rebuilt_from_sqlite(tmp_path):
 # -- approximate indexes -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+@pytest.mark.parametrize("kind", ["ivf", "ivf_sq8", "hnsw"])
 def test_approximate_recall_at_10_is_at_least_0_9_on_clustered_data(tmp_path, kind):
     vectors = clustered(4000, dim=64, clusters=100)
     with Gallery.open(tmp_path, 64, index=kind, background_rebuild=False) as gallery:
@@ -530,14 +531,14 @@ def test_concurrent_searches_during_adds_see_only_whole_batches(tmp_path):
 
 def test_background_switch_to_ivf_keeps_writes_made_during_the_rebuild(tmp_path, monkeypatch):
     slow_build_started = threading.Event()
-    original_build = VectorIndex.build
+    original_build = gallery_module._build_from_store  # IVF builds stream from SQLite
 
     def slow_build(*args, **kwargs):
         slow_build_started.set()
         time.sleep(0.5)  # adds and deletes land in the old index meanwhile
         return original_build(*args, **kwargs)
 
-    monkeypatch.setattr(VectorIndex, "build", slow_build)
+    monkeypatch.setattr(gallery_module, "_build_from_store", slow_build)
     batch, batches = 100, 15
     vectors = clustered(batch * batches, seed=6)
     settings = IndexSettings(ivf_nlist=8, ivf_nprobe=8)  # all lists probed: exact results

@@ -325,8 +325,10 @@ class GalleryStats(BaseModel):
     model_config = ConfigDict(extra="allow")  # a newer server may report more
     size: int = Field(description="entries in the gallery")
     dim: int = Field(description="embedding dimension")
-    index: str = Field(description="index in use: flat, ivf or hnsw")
-    index_requested: str = Field(description="the configured choice (auto, flat, ivf, hnsw)")
+    index: str = Field(description="index in use: flat, ivf, ivf_sq8 or hnsw")
+    index_requested: str = Field(
+        description="the configured choice (auto, flat, ivf, ivf_sq8, hnsw)"
+    )
     ivf_nlist: int | None = None
     ivf_nprobe: int | None = None
     hnsw_ef_search: int | None = None

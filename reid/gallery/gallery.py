@@ -21,12 +21,17 @@ connection per thread.
 Index choice. ``index="flat"``: exact inner product (default below ``auto_threshold``,
 200k entries, with ``"auto"``). ``"ivf"``: IVF-Flat trained on the gallery (flat until
 ``IVF_MIN_TRAIN`` entries exist, retrained when the gallery has grown 4x since training).
-``"hnsw"``: HNSW-Flat (no training; deletes are tombstones, rebuilt past 20%; with the
-default M 16 its recall fell to ~0.6 at 1M entries, see ``docs/GALLERY.md``). ``"auto"``
-switches flat -> IVF when the gallery crosses the threshold. Switching, retraining and
-tombstone clean-up are copy-and-swap: the new index is built from a copy of the vectors
-without blocking searches or adds, caught up with the writes made meanwhile, then
-swapped in. ``measure_recall`` reports recall@k of the approximate index vs exact.
+``"ivf_sq8"``: the same with 8-bit scalar-quantised vectors (a quarter of the memory;
+approximate scores), flat until ``IVF_MIN_TRAIN`` too. ``"hnsw"``: HNSW-Flat (no
+training; deletes are tombstones, rebuilt past 20%; ``M`` / ``efConstruction`` chosen by
+the gallery size, and the graph rebuilt when the gallery grows into a larger setting,
+see ``IndexSettings`` and ``docs/GALLERY.md``). ``"auto"`` switches flat -> IVF when
+the gallery crosses the threshold, and IVF -> IVF-SQ8 when its float32 vectors would
+pass ``AUTO_COMPRESS_BYTES`` (8 GiB: 1.68M entries at 1280-d). Switching, retraining and
+tombstone clean-up are copy-and-swap: the new index is built without blocking searches
+or adds (the IVF kinds, and any rebuild from a compressed index, stream the vectors from
+SQLite; the others copy them from the index), caught up with the writes made meanwhile,
+then swapped in. ``measure_recall`` reports recall@k of the approximate index vs exact.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from reid.gallery.index import KINDS, IndexSettings, VectorIndex
+from reid.gallery.index import IVF_KINDS, KINDS, IndexSettings, VectorIndex
 from reid.gallery.locking import ReadWriteLock
 from reid.gallery.store import Store
 from reid.gallery.types import (
@@ -59,6 +64,7 @@ log = logging.getLogger(__name__)
 
 SNAPSHOT_NAME = "index.faiss"
 AUTO_THRESHOLD = 200_000  # "auto": flat below this many entries, IVF from it
+AUTO_COMPRESS_BYTES = 8 * 2**30  # "auto": IVF-SQ8 once float32 vectors would pass this
 IVF_MIN_TRAIN = 1_000  # "ivf": flat until this many entries exist to train on
 SNAPSHOT_MIN_SIZE = 50_000  # close() snapshots a changed flat index from this size on
 MAX_PAGE = 10_000  # entries per page of Gallery.page at most
@@ -118,7 +124,7 @@ class Gallery:
             removed = store.remove_orphan_thumbnails()
             if removed:
                 log.info("%s: removed %d orphan thumbnail(s)", store.directory, removed)
-            kind = _target_kind(index, store.count(), auto_threshold)
+            kind = _target_kind(index, store.count(), store.dim, auto_threshold)
             vector_index = _load_index(store, kind, settings)
         except BaseException:
             store.close()
@@ -369,15 +375,19 @@ class Gallery:
         return True
 
     def _wanted_kind(self) -> str:
-        return _target_kind(self._requested, len(self._index), self._auto_threshold)
+        return _target_kind(self._requested, len(self._index), self.dim, self._auto_threshold)
 
     def _needs_rebuild(self) -> bool:
         index, size = self._index, len(self._index)
         if index.kind != self._wanted_kind():
             return True
-        if index.kind == "ivf" and size > 4 * index.trained_size:
+        if index.is_ivf and size > 4 * index.trained_size:
             return True
-        return index.kind == "hnsw" and len(index.tombstones) > 0.2 * max(size, 1)
+        if index.kind != "hnsw":
+            return False
+        m, ef_construction = self._settings.hnsw_build_for(size)
+        grown = m > index.hnsw_m or ef_construction > index.hnsw_ef_construction
+        return grown or len(index.tombstones) > 0.2 * max(size, 1)
 
     def _maybe_rebuild(self) -> None:
         if not self._needs_rebuild() or not self._rebuild_mutex.acquire(blocking=False):
@@ -406,19 +416,27 @@ class Gallery:
             self._check_open()
             old = self._index
             ids, cameras, times = old.ids.copy(), old.cameras.copy(), old.times.copy()
-            vectors = old.reconstruct(ids)
-        if kind == "ivf" and len(ids) == 0:
+            from_store = kind in IVF_KINDS or old.lossy
+            vectors = None if from_store else old.reconstruct(ids)
+        if kind in IVF_KINDS and len(ids) == 0:
             kind = "flat"
-        new = VectorIndex.build(self.dim, kind, ids, vectors, cameras, times, self._settings)
+        if vectors is None:  # stream the exact vectors from SQLite (rows deleted meanwhile
+            # are skipped; the catch-up below reconciles both ways)
+            new = _build_from_store(self._store, kind, self._settings, ids, cameras, times)
+        else:
+            new = VectorIndex.build(self.dim, kind, ids, vectors, cameras, times, self._settings)
         del vectors
         with self._writer:
             self._check_open()
             current = self._index  # no write can happen while we hold the writer mutex
             new.remove(np.setdiff1d(ids, current.ids))
             added = np.isin(current.ids, ids, invert=True)
+            late = current.ids[added]
             new.add(
-                current.ids[added],
-                current.reconstruct(current.ids[added]),
+                late,
+                self._store.embeddings(late.tolist())
+                if current.lossy
+                else current.reconstruct(late),
                 current.cameras[added],
                 current.times[added],
             )
@@ -454,10 +472,12 @@ def measure_recall(
 # -- helpers ----------------------------------------------------------------------------
 
 
-def _target_kind(requested: str, size: int, auto_threshold: int) -> str:
+def _target_kind(requested: str, size: int, dim: int, auto_threshold: int) -> str:
     if requested == "auto":
-        return "flat" if size < auto_threshold else "ivf"
-    if requested == "ivf" and size < IVF_MIN_TRAIN:
+        if size < auto_threshold:
+            return "flat"
+        return "ivf_sq8" if size * dim * 4 > AUTO_COMPRESS_BYTES else "ivf"
+    if requested in IVF_KINDS and size < IVF_MIN_TRAIN:
         return "flat"
     return requested
 
@@ -475,18 +495,62 @@ def _load_index(store: Store, kind: str, settings: IndexSettings) -> VectorIndex
             if index.kind == kind:
                 return _reconcile(index, stored, store, ids, cameras, times)
             log.info("%s: snapshot is %s, want %s; rebuilding", snapshot, index.kind, kind)
-    if kind == "ivf":
-        vectors = np.concatenate(
-            [v for _, v in store.iter_embeddings()] or [np.empty((0, store.dim))]
-        )
-        return VectorIndex.build(store.dim, kind, ids, vectors, cameras, times, settings)
-    index = VectorIndex(store.dim, kind, settings)
+    if kind in IVF_KINDS and len(ids):
+        return _build_from_store(store, kind, settings, ids, cameras, times)
+    index = VectorIndex(store.dim, "flat" if kind in IVF_KINDS else kind, settings, len(ids))
     start = 0
     for chunk_ids, vectors in store.iter_embeddings():
         stop = start + len(chunk_ids)
         index.add(chunk_ids, vectors, cameras[start:stop], times[start:stop])
         start = stop
     return index
+
+
+def _build_from_store(
+    store: Store,
+    kind: str,
+    settings: IndexSettings,
+    ids: np.ndarray,
+    cameras: np.ndarray,
+    times: np.ndarray,
+) -> VectorIndex:
+    """A new index over the rows ``ids`` (sorted) with the vectors read from SQLite chunk
+    by chunk: IVF kinds train on a sample of them first. Only the index and one chunk are
+    in memory (10M x 1280 as IVF-SQ8: ~13.6 GB, where the float32 vectors are 51 GB)."""
+    index = VectorIndex(store.dim, kind, settings, expected_size=len(ids))
+    lists: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # first id -> (ids, list numbers)
+    if index.is_ivf:
+        sample = min(len(ids), settings.nlist_for(len(ids)) * settings.ivf_train_per_list)
+        rows = np.sort(np.random.default_rng(0).choice(len(ids), sample, replace=False))
+        index.train(_existing_embeddings(store, ids[rows]), expected_size=len(ids))
+        # A first pass assigns every vector to its list, so each list is allocated once,
+        # exactly (lists grown add by add keep growth slack: several GB at 10M x 1280).
+        sizes = np.zeros(index.nlist, np.int64)
+        for chunk_ids, vectors in store.iter_embeddings():
+            wanted = np.isin(chunk_ids, ids)
+            assigned = index.assign(vectors[wanted])
+            lists[int(chunk_ids[0])] = (chunk_ids[wanted], assigned)
+            sizes += np.bincount(assigned, minlength=len(sizes))
+        index.reserve(sizes)
+    for chunk_ids, vectors in store.iter_embeddings():
+        wanted = np.isin(chunk_ids, ids)
+        rows = np.searchsorted(ids, chunk_ids[wanted])
+        first, assigned = lists.pop(int(chunk_ids[0]), (None, None))
+        if first is None or not np.array_equal(first, chunk_ids[wanted]):
+            assigned = None  # rows changed between the passes: let FAISS assign again
+        index.add(chunk_ids[wanted], vectors[wanted], cameras[rows], times[rows], assigned)
+    return index
+
+
+def _existing_embeddings(store: Store, ids: np.ndarray) -> np.ndarray:
+    """Vectors of those of ``ids`` that still have a row (a background rebuild reads while
+    deletes go on)."""
+    for _ in range(3):
+        try:
+            return store.embeddings(ids.tolist())
+        except KeyError:
+            ids = ids[np.isin(ids, store.columns()[0])]
+    return store.embeddings(ids.tolist())
 
 
 def _reconcile(

@@ -11,9 +11,16 @@ concurrently under a readers-writer lock (FAISS searches are read-only).
 * ``ivf``: ``IndexIVFFlat`` (inner product, spherical k-means), trained on the vectors it
   is built from, native int64 ids and a hash-table direct map (for removal and
   reconstruction). ``nprobe`` trades recall for speed.
+* ``ivf_sq8``: ``IndexIVFScalarQuantizer`` (8-bit scalar quantizer on the residuals, one
+  byte per dimension instead of four: 10M x 1280 fits in 12 GB), otherwise exactly like
+  ``ivf`` (training, ids, direct map, removal, filters). Its stored vectors are the
+  decoded codes, so its scores (and the exact fallback below) are approximations, within
+  about 1e-3 of the float32 cosine.
 * ``hnsw``: ``IndexIDMap2(IndexHNSWFlat)``. HNSW cannot remove vectors: deleted ids stay in
   the graph as *tombstones* that every search excludes with a selector; ``Gallery``
-  rebuilds the index when tombstones exceed a fifth of it.
+  rebuilds the index when tombstones exceed a fifth of it. ``M`` and ``efConstruction``
+  are fixed when the graph is created, chosen by the expected gallery size
+  (``IndexSettings.hnsw_build_for``); ``efSearch`` follows the current size.
 
 Approximate indexes with a filter may find fewer than k passing entries (the graph walk
 or the probed lists run dry). Such queries, full rankings (``k=None``), k above 2048 and
@@ -42,7 +49,8 @@ import numpy as np
 
 from reid.gallery.types import GalleryError, SearchFilters
 
-KINDS = ("flat", "ivf", "hnsw")
+KINDS = ("flat", "ivf", "ivf_sq8", "hnsw")
+IVF_KINDS = ("ivf", "ivf_sq8")  # trained IndexIVF variants (same ids, lists, filters)
 _TIE_MARGIN = 8  # extra neighbours fetched so ties at the k-th place resolve by id
 _GPU_MAX_K = 2048
 _EXACT_BELOW = 4096  # filtered approximate searches scan exactly when this few entries pass
@@ -52,17 +60,43 @@ Block = tuple[np.ndarray, np.ndarray, np.ndarray | None]  # ids, vectors, keep-m
 _BLOCK_SCORES = 2**24  # scores computed at once (64 MB of float32)
 
 
+# HNSW by gallery size: (entries from, M, efConstruction, efSearch); the last row whose
+# size the gallery reaches applies. Measured at 1280-d (docs/BENCHMARKS.md, "FAISS HNSW
+# build settings by size"): M 16 / efC 40 gave recall@10 0.985 at 100k, 0.936 at 200k
+# and 0.600 at 1M (efSearch 128); M 32 / efC 200 gave 1.000 at 100k and 200k (efSearch
+# 64-512) for 13x the build time. The wider search from 600k is a margin for the
+# unmeasured 1M build (the M 16 graph lost most of its recall between 200k and 1M).
+HNSW_LARGE = 150_000  # from this size on, the larger graph
+HNSW_HUGE = 600_000  # from this size on, a wider search too
+HNSW_TIERS: tuple[tuple[int, int, int, int], ...] = (
+    (0, 16, 40, 128),
+    (HNSW_LARGE, 32, 200, 128),
+    (HNSW_HUGE, 32, 200, 256),
+)
+
+
 @dataclass(frozen=True)
 class IndexSettings:
-    """Tuning knobs of the approximate indexes (defaults suit 100k-1M entries)."""
+    """Tuning knobs of the approximate indexes (``None``: chosen by gallery size)."""
 
-    hnsw_m: int = 16
-    hnsw_ef_construction: int = 40
-    hnsw_ef_search: int = 128
+    hnsw_m: int | None = None  # None: by expected size (HNSW_TIERS)
+    hnsw_ef_construction: int | None = None
+    hnsw_ef_search: int | None = None  # None: by current size
     ivf_nlist: int | None = None  # None: about 2 sqrt(n), at most 4096
     ivf_nprobe: int | None = None  # None: nlist / 16, at least 16
     ivf_train_per_list: int = 40  # training vectors per list (a sample of the gallery)
     use_gpu: bool = True  # only used when faiss sees a GPU
+
+    def hnsw_build_for(self, n: int) -> tuple[int, int]:
+        """HNSW ``(M, efConstruction)`` for a graph expected to hold ``n`` entries."""
+        tier = _tier(n)
+        m = self.hnsw_m if self.hnsw_m is not None else tier[1]
+        ef = self.hnsw_ef_construction if self.hnsw_ef_construction is not None else tier[2]
+        return m, ef
+
+    def hnsw_ef_search_for(self, n: int) -> int:
+        """HNSW ``efSearch`` for a graph holding ``n`` entries."""
+        return self.hnsw_ef_search if self.hnsw_ef_search is not None else _tier(n)[3]
 
     def nlist_for(self, n: int) -> int:
         """Number of IVF lists for ``n`` training vectors."""
@@ -77,32 +111,57 @@ class IndexSettings:
         return min(nlist, max(16, nlist // 16))
 
 
-class VectorIndex:
-    """Vectors of the live entries in a FAISS index, with camera/time columns for filters."""
+def _tier(n: int) -> tuple[int, int, int, int]:
+    return [tier for tier in HNSW_TIERS if n >= tier[0]][-1]
 
-    def __init__(self, dim: int, kind: str, settings: IndexSettings | None = None) -> None:
+
+class VectorIndex:
+    """Vectors of the live entries in a FAISS index, with camera/time columns for filters.
+
+    ``expected_size``: the number of entries the index is built for; it chooses HNSW's
+    ``M`` and ``efConstruction`` (``IndexSettings.hnsw_build_for``).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        kind: str,
+        settings: IndexSettings | None = None,
+        expected_size: int = 0,
+    ) -> None:
         if kind not in KINDS:
             raise GalleryError(f"unknown index kind {kind!r}; expected one of {KINDS}")
         self.dim, self.kind = dim, kind
         self.settings = settings or IndexSettings()
         self._faiss: faiss.Index | None = None
         self._nprobe = 1
-        self._ef_search = self.settings.hnsw_ef_search
+        self._ef_search: int | None = None  # None: settings.hnsw_ef_search_for(len(self))
+        self.hnsw_m, self.hnsw_ef_construction = self.settings.hnsw_build_for(expected_size)
         self.ids = np.empty(0, np.int64)
         self.cameras = np.empty(0, np.int64)
         self.times = np.empty(0, np.float64)
         self.tombstones: set[int] = set()
         self.trained_size = 0
         self._gpu: _GpuMirror | None = None
-        if kind != "ivf":
+        if kind not in IVF_KINDS:
             self._faiss = self._new_idmap()
+
+    @property
+    def is_ivf(self) -> bool:
+        """True for the trained IVF kinds (``ivf``, ``ivf_sq8``)."""
+        return self.kind in IVF_KINDS
+
+    @property
+    def lossy(self) -> bool:
+        """True when the stored vectors are compressed (``reconstruct`` is approximate)."""
+        return self.kind == "ivf_sq8"
 
     def _new_idmap(self) -> faiss.Index:
         if self.kind == "flat":
             inner = faiss.IndexFlatIP(self.dim)
         else:
-            inner = faiss.IndexHNSWFlat(self.dim, self.settings.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-            inner.hnsw.efConstruction = self.settings.hnsw_ef_construction
+            inner = faiss.IndexHNSWFlat(self.dim, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            inner.hnsw.efConstruction = self.hnsw_ef_construction
         index = faiss.IndexIDMap2(inner)
         index.own_fields = True
         inner.this.disown()
@@ -122,8 +181,8 @@ class VectorIndex:
         settings: IndexSettings | None = None,
     ) -> VectorIndex:
         """A new index over the given entries (IVF is trained on a sample of them)."""
-        index = cls(dim, kind, settings)
-        if kind == "ivf":
+        index = cls(dim, kind, settings, expected_size=len(ids))
+        if kind in IVF_KINDS:
             index.train(vectors)
         index.add(ids, vectors, cameras, times)
         return index
@@ -133,14 +192,20 @@ class VectorIndex:
 
         ``expected_size`` (default ``len(vectors)``) sets the number of lists.
         """
-        if self.kind != "ivf":
+        if not self.is_ivf:
             raise GalleryError(f"a {self.kind} index needs no training")
         n = len(vectors)
         if n == 0:
             raise GalleryError("an IVF index needs vectors to train on")
         nlist = min(self.settings.nlist_for(expected_size or n), n)
         quantizer = faiss.IndexFlatIP(self.dim)
-        index = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        if self.kind == "ivf_sq8":
+            index = faiss.IndexIVFScalarQuantizer(
+                quantizer, self.dim, nlist, faiss.ScalarQuantizer.QT_8bit,
+                faiss.METRIC_INNER_PRODUCT, True,
+            )  # fmt: skip
+        else:
+            index = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
         index.own_fields = True
         quantizer.this.disown()
         index.cp.spherical = True
@@ -156,12 +221,12 @@ class VectorIndex:
     @property
     def nlist(self) -> int | None:
         """Number of IVF lists (None for other kinds)."""
-        return int(self._faiss.nlist) if self.kind == "ivf" else None
+        return int(self._faiss.nlist) if self.is_ivf else None
 
     @property
     def nprobe(self) -> int | None:
         """Lists probed per IVF query (None for other kinds)."""
-        return self._nprobe if self.kind == "ivf" else None
+        return self._nprobe if self.is_ivf else None
 
     def tune(self, nprobe: int | None = None, ef_search: int | None = None) -> None:
         """Change the search-time recall/speed knobs (IVF ``nprobe``, HNSW ``efSearch``)."""
@@ -172,23 +237,64 @@ class VectorIndex:
 
     @property
     def ef_search(self) -> int | None:
-        """HNSW ``efSearch`` (None for other kinds)."""
-        return self._ef_search if self.kind == "hnsw" else None
+        """HNSW ``efSearch`` (None for other kinds): tuned, else by the current size."""
+        if self.kind != "hnsw":
+            return None
+        if self._ef_search is not None:
+            return self._ef_search
+        return self.settings.hnsw_ef_search_for(len(self.ids))
 
     def __len__(self) -> int:
         return len(self.ids)
 
+    def assign(self, vectors: np.ndarray) -> np.ndarray:
+        """IVF: the list number of each vector (what ``add`` would compute)."""
+        if not self.is_ivf or self._faiss is None:
+            raise GalleryError(f"a {self.kind} index has no lists to assign to")
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        _, lists = self._faiss.quantizer.search(vectors, 1)
+        return np.ascontiguousarray(lists[:, 0], dtype=np.int64)
+
+    def reserve(self, list_sizes: np.ndarray) -> None:
+        """IVF: allocate each list's storage for ``list_sizes[i]`` more entries at once.
+
+        Lists grown add by add keep std::vector growth slack (measured 1.8x the codes
+        over 20 appends); reserved first, they are exactly sized, as after a snapshot
+        load. Use with ``add(..., lists=assign(vectors))`` for the same vectors.
+        """
+        if not self.is_ivf or self._faiss is None:
+            raise GalleryError(f"a {self.kind} index has no lists to reserve")
+        lists = faiss.downcast_InvertedLists(self._faiss.invlists)
+        if not isinstance(lists, faiss.ArrayInvertedLists):
+            return
+        for number in np.flatnonzero(list_sizes):
+            size = int(lists.list_size(int(number)))
+            lists.resize(int(number), size + int(list_sizes[number]))  # allocates exactly
+            lists.resize(int(number), size)  # keeps the capacity
+
     def add(
-        self, ids: np.ndarray, vectors: np.ndarray, cameras: np.ndarray, times: np.ndarray
+        self,
+        ids: np.ndarray,
+        vectors: np.ndarray,
+        cameras: np.ndarray,
+        times: np.ndarray,
+        lists: np.ndarray | None = None,
     ) -> None:
-        """Add entries (ids new, vectors L2-normalised float32)."""
+        """Add entries (ids new, vectors L2-normalised float32); IVF ``lists``: their
+        list numbers from ``assign``, not computed again."""
         if len(ids) == 0:
             return
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         if self._faiss is None:
             raise GalleryError("IVF index used before training")
-        self._faiss.add_with_ids(vectors, ids)
+        if lists is not None and self.is_ivf:
+            lists = np.ascontiguousarray(lists, dtype=np.int64)
+            self._faiss.add_core(
+                len(ids), faiss.swig_ptr(vectors), faiss.swig_ptr(ids), faiss.swig_ptr(lists)
+            )
+        else:
+            self._faiss.add_with_ids(vectors, ids)
         if self._gpu is not None:
             self._gpu.add(vectors, ids)
         self.ids = np.concatenate([self.ids, ids])
@@ -308,12 +414,12 @@ class VectorIndex:
         return self._exact(np.ascontiguousarray(queries, np.float32), k, allowed)
 
     def _params(self, allowed: np.ndarray | None) -> faiss.SearchParameters:
-        if self.kind == "ivf":
+        if self.is_ivf:
             params = faiss.SearchParametersIVF()
             params.nprobe = self._nprobe
         elif self.kind == "hnsw":
             params = faiss.SearchParametersHNSW()
-            params.efSearch = self._ef_search
+            params.efSearch = self.ef_search
         else:
             params = faiss.SearchParameters()
         if allowed is not None:
@@ -368,8 +474,11 @@ class VectorIndex:
         raw = faiss.read_index(str(path))
         if raw.d != dim:
             raise GalleryError(f"snapshot {path} has dim {raw.d}, gallery has {dim}")
-        if isinstance(raw, faiss.IndexIVFFlat):
-            index = cls(dim, "ivf", settings)
+        if isinstance(raw, faiss.IndexIVFFlat | faiss.IndexIVFScalarQuantizer):
+            kind = "ivf" if isinstance(raw, faiss.IndexIVFFlat) else "ivf_sq8"
+            if kind == "ivf_sq8" and raw.sq.qtype != faiss.ScalarQuantizer.QT_8bit:
+                raise GalleryError(f"snapshot {path}: unsupported scalar quantizer")
+            index = cls(dim, kind, settings)
             raw.set_direct_map_type(faiss.DirectMap.Hashtable)
             index._faiss, index._nprobe = raw, index.settings.nprobe_for(raw.nlist)
             index.trained_size = int(raw.ntotal)
@@ -381,6 +490,9 @@ class VectorIndex:
                 raise GalleryError(f"snapshot {path}: unsupported index {type(inner).__name__}")
             index = cls(dim, kind, settings)
             index._faiss = raw
+            if kind == "hnsw":  # the graph's own parameters, not today's settings
+                index.hnsw_m = int(inner.hnsw.nb_neighbors(1))
+                index.hnsw_ef_construction = int(inner.hnsw.efConstruction)
             return index, faiss.vector_to_array(raw.id_map).astype(np.int64)
         raise GalleryError(f"snapshot {path}: unsupported index {type(raw).__name__}")
 
@@ -390,7 +502,7 @@ class VectorIndex:
 
     def storage_ids(self) -> np.ndarray:
         """Ids in the FAISS index, in storage order (IVF: sorted)."""
-        if self.kind == "ivf":
+        if self.is_ivf:
             return _ivf_ids(self._faiss)
         return faiss.vector_to_array(self._faiss.id_map).astype(np.int64)
 
@@ -402,6 +514,8 @@ class VectorIndex:
             return vectors_and_ids + 16 * n  # + id -> position map
         if self.kind == "ivf":
             return vectors_and_ids + 16 * n + 4 * d * self._faiss.nlist  # + direct map, centroids
+        if self.kind == "ivf_sq8":  # one byte per dimension; + SQ ranges
+            return n * (d + 8) + 16 * n + 4 * d * self._faiss.nlist + 8 * d
         hnsw = faiss.downcast_index(self._faiss.index).hnsw
         return vectors_and_ids + 16 * n + 4 * int(hnsw.neighbors.size()) + 13 * n
 

@@ -228,8 +228,10 @@ class MilvusGallery:
             raise GalleryError(
                 "a milvus:// gallery needs pymilvus: pip install 'reid[milvus]'"
             ) from None
-        if index not in ("flat", "hnsw", "ivf", "auto"):
-            raise GalleryError(f"unknown index {index!r} for Milvus; expected flat, hnsw or ivf")
+        if index not in ("flat", "hnsw", "ivf", "ivf_sq8", "auto"):
+            raise GalleryError(
+                f"unknown index {index!r} for Milvus; expected flat, hnsw, ivf or ivf_sq8"
+            )
         uri, collection = parse_milvus_url(url)
         thumbs = None if thumbnail_dir is None else Path(thumbnail_dir)
         if thumbs is not None:
@@ -743,11 +745,13 @@ def _index_params(kind: str) -> dict[str, Any]:
         return {"index_type": "FLAT", "metric_type": "IP"}
     if kind == "ivf":
         return {"index_type": "IVF_FLAT", "metric_type": "IP", "params": {"nlist": 1024}}
+    if kind == "ivf_sq8":
+        return {"index_type": "IVF_SQ8", "metric_type": "IP", "params": {"nlist": 1024}}
     return {"index_type": "HNSW", "metric_type": "IP", "params": {"M": 16, "efConstruction": 200}}
 
 
 def _search_params(kind: str, limit: int) -> dict[str, Any]:
-    if kind == "ivf":
+    if kind in ("ivf", "ivf_sq8"):
         return {"nprobe": 64}
     if kind == "hnsw":
         return {"ef": max(256, limit)}  # Milvus needs ef >= k

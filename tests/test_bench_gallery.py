@@ -1,0 +1,40 @@
+"""bench/bench_gallery.py: the --quick smoke run and the report's subsections."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+from _report import update_section  # noqa: E402
+
+
+def test_quick_run_prints_a_row_per_kind_and_operating_point(tmp_path):
+    env = {**os.environ, "REID_MILVUS_LITE_PYTHON": str(tmp_path / "no-such-python")}
+    done = subprocess.run(
+        [sys.executable, "bench/bench_gallery.py", "--quick", "--backend", "faiss,milvus-lite"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| 10,000 | 128 |")]
+    kinds = [row.split("|")[4].strip() for row in rows]
+    assert kinds.count("flat") == 2  # unfiltered and filtered
+    assert kinds.count("ivf") == kinds.count("ivf_sq8") == kinds.count("hnsw") == 4
+    assert sum("camera in [0, 1]" in row for row in rows) == 4
+    recalls = [float(row.split("|")[-2]) for row in rows]
+    assert min(recalls) >= 0.9
+    assert "milvus-lite: absent (no milvus-lite environment" in done.stdout
+    assert "not written" in done.stdout
+
+
+def test_a_new_subsection_goes_to_the_end_of_its_parent(tmp_path):
+    path = tmp_path / "B.md"
+    path.write_text("# Benchmarks\n\n## A\n\nintro\n\n### old\n\nx\n\n## B\n\nb\n")
+    update_section(path, "### new", "y", parent="## A")
+    update_section(path, "### old", "x2", parent="## A")
+    assert path.read_text() == (
+        "# Benchmarks\n\n## A\n\nintro\n\n### old\n\nx2\n\n### new\n\ny\n\n## B\n\nb\n"
+    )
