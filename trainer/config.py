@@ -203,7 +203,8 @@ class TrainConfig(Section):
     """The loop. ``batch_size`` is global (split over DDP processes): P x K images.
 
     ``iters_per_epoch``: optimiser steps per epoch (``null``: one pass of the whole
-    train set, ``ceil(N / batch_size)``, however many images the epoch's labels keep). ``device``: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:1``.
+    train set, ``ceil(N / batch_size)``, however many images the epoch's labels keep).
+    ``device``: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:1``.
     ``amp`` and ``channels_last`` only act on CUDA. ``progress``: ``auto`` shows
     bars (training steps, the per-epoch feature extraction, evaluation) when stderr is a
     terminal; ``true`` / ``false`` force them. ``sync_bn``: under
