@@ -353,7 +353,7 @@ def test_all_outliers_plan_nothing_and_the_state_before_is_restorable() -> None:
         warnings.simplefilter("error")
         plan = m.prepare_epoch(_context(noise, epoch=1))
     assert (plan.labels == -1).all()
-    assert plan.stats == {"num_clusters": 0.0, "outlier_ratio": 1.0}
+    assert plan.stats == {"num_clusters": 0.0, "outlier_ratio": 1.0, "eps": 1e-4}
     assert m.memory.num_slots == 0
 
     load_method_state(m, saved)  # what the loop does with such a plan
