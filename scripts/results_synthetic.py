@@ -314,16 +314,16 @@ def run_one(
         trained = json.loads((run_dir / "result.json").read_text())
         train_seconds, commands = trained["train_seconds"], [trained["commands"][0]]
     elif row.config:
-        cmd = train_command(row, spec, run_dir, seed, extra, reference, init)
-        commands.append(cmd)
         # a run stopped part-way continues from its last checkpoint (exactly: --resume
         # restores the model, optimiser, method state and random streams; --init was
         # taken when it started)
-        if (run_dir / "checkpoint_last.pt").is_file():
-            cmd = [*train_command(row, spec, run_dir, seed, extra, reference), "--resume"]
+        resume = (run_dir / "checkpoint_last.pt").is_file()
+        cmd = train_command(row, spec, run_dir, seed, extra, reference, None if resume else init)
+        cmd += ["--resume"] if resume else []
+        commands.append(cmd)
         print("$ " + shlex.join(cmd), flush=True)
         start = time.perf_counter()
-        with open(run_dir / "stdout.log", "a" if "--resume" in cmd else "w") as log:
+        with open(run_dir / "stdout.log", "a" if resume else "w") as log:
             subprocess.run(cmd, cwd=REPO, check=True, stdout=log, stderr=subprocess.STDOUT)
         train_seconds = time.perf_counter() - start
     cmd = eval_command(row, spec, run_dir)
