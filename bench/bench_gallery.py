@@ -17,6 +17,9 @@ Backends (``--backend``, comma-separated, one table):
 
 * ``faiss``: ``reid.gallery.index.VectorIndex`` (the layer under ``Gallery``; no SQLite),
   vectors generated and added in chunks so only one index is in memory at a time.
+  IVF-SQ8 is also measured as ``Gallery`` searches it (``--rerank``, default 4): 4 x k
+  candidates re-scored exactly with their float32 embeddings read from a real SQLite
+  ``Store`` holding the same vectors (``reid.gallery.index.rescore``).
 * ``milvus``: a real Milvus 2.3.5 standalone (``scripts/install_milvus.sh``), started as
   ``tests/test_gallery_milvus.py`` starts it (127.0.0.1, free ports, its data in a
   temporary directory, stopped by killing its process group), driven by ``pymilvus``
@@ -44,8 +47,10 @@ import argparse
 import contextlib
 import ctypes
 import gc
+import itertools
 import json
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -67,8 +72,9 @@ import _milvus_bench
 from _report import machine_summary, today, update_section
 
 from reid.gallery import EntryMetadata, Gallery, SearchFilters
-from reid.gallery.index import IndexSettings, VectorIndex
+from reid.gallery.index import IndexSettings, VectorIndex, rescore
 from reid.gallery.milvus import filter_expression
+from reid.gallery.store import Store
 
 SECTION = "## Gallery search (gallery)"
 COMMAND = ".venv/bin/python bench/bench_gallery.py"
@@ -194,17 +200,29 @@ def faiss_hnsw_builds(spec: str, n: int) -> list[IndexSettings]:
     return builds
 
 
+def sqlite_store(data: Clustered, directory: Path) -> Store:
+    """The benchmark's vectors in a gallery's SQLite store (ids 1..n, as in the index)."""
+    store = Store(directory, data.dim, create=True)
+    for start, stop in data.chunks():
+        vectors = data.chunk(start, stop)
+        ids, _ = store.insert(vectors, [EntryMetadata()] * len(vectors), [None] * len(vectors))
+        assert ids[0] == start + 1 and ids[-1] == stop, "store ids must match the index's"
+    return store
+
+
 def bench_faiss(
     data: Clustered,
     queries: np.ndarray,
     kinds: list[str],
     args: argparse.Namespace,
     skipped: list[str],
+    workdir: Path,
 ) -> tuple[list[Row], Truth]:
     n, dim = data.n, data.dim
     filters = SearchFilters(include_cameras=frozenset(args.filter_cameras))
     rows: list[Row] = []
     truth: Truth | None = None
+    store: Store | None = None  # the float32 rows IVF-SQ8's candidates are re-scored with
     plans: list[tuple[str, IndexSettings]] = [("flat", IndexSettings())]
     for kind in kinds:
         if kind == "hnsw":
@@ -254,23 +272,41 @@ def bench_faiss(
                 default_point = knob == settings.hnsw_ef_search_for(n)
             else:
                 params, default_point = "exact", True
-            for filtered in [False, True] if default_point else [False]:
+            rerank = [0, args.rerank] if kind == "ivf_sq8" and args.rerank > 0 else [0]
+            if rerank[-1] and store is None:
+                store = sqlite_store(data, workdir / f"store-{n}x{dim}")
+            for factor, filtered in itertools.product(
+                rerank, [False, True] if default_point else [False]
+            ):
 
                 def search(
-                    block: np.ndarray, index: VectorIndex = index, filtered: bool = filtered
-                ) -> object:
-                    return index.search(block, K, index.mask(filters) if filtered else None)
+                    block: np.ndarray,
+                    index: VectorIndex = index,
+                    filtered: bool = filtered,
+                    factor: int = factor,
+                    store: Store | None = store,
+                ) -> list:
+                    mask = index.mask(filters) if filtered else None
+                    if not factor:
+                        return index.search(block, K, mask)
+                    assert store is not None
+                    found = index.search(block, K * factor, mask)
+                    return rescore(block, found, K, store.embeddings)
 
                 b1, b32 = timed(search, single), timed(search, batch)
                 found = [ids for _, ids in search(queries)]
                 recall = recall_at_k(found, truth.filtered if filtered else truth.plain)
+                label = f"{params}, re-rank {factor}x from SQLite" if factor else params
                 row = Row(
-                    n, dim, "faiss", kind, params, filtered, build_s, n / add_s,
+                    n, dim, "faiss", kind, label, filtered, build_s, n / add_s,
                     index.memory_bytes() / 2**20, *b1, *b32, recall, rss_mib,
                 )  # fmt: skip
                 rows.append(row)
                 print(format_row(row), f"load {os.getloadavg()[0]:.1f}", flush=True)
         del index, search  # the closure holds the index too: free it before the next build
+    if store is not None:
+        store.close()
+        shutil.rmtree(store.directory, ignore_errors=True)
     assert truth is not None
     return rows, truth
 
@@ -403,7 +439,7 @@ def bench_config(
     data = Clustered(n, dim)
     queries = data.draw(args.queries, stream=20_000)
     faiss_kinds = kinds if "faiss" in args.backends else []
-    rows, truth = bench_faiss(data, queries, faiss_kinds, args, skipped)
+    rows, truth = bench_faiss(data, queries, faiss_kinds, args, skipped, milvus.workdir)
     others = [b for b in args.backends if b != "faiss"]
     if not others:
         return rows
@@ -509,6 +545,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--ef", default="64,default,256", help="FAISS HNSW efSearch points (default: by size)"
+    )
+    parser.add_argument(
+        "--rerank", type=int, default=4, help="IVF-SQ8 rows re-ranked from SQLite (0: none)"
     )
     parser.add_argument("--filter-cameras", default="0,1", help="filtered rows: camera in [...]")
     parser.add_argument(

@@ -22,10 +22,16 @@ def test_quick_run_prints_a_row_per_kind_and_operating_point(tmp_path):
     rows = [line for line in done.stdout.splitlines() if line.startswith("| 10,000 | 128 |")]
     kinds = [row.split("|")[4].strip() for row in rows]
     assert kinds.count("flat") == 2  # unfiltered and filtered
-    assert kinds.count("ivf") == kinds.count("ivf_sq8") == kinds.count("hnsw") == 4
-    assert sum("camera in [0, 1]" in row for row in rows) == 4
+    assert kinds.count("ivf") == kinds.count("hnsw") == 4
+    assert kinds.count("ivf_sq8") == 8  # each point also re-ranked from SQLite
+    assert sum("camera in [0, 1]" in row for row in rows) == 5
     recalls = [float(row.split("|")[-2]) for row in rows]
     assert min(recalls) >= 0.9
+    cells = [[cell.strip() for cell in row.split("|")] for row in rows if "sq8" in row]
+    sq8 = {(c[5], c[6]): float(c[-2]) for c in cells}  # (parameters, filter) -> recall
+    for (params, filtered), recall in sq8.items():
+        if "re-rank" not in params:
+            assert sq8[f"{params}, re-rank 4x from SQLite", filtered] >= recall
     assert "milvus-lite: absent (no milvus-lite environment" in done.stdout
     assert "not written" in done.stdout
 

@@ -134,6 +134,89 @@ def test_gallery_ivf_sq8_streams_from_sqlite_and_rebuilds_from_exact_vectors(tmp
             assert len(matches) == 10 and all(m.metadata.camera == 2 for m in matches)
 
 
+@pytest.fixture(scope="module")
+def sq8_gallery_data() -> tuple[np.ndarray, list[EntryMetadata], np.ndarray]:
+    vectors = clustered(3000, clusters=60, seed=8)  # near-ties inside each cluster
+    metas = [EntryMetadata(camera=i % 3, timestamp=float(i)) for i in range(3000)]
+    rng = np.random.default_rng(9)
+    queries = vectors[::75] + 0.05 * rng.normal(size=(40, DIM)).astype(np.float32)
+    return vectors, metas, queries / np.linalg.norm(queries, axis=1, keepdims=True)
+
+
+def _sq8_gallery(path, vectors, metas, rerank_factor: int) -> Gallery:
+    settings = IndexSettings(rerank_factor=rerank_factor)
+    gallery = Gallery.open(path, DIM, index="ivf_sq8", settings=settings, background_rebuild=False)
+    gallery.add(vectors, metas)
+    assert gallery.stats()["index"] == "ivf_sq8"
+    return gallery
+
+
+def test_ivf_sq8_gallery_rescores_candidates_with_the_exact_embeddings(tmp_path, sq8_gallery_data):
+    vectors, metas, queries = sq8_gallery_data
+    ids = np.arange(1, 3001)
+    with _sq8_gallery(tmp_path / "rerank", vectors, metas, rerank_factor=4) as gallery:
+        assert gallery.stats()["rerank_factor"] == 4
+        reranked = gallery.search_arrays(queries, k=10)
+    with _sq8_gallery(tmp_path / "codes", vectors, metas, rerank_factor=0) as gallery:
+        assert gallery.stats()["rerank_factor"] == 0
+        coded = gallery.search_arrays(queries, k=10)
+    truths = [exact_top(vectors, ids, q, 10) for q in queries]
+    for (scores, got), query in zip(reranked, queries, strict=True):
+        assert np.allclose(scores, vectors[got - 1] @ query, atol=1e-6)  # float32 scores
+        assert (np.diff(scores) <= 0).all()
+    code_errors = [
+        np.abs(scores - vectors[got - 1] @ q).max()
+        for (scores, got), q in zip(coded, queries, strict=True)
+    ]
+    assert max(code_errors) > 1e-5  # without re-ranking the scores are the codes'
+
+    def recall(found):
+        hits = [len(np.intersect1d(g, t)) for (_, g), (_, t) in zip(found, truths, strict=True)]
+        return np.mean(hits) / 10
+
+    assert recall(reranked) >= 0.99 and recall(reranked) >= recall(coded)
+
+
+def test_ivf_sq8_gallery_full_ranking_and_min_score_use_exact_scores(tmp_path, sq8_gallery_data):
+    vectors, metas, queries = sq8_gallery_data
+    ids = np.arange(1, 3001)
+    with _sq8_gallery(tmp_path, vectors, metas, rerank_factor=4) as gallery:
+        filters = SearchFilters(exclude_cameras=frozenset({0}))
+        ((scores, got),) = gallery.search_arrays(queries[:1], k=None, filters=filters)
+        keep = ids % 3 != 1  # entry i + 1 has camera i % 3
+        truth_scores, truth_ids = exact_top(vectors, ids, queries[0], len(ids), keep=keep)
+        assert got.tolist() == truth_ids.tolist()
+        assert np.allclose(scores, truth_scores, atol=1e-6)
+        best_scores, best_ids = exact_top(vectors, ids, queries[0], 6)
+        ((scores, got),) = gallery.search_arrays(
+            queries[:1], k=50, filters=SearchFilters(min_score=float(best_scores[-1]))
+        )
+        assert got.tolist() == best_ids.tolist()  # the sixth's exact score still passes
+
+
+def test_ivf_sq8_gallery_recall_is_measured_against_the_float32_embeddings(
+    tmp_path, sq8_gallery_data
+):
+    vectors, metas, queries = sq8_gallery_data
+    with _sq8_gallery(tmp_path, vectors, metas, rerank_factor=0) as gallery:
+        coded = gallery_module.measure_recall(gallery, queries, k=10)
+    with _sq8_gallery(tmp_path / "rerank", vectors, metas, rerank_factor=4) as gallery:
+        reranked = gallery_module.measure_recall(gallery, queries, k=10)
+        assert gallery.stats()["recall"]["recall"] == reranked
+    assert coded < 1.0 and reranked >= 0.99  # the codes' own exact scan would score 1.0
+
+
+def test_rescore_sorts_candidates_by_exact_score_then_id():
+    vectors = np.eye(4, dtype=np.float32)[[0, 1, 1, 2]]  # ids 10, 11, 12, 13
+    lookup = {10: 0, 11: 1, 12: 2, 13: 3}
+    query = np.array([[0.0, 1.0, 0.5, 0.0]], np.float32)
+    candidates = [(np.zeros(4, np.float32), np.array([13, 12, 10, 11]))]
+    ((scores, got),) = index_module.rescore(
+        query, candidates, 3, lambda ids: vectors[[lookup[int(i)] for i in ids]]
+    )
+    assert got.tolist() == [11, 12, 13] and scores.tolist() == [1.0, 1.0, 0.5]
+
+
 # -- index choice by size -----------------------------------------------------------------
 
 

@@ -333,6 +333,10 @@ class GalleryStats(BaseModel):
     ivf_nprobe: int | None = None
     hnsw_ef_search: int | None = None
     hnsw_tombstones: int | None = None
+    rerank_factor: int | None = Field(
+        None,
+        description="compressed index: candidates per result re-scored with exact embeddings",
+    )
     recall: dict[str, Any] | None = Field(
         None, description="last measured recall@k of the index against exact search"
     )

@@ -45,7 +45,14 @@ from typing import Any
 
 import numpy as np
 
-from reid.gallery.index import IVF_KINDS, KINDS, IndexSettings, VectorIndex
+from reid.gallery.index import (
+    IVF_KINDS,
+    KINDS,
+    IndexSettings,
+    VectorIndex,
+    blockwise_top,
+    rescore,
+)
 from reid.gallery.locking import ReadWriteLock
 from reid.gallery.store import Store
 from reid.gallery.types import (
@@ -268,9 +275,40 @@ class Gallery:
         if filters is not None and not isinstance(filters, SearchFilters):
             raise GalleryError(f"filters must be a SearchFilters, got {type(filters).__name__}")
         index = self._index
-        rankings = index.search(queries, None if k is None else int(k), index.mask(filters))
+        want, mask = None if k is None else int(k), index.mask(filters)
+        rankings = self._candidates(index, queries, want, mask)
         if filters is not None and filters.min_score is not None:
             rankings = [(s[s >= filters.min_score], i[s >= filters.min_score]) for s, i in rankings]
+        return rankings
+
+    def _candidates(
+        self, index: VectorIndex, queries: np.ndarray, k: int | None, mask: np.ndarray | None
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The index's rankings; a compressed index's with exact scores: ``rerank_factor``
+        x k candidates re-scored with SQLite's float32 embeddings (a full ranking: every
+        passing entry scored from SQLite)."""
+        if not (index.lossy and self._settings.rerank_factor > 0):
+            return index.search(queries, k, mask)
+        if k is None:
+            return self._exact_from_store(index, queries, None, mask)
+        candidates = index.search(queries, k * self._settings.rerank_factor, mask)
+        return rescore(queries, candidates, k, self._store.embeddings)
+
+    def _exact_from_store(
+        self, index: VectorIndex, queries: np.ndarray, k: int | None, mask: np.ndarray | None
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Exact top ``k`` (None: all) of the index's passing entries, scored with the
+        float32 embeddings streamed from SQLite."""
+        allowed = index.ids if mask is None else index.ids[mask]
+        want = len(allowed) if k is None else min(k, len(allowed))
+        step = max(1, 2**22 // max(1, want))  # bounds the rankings' memory
+        rankings: list[tuple[np.ndarray, np.ndarray]] = []
+        for start in range(0, len(queries), step):
+            blocks = (  # rows committed but not yet in the index are not visible
+                (ids, vectors, np.isin(ids, allowed))
+                for ids, vectors in self._store.iter_embeddings()
+            )
+            rankings += blockwise_top(queries[start : start + step], want, blocks)
         return rankings
 
     def get(self, ids: Sequence[int]) -> list[Entry | None]:
@@ -342,6 +380,7 @@ class Gallery:
                 "ivf_nprobe": index.nprobe,
                 "hnsw_ef_search": index.ef_search,
                 "hnsw_tombstones": len(index.tombstones) if index.kind == "hnsw" else None,
+                "rerank_factor": self._settings.rerank_factor if index.lossy else None,
                 "recall": self._recall,
                 **summary,
                 "directory": str(self.directory),
@@ -457,8 +496,11 @@ def measure_recall(
         gallery._check_open()
         index = gallery._index
         mask = index.mask(filters)
-        approx = index.search(queries, k, mask)
-        exact = index.exact_search(queries, k, mask)
+        approx = gallery._candidates(index, queries, k, mask)
+        if index.lossy:  # against the float32 embeddings, not the codes
+            exact = gallery._exact_from_store(index, queries, k, mask)
+        else:
+            exact = index.exact_search(queries, k, mask)
     hits = [
         len(np.intersect1d(a_ids, e_ids)) / len(e_ids)
         for (_, a_ids), (_, e_ids) in zip(approx, exact, strict=True)

@@ -15,7 +15,8 @@ concurrently under a readers-writer lock (FAISS searches are read-only).
   byte per dimension instead of four: 10M x 1280 fits in 12 GB), otherwise exactly like
   ``ivf`` (training, ids, direct map, removal, filters). Its stored vectors are the
   decoded codes, so its scores (and the exact fallback below) are approximations, within
-  about 1e-3 of the float32 cosine.
+  about 1e-3 of the float32 cosine. ``Gallery`` fetches ``rerank_factor`` x k candidates
+  from it and re-scores them with the exact float32 embeddings (``rescore``).
 * ``hnsw``: ``IndexIDMap2(IndexHNSWFlat)``. HNSW cannot remove vectors: deleted ids stay in
   the graph as *tombstones* that every search excludes with a selector; ``Gallery``
   rebuilds the index when tombstones exceed a fifth of it. ``M`` and ``efConstruction``
@@ -40,7 +41,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +58,7 @@ _EXACT_BELOW = 4096  # filtered approximate searches scan exactly when this few 
 
 Ranking = tuple[np.ndarray, np.ndarray]  # (float32 scores, int64 ids) of one query
 Block = tuple[np.ndarray, np.ndarray, np.ndarray | None]  # ids, vectors, keep-mask or None
+VectorLookup = Callable[[np.ndarray], np.ndarray]  # sorted unique ids -> float32 vectors
 _BLOCK_SCORES = 2**24  # scores computed at once (64 MB of float32)
 
 
@@ -85,6 +87,9 @@ class IndexSettings:
     ivf_nlist: int | None = None  # None: about 2 sqrt(n), at most 4096
     ivf_nprobe: int | None = None  # None: nlist / 16, at least 16
     ivf_train_per_list: int = 40  # training vectors per list (a sample of the gallery)
+    # compressed (ivf_sq8) indexes: candidates fetched per wanted result, then re-scored
+    # exactly with the float32 embeddings of SQLite (``Gallery``); 0 returns code scores
+    rerank_factor: int = 4
     use_gpu: bool = True  # only used when faiss sees a GPU
 
     def hnsw_build_for(self, n: int) -> tuple[int, int]:
@@ -371,7 +376,7 @@ class VectorIndex:
             if self._gpu is not None and mask is None and fetch <= _GPU_MAX_K:
                 scores, labels = self._gpu.search(queries, fetch)
                 return [_sorted_top(s, i, want) for s, i in zip(scores, labels, strict=True)]
-            return _blockwise_top(queries, want, self._flat_blocks(len(queries), mask))
+            return blockwise_top(queries, want, self._flat_blocks(len(queries), mask))
         allowed = self.ids if mask is None else self.ids[mask]
         small_filter = mask is not None and len(allowed) <= _EXACT_BELOW
         if everything or small_filter or fetch > _GPU_MAX_K:  # FAISS is slow for a huge k
@@ -439,7 +444,7 @@ class VectorIndex:
             (allowed[s : s + step], self.reconstruct(allowed[s : s + step]), None)
             for s in range(0, len(allowed), step)
         )
-        return _blockwise_top(queries, min(k, len(allowed)), blocks)
+        return blockwise_top(queries, min(k, len(allowed)), blocks)
 
     def reconstruct(self, ids: np.ndarray) -> np.ndarray:
         """float32[len(ids), dim] stored vectors of the given ids."""
@@ -520,7 +525,23 @@ class VectorIndex:
         return vectors_and_ids + 16 * n + 4 * int(hnsw.neighbors.size()) + 13 * n
 
 
-def _blockwise_top(queries: np.ndarray, k: int, blocks: Iterable[Block]) -> list[Ranking]:
+def rescore(
+    queries: np.ndarray, rankings: Sequence[Ranking], k: int, vectors: VectorLookup
+) -> list[Ranking]:
+    """The exact top ``k`` of each query's candidates: their ids re-scored with the exact
+    vectors (``vectors(ids)`` for sorted unique ids) and sorted like every ranking."""
+    candidates = np.unique(np.concatenate([ids for _, ids in rankings] or [[]]).astype(np.int64))
+    if len(candidates) == 0:
+        return [(np.empty(0, np.float32), np.empty(0, np.int64)) for _ in queries]
+    exact = vectors(candidates)
+    results = []
+    for query, (_, ids) in zip(queries, rankings, strict=True):
+        rows = np.searchsorted(candidates, ids)
+        results.append(_sorted_top(exact[rows] @ query, ids.astype(np.int64), k))
+    return results
+
+
+def blockwise_top(queries: np.ndarray, k: int, blocks: Iterable[Block]) -> list[Ranking]:
     """Exact top ``k`` per query over blocks of (ids, vectors, optional keep-mask)."""
     found_scores, found_ids = [], []
     for ids, vectors, keep in blocks:

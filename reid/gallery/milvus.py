@@ -666,6 +666,7 @@ class MilvusGallery:
             "ivf_nprobe": None,
             "hnsw_ef_search": None,
             "hnsw_tombstones": None,
+            "rerank_factor": None,
             "recall": None,
             "cameras": dict(sorted(cameras.items())),
             "time_range": None if low == math.inf else [low, high],
