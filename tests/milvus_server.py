@@ -60,9 +60,12 @@ def free_port() -> int:
 class MilvusServer:
     """One standalone Milvus on free ports with its data in ``data_dir``; restartable."""
 
-    def __init__(self, executable: str, data_dir: Path) -> None:
+    def __init__(
+        self, executable: str, data_dir: Path, config: dict[str, object] | None = None
+    ) -> None:
         self.executable = executable
         self.data_dir = data_dir
+        self.config = dict(config or {})  # milvus.yaml keys, e.g. {"proxy.timeTickInterval": 20}
         self.ports = {key: free_port() for key in PORT_KEYS}
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -101,6 +104,8 @@ class MilvusServer:
             args = [self.executable, "--data", str(self.data_dir)]
             for key, port in self.ports.items():
                 args += [f"--{key.replace('_', '-')}", str(port)]
+            for key, value in self.config.items():
+                args += ["--extra-config", f"{key}={value}"]
             self.process = subprocess.Popen(
                 args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
