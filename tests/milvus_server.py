@@ -40,6 +40,12 @@ PORT_KEYS = (
 )
 
 
+# The settings docs/GALLERY.md recommends for MilvusGallery (its searches run at Strong
+# consistency, which waits for the next time tick: 200 ms by default, 40 ms median at 20;
+# bench/bench_milvus_consistency.py measures it).
+RECOMMENDED_CONFIG: dict[str, object] = {"proxy.timeTickInterval": 20}
+
+
 def milvus_executable() -> str | None:
     """The ``milvus-server`` launcher to use, or None when none is installed."""
     named = os.environ.get("REID_MILVUS_SERVER")

@@ -25,7 +25,7 @@ import httpx
 import numpy as np
 import pytest
 from live_server import LiveServer
-from milvus_server import MilvusServer, free_port, milvus_executable
+from milvus_server import RECOMMENDED_CONFIG, MilvusServer, free_port, milvus_executable
 from test_server_live import crop
 
 import reid.gallery.milvus
@@ -67,7 +67,8 @@ def milvus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MilvusServer]:
     executable = milvus_executable()
     if executable is None:
         unavailable("no milvus-server launcher: run `bash scripts/install_milvus.sh`")
-    server = MilvusServer(executable, tmp_path_factory.mktemp("milvus") / "data")
+    data = tmp_path_factory.mktemp("milvus") / "data"
+    server = MilvusServer(executable, data, RECOMMENDED_CONFIG)
     try:
         server.start()
     except RuntimeError as error:

@@ -11,8 +11,6 @@ squared distances. The end-to-end part trains a tiny fusion ResNet-18 through
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import math
 import warnings
@@ -22,9 +20,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
+from tiny_runs import (
+    export_with_parity_gate,
+    labelled_reference,
+    read_csv,
+    straight_and_resumed,
+    write_config,
+)
 
-from export.cli import main as export_main
 from reid.checkpoint import read_checkpoint
 from reid.models import build_model
 from trainer.cli import main
@@ -342,58 +345,31 @@ def test_the_configs_hold_the_papers_schedule_and_the_ablation_switches(name: st
 
 # ----------------------------------------------------------------------------- a tiny run
 
-TINY_REFERENCE = ["--ids-train", "10", "--ids-test", "2", "--cameras", "4", "--size", "64x32",
-                  "--seed", "11", "--difficulty", "1.5", "--pid-offset", "5000",
-                  "--workers", "1"]  # fmt: skip
-
 
 @pytest.fixture(scope="session")
 def tiny_reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny labelled synthetic reference set: 10 identities numbered from 5001."""
-    from reid.data.synthetic.generate import main as generate
-
-    out = tmp_path_factory.mktemp("tiny_reference") / "data"
-    assert generate([str(out), *TINY_REFERENCE]) == 0
-    return out
+    return labelled_reference(tmp_path_factory, "tiny_reference", ids=10, seed=11, pid_offset=5000)
 
 
 def _config(path: Path) -> Path:
-    raw = {
-        "model": {
-            "name": "fusion_resnet18",
-            "kwargs": {
-                "pretrained": None,
-                "input_size": list(INPUT),
-                "fusion_layers": [1, 3, 4],
-                "neck": "none",
-                "last_stride": 2,
-            },
+    model = {
+        "name": "fusion_resnet18",
+        "kwargs": {
+            "pretrained": None,
+            "input_size": list(INPUT),
+            "fusion_layers": [1, 3, 4],
+            "neck": "none",
+            "last_stride": 2,
         },
-        "method": {"name": "mar"},
-        "reference": {"batch_size": 8, "sampler": "random"},
-        "data": {"num_workers": 0, "transforms": {"flip": True, "pad": 0, "erasing_p": 0.0}},
-        "train": {
-            "epochs": 2,
-            "iters_per_epoch": 2,
-            "batch_size": 8,
-            "num_instances": 1,
-            "sampler": "random",
-            "device": "cpu",
-            "seed": 0,
-            "threads": 1,
-        },
-        "optim": {"name": "sgd", "lr": 1.0e-3, "momentum": 0.9, "weight_decay": 0.025},
-        "schedule": {"name": "constant"},
-        "eval": {"every": 1, "batch_size": 64},
-        "checkpoint": {"every": 0},
     }
-    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
-    return path
-
-
-def _rows(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
+    return write_config(
+        path,
+        model,
+        {"name": "mar"},
+        reference={"batch_size": 8, "sampler": "random"},
+        optim={"name": "sgd", "lr": 1.0e-3, "momentum": 0.9, "weight_decay": 0.025},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -410,19 +386,16 @@ def runs(
         "--reference",
         f"synthetic:{tiny_reference}",
     ]
-    pretrain, straight, split = root / "pretrain", root / "straight", root / "split"
+    pretrain = root / "pretrain"
     base = ["train", "--config", config, *streams]
     assert main([*base, "--out", str(pretrain), "method.stage=pretrain", "epochs=1"]) == 0
     init = ["--init", str(pretrain / "checkpoint_last.pt")]
-    assert main([*base, *init, "--out", str(straight)]) == 0
-    assert main([*base, *init, "--out", str(split), "epochs=1"]) == 0
-    assert main(["train", "--out", str(split), "--resume", "epochs=2"]) == 0
-    return pretrain, straight, split
+    return pretrain, *straight_and_resumed(base, root, init)
 
 
 def test_the_pretrain_stage_learns_agents_from_reference_batches_only(runs) -> None:
     pretrain, _, _ = runs
-    (row,) = _rows(pretrain / "metrics.csv")
+    (row,) = read_csv(pretrain / "metrics.csv")
     assert float(row["al"]) > 0 and row["mAP"] != "" and row["reference_batch_size"] == "8"
     assert "mdl" not in row and "features of" not in (pretrain / "train.log").read_text()
     state = read_checkpoint(pretrain / "checkpoint_last.pt")["training"]["method"]
@@ -434,7 +407,7 @@ def test_the_joint_stage_starts_from_the_pretrain_agents_and_runs_every_loss(run
     log = (straight / "train.log").read_text()
     assert "initialised the encoder and method parameters agents.weight from" in log
     assert "reference set synthetic" in log and "10 identities" in log
-    rows = _rows(straight / "metrics.csv")
+    rows = read_csv(straight / "metrics.csv")
     assert [float(r["mdl_on"]) for r in rows] == [0.0, 1.0]
     assert float(rows[0]["mdl"]) == 0.0 and float(rows[1]["mdl"]) > 0
     for key in ("cml", "al", "rj", "threshold", "mAP"):
@@ -453,7 +426,7 @@ def test_resume_restores_agents_memory_threshold_and_statistics_exactly(runs) ->
         assert torch.allclose(va.float(), vb.float(), atol=1e-6), key
     for key, value in a["encoder"].items():
         assert torch.allclose(value.float(), b["encoder"][key].float(), atol=1e-6), key
-    steps_a, steps_b = _rows(straight / "steps.csv"), _rows(split / "steps.csv")
+    steps_a, steps_b = read_csv(straight / "steps.csv"), read_csv(split / "steps.csv")
     assert len(steps_a) == len(steps_b) == 4
     for ra, rb in zip(steps_a, steps_b, strict=True):
         assert float(ra["loss"]) == pytest.approx(float(rb["loss"]), rel=1e-5)
@@ -469,13 +442,6 @@ def test_the_trained_encoder_is_a_pure_encoder_that_passes_the_export_gate(
     checkpoint = read_checkpoint(straight / "checkpoint_last.pt")
     assert not [k for k in checkpoint["encoder"] if "agents" in k]  # agents are method state
     assert checkpoint["metadata"]["embedding_dim"] == 64 + 256 + 512
-    code = export_main(
-        [
-            "--checkpoint", str(straight / "checkpoint_last.pt"), "--out",
-            str(tmp_path / "export"), "--data", f"synthetic:{tiny_synthetic}",
-            "--max-images", "40", "--json",
-        ]
-    )  # fmt: skip
-    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert code == 0 and report["passed"], report
-    assert report["runtimes"][0]["min_cosine"] >= 0.9999
+    export_with_parity_gate(
+        straight / "checkpoint_last.pt", tmp_path / "export", tiny_synthetic, capsys
+    )

@@ -13,8 +13,6 @@ export parity gate (the affine grid sampling in ONNX).
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import math
 import warnings
@@ -24,9 +22,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
+from tiny_runs import (
+    export_with_parity_gate,
+    labelled_reference,
+    read_csv,
+    straight_and_resumed,
+    write_config,
+)
 
-from export.cli import main as export_main
 from reid.checkpoint import read_checkpoint
 from reid.data.base import ImageRecord
 from reid.data.torch_dataset import ImageDataset
@@ -492,55 +495,29 @@ def test_the_configs_hold_the_papers_settings_and_the_ablation_switches(name: st
 
 # ----------------------------------------------------------------------------- a tiny run
 
-TINY_REFERENCE = ["--ids-train", "8", "--ids-test", "2", "--cameras", "4", "--size", "64x32",
-                  "--seed", "12", "--difficulty", "1.5", "--pid-offset", "6000",
-                  "--workers", "1"]  # fmt: skip
-
 
 @pytest.fixture(scope="module")
 def tiny_reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny labelled synthetic reference set: 8 identities numbered from 6001."""
-    from reid.data.synthetic.generate import main as generate
-
-    out = tmp_path_factory.mktemp("paul_reference") / "data"
-    assert generate([str(out), *TINY_REFERENCE]) == 0
-    return out
+    return labelled_reference(tmp_path_factory, "paul_reference", ids=8, seed=12, pid_offset=6000)
 
 
 def _config(path: Path) -> Path:
-    raw = {
-        # last stride 1: a 4x2 map (a 2x1 one does not pass torch's ONNX decomposition)
-        "model": {"name": "patchnet_resnet18", "kwargs": {**TINY_MODEL, "last_stride": 1}},
-        "method": {
-            "name": "paul",
-            "embedding_dim": EMBED,
-            "generator_epochs": [1, 2],
-            "generator_lr_mult": 1.0,
-        },
-        "reference": {"batch_size": 8, "sampler": "pk", "num_instances": 2},
-        "data": {"num_workers": 0, "transforms": {"flip": True, "pad": 0, "erasing_p": 0.0}},
-        "train": {
-            "epochs": 2,
-            "iters_per_epoch": 2,
-            "batch_size": 6,
-            "num_instances": 1,
-            "sampler": "random",
-            "device": "cpu",
-            "seed": 0,
-            "threads": 1,
-        },
-        "optim": {"name": "sgd", "lr": 1.0e-3, "momentum": 0.9, "weight_decay": 1.0e-4},
-        "schedule": {"name": "constant"},
-        "eval": {"every": 1, "batch_size": 64},
-        "checkpoint": {"every": 0},
+    method = {
+        "name": "paul",
+        "embedding_dim": EMBED,
+        "generator_epochs": [1, 2],
+        "generator_lr_mult": 1.0,
     }
-    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
-    return path
-
-
-def _rows(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
+    return write_config(
+        path,
+        # last stride 1: a 4x2 map (a 2x1 one does not pass torch's ONNX decomposition)
+        {"name": "patchnet_resnet18", "kwargs": {**TINY_MODEL, "last_stride": 1}},
+        method,
+        reference={"batch_size": 8, "sampler": "pk", "num_instances": 2},
+        train={"batch_size": 6},
+        optim={"name": "sgd", "lr": 1.0e-3, "momentum": 0.9, "weight_decay": 1.0e-4},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -553,27 +530,24 @@ def runs(
     root = tmp_path_factory.mktemp("paul")
     config = str(_config(root / "c.yaml"))
     data = ["--data", f"synthetic:{tiny_synthetic}"]
-    pretrain, straight, split = root / "pretrain", root / "straight", root / "split"
+    pretrain = root / "pretrain"
     base = ["train", "--config", config, *data]
     reference = ["--reference", f"synthetic:{tiny_reference}"]
     assert main([*base, *reference, "--out", str(pretrain), "method.stage=pretrain"]) == 0
     init = ["--init", str(pretrain / "checkpoint_last.pt")]
-    assert main([*base, *init, "--out", str(straight)]) == 0
-    assert main([*base, *init, "--out", str(split), "epochs=1"]) == 0
-    assert main(["train", "--out", str(split), "--resume", "epochs=2"]) == 0
-    return pretrain, straight, split
+    return pretrain, *straight_and_resumed(base, root, init)
 
 
 def test_the_pretrain_stage_trains_on_reference_pairs_and_moves_the_generator_late(
     runs,
 ) -> None:
     pretrain, _, _ = runs
-    rows = _rows(pretrain / "metrics.csv")
+    rows = read_csv(pretrain / "metrics.csv")
     assert len(rows) == 2 and all(float(r["ce"]) > 0 and r["mAP"] != "" for r in rows)
     assert rows[0]["reference_batch_size"] == "8" and "pedal" not in rows[0]
     state = read_checkpoint(pretrain / "checkpoint_last.pt")
     assert state["training"]["method"]["classifiers.0.weight"].shape == (8, PATCH_DIM)
-    steps = _rows(pretrain / "steps.csv")
+    steps = read_csv(pretrain / "steps.csv")
     assert len(steps) == 4
     # the generator moved (epoch 2 is inside generator_epochs [1, 2)); it starts at stripes
     bias = state["encoder"]["generator.fc_loc.2.bias"].view(PATCHES, 2, 3)
@@ -587,7 +561,7 @@ def test_the_unsupervised_stage_starts_from_the_pretraining_and_runs_both_losses
     log = (straight / "train.log").read_text()
     assert "initialised the encoder and method parameters embeddings.0.weight" in log
     assert "reference set" not in log  # no reference stream in this stage
-    rows = _rows(straight / "metrics.csv")
+    rows = read_csv(straight / "metrics.csv")
     for key in ("pedal", "ipfl", "negatives_found", "mAP"):
         assert rows[-1][key] != "", key
     assert float(rows[0]["memory_filled"]) == 1.0
@@ -616,7 +590,7 @@ def test_resume_restores_both_memories_exactly(runs) -> None:
         assert torch.allclose(va.float(), vb.float(), atol=1e-6), key
     for key, value in a["encoder"].items():
         assert torch.allclose(value.float(), b["encoder"][key].float(), atol=1e-6), key
-    steps_a, steps_b = _rows(straight / "steps.csv"), _rows(split / "steps.csv")
+    steps_a, steps_b = read_csv(straight / "steps.csv"), read_csv(split / "steps.csv")
     assert len(steps_a) == len(steps_b) == 4
     for ra, rb in zip(steps_a, steps_b, strict=True):
         assert float(ra["loss"]) == pytest.approx(float(rb["loss"]), rel=1e-5)
@@ -642,13 +616,6 @@ def test_the_trained_encoder_is_a_pure_encoder_that_passes_the_export_gate(
     checkpoint = read_checkpoint(straight / "checkpoint_last.pt")
     assert not [k for k in checkpoint["encoder"] if "embeddings" in k or "memory" in k]
     assert checkpoint["metadata"]["embedding_dim"] == PATCHES * PATCH_DIM
-    code = export_main(
-        [
-            "--checkpoint", str(straight / "checkpoint_last.pt"), "--out",
-            str(tmp_path / "export"), "--data", f"synthetic:{tiny_synthetic}",
-            "--max-images", "40", "--json",
-        ]
-    )  # fmt: skip
-    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert code == 0 and report["passed"], report
-    assert report["runtimes"][0]["min_cosine"] >= 0.9999
+    export_with_parity_gate(
+        straight / "checkpoint_last.pt", tmp_path / "export", tiny_synthetic, capsys
+    )

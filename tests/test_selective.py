@@ -9,7 +9,6 @@ with the camera prior).
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
@@ -20,9 +19,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
+from tiny_runs import export_with_parity_gate, read_csv, straight_and_resumed, write_config
 
-from export.cli import main as export_main
 from reid.checkpoint import read_checkpoint
 from reid.metrics import add_camera_prior, evaluate_features, evaluate_rank, pairwise_distance
 from reid.models import build_model
@@ -357,30 +355,14 @@ def test_the_camera_prior_adds_its_weight_to_same_camera_pairs() -> None:
 
 
 def _config(path: Path) -> Path:
-    raw = {
-        "model": {"name": "part_resnet18", "kwargs": TINY_MODEL},
-        "method": {"name": "selective", "warmup_epochs": 1},  # epoch 2 selects
-        "data": {"num_workers": 0, "transforms": {"flip": True, "pad": 0, "erasing_p": 0.0}},
-        "train": {
-            "epochs": 2,
-            "iters_per_epoch": 2,
-            "batch_size": 8,
-            "num_instances": 1,
-            "device": "cpu",
-            "seed": 0,
-        },
-        "optim": {"name": "sgd", "lr": 1.0e-3, "momentum": 0.9, "nesterov": True},
-        "schedule": {"name": "constant"},
-        "eval": {"every": 1, "batch_size": 64, "camera_prior": 0.05},
-        "checkpoint": {"every": 0},
-    }
-    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
-    return path
-
-
-def _rows(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
+    return write_config(
+        path,
+        {"name": "part_resnet18", "kwargs": TINY_MODEL},
+        {"name": "selective", "warmup_epochs": 1},  # epoch 2 selects
+        train={"sampler": "pk", "threads": "auto"},
+        optim={"name": "sgd", "lr": 1.0e-3, "momentum": 0.9, "nesterov": True},
+        eval={"every": 1, "batch_size": 64, "camera_prior": 0.05},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -389,16 +371,12 @@ def runs(tmp_path_factory: pytest.TempPathFactory, tiny_synthetic: Path) -> tupl
     root = tmp_path_factory.mktemp("selective")
     base = ["train", "--config", str(_config(root / "c.yaml")), "--data"]
     base += [f"synthetic:{tiny_synthetic}"]
-    straight, split = root / "straight", root / "split"
-    assert main([*base, "--out", str(straight)]) == 0
-    assert main([*base, "--out", str(split), "epochs=1"]) == 0
-    assert main(["train", "--out", str(split), "--resume", "epochs=2"]) == 0
-    return straight, split
+    return straight_and_resumed(base, root)
 
 
 def test_a_tiny_run_warms_up_then_selects_and_logs_both_branches(runs) -> None:
     straight, _ = runs
-    rows = _rows(straight / "metrics.csv")
+    rows = read_csv(straight / "metrics.csv")
     assert [float(r["selection"]) for r in rows] == [0.0, 1.0]
     assert float(rows[0]["banks_filled"]) == 1.0 and rows[1]["banks_filled"] == ""
     for key in ("global", "local", "acc_global", "acc_local", "mAP"):
@@ -415,7 +393,7 @@ def test_resume_continues_exactly(runs) -> None:
         assert torch.allclose(value.float(), b["encoder"][key].float(), atol=1e-6), key
     for key, value in a["training"]["method"].items():
         assert torch.allclose(value.float(), b["training"]["method"][key].float(), atol=1e-6), key
-    steps_a, steps_b = _rows(straight / "steps.csv"), _rows(split / "steps.csv")
+    steps_a, steps_b = read_csv(straight / "steps.csv"), read_csv(split / "steps.csv")
     assert len(steps_a) == len(steps_b) == 4
     for ra, rb in zip(steps_a, steps_b, strict=True):
         assert float(ra["loss"]) == pytest.approx(float(rb["loss"]), rel=1e-5)
@@ -432,7 +410,7 @@ def test_eval_camera_prior_matches_the_training_evaluation(
     capsys.readouterr()
     assert main([*argv, "--camera-prior", "0.05"]) == 0
     prior = json.loads(capsys.readouterr().out)
-    assert prior["mAP"] == pytest.approx(float(_rows(straight / "metrics.csv")[-1]["mAP"]))
+    assert prior["mAP"] == pytest.approx(float(read_csv(straight / "metrics.csv")[-1]["mAP"]))
     assert main(argv) == 0
     plain = json.loads(capsys.readouterr().out)
     assert set(plain) == set(prior)
@@ -445,19 +423,6 @@ def test_the_trained_checkpoint_passes_the_export_parity_gate(
 ) -> None:
     caplog.set_level(logging.ERROR, logger="reid.models.backbones.weights")
     straight, _ = runs
-    code = export_main(
-        [
-            "--checkpoint",
-            str(straight / "checkpoint_last.pt"),
-            "--out",
-            str(tmp_path / "export"),
-            "--data",
-            f"synthetic:{tiny_synthetic}",
-            "--max-images",
-            "40",
-            "--json",
-        ]
+    export_with_parity_gate(
+        straight / "checkpoint_last.pt", tmp_path / "export", tiny_synthetic, capsys
     )
-    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert code == 0 and report["passed"], report
-    assert report["runtimes"][0]["min_cosine"] >= 0.9999

@@ -16,6 +16,8 @@ timestamp >= t``), so a filtered search returns ``k`` results whenever ``k`` ent
 pass. ``min_score`` is applied to the top-k afterwards, exactly as the FAISS gallery
 does. Every read and write uses consistency level Strong: a search issued after an add
 was acknowledged (by any server) sees it, and a deleted entry is never returned again.
+A Strong search waits for the server's next time tick (``proxy.timeTickInterval``, 200 ms
+by default): run Milvus with 20 ms for ~40 ms searches (docs/GALLERY.md).
 
 Idempotent adds: an entry with a ``key`` gets the id derived from the key (63 bits of
 its SHA-256) and is written with ``upsert``, so two servers racing on one key end with
