@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -41,6 +43,7 @@ from reid.gallery import (
 from reid.gallery.milvus import filter_expression, key_id, parse_milvus_url
 
 DIM = 16
+REPO = Path(__file__).resolve().parents[1]
 
 
 def in_ci() -> bool:
@@ -443,3 +446,21 @@ def test_a_milvus_restart_mid_stream_loses_no_acknowledged_add(milvus, tmp_path)
         stop.set()
         writer.join(60)
         server.stop()
+
+
+def test_the_consistency_benchmark_measures_a_tick_and_finds_every_acknowledged_add():
+    need_pymilvus()
+    if milvus_executable() is None:
+        unavailable("no milvus-server launcher: run `bash scripts/install_milvus.sh`")
+    argv = ["--ticks", "20", "--entries", "300", "--dim", "16", "--searches", "5",
+            "--threads", "2", "--seconds", "1", "--idle", "1", "--no-write"]  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "bench/bench_milvus_consistency.py", *argv],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    (row,) = [line for line in done.stdout.splitlines() if line.startswith("| 20 |")]
+    cells = [cell.strip() for cell in row.split("|")[1:-1]]
+    assert cells[5] == "100%"  # every add was found by the next Strong search
+    assert 0 < float(cells[1]) < 1000 and float(cells[6]) > 0
+    assert "not written" in done.stdout
