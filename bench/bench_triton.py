@@ -104,15 +104,33 @@ def _ms(value: str) -> float:
     return float(number) * {"us": 1e-3, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def start_ours(export_dir: Path, work: Path, threads: int):
+def set_instances(repository: Path, count: int) -> None:
+    """Triton's model instances (``instance_group`` count) in an exported repository."""
+    config = repository / "reid" / "config.pbtxt"
+    text, found = re.subn(r"count: \d+", f"count: {count}", config.read_text())
+    assert found == 1, "one instance_group expected"
+    config.write_text(text)
+
+
+def start_ours(
+    export_dir: Path,
+    work: Path,
+    threads: int,
+    root: Path = REPO,
+    name: str = "ours",
+    workers: int = 1,
+):
+    """``python -m server`` of the checkout at ``root`` on a free port: (process, URL)."""
     from live_server import wait_until_serving
 
-    log = work / "server.log"
+    log = work / f"{name}.log"
     cmd = [sys.executable, "-m", "server", "--model", str(export_dir), "--gallery",
-           str(work / "gallery"), "--host", "127.0.0.1", "--http-port", "0", "--no-grpc",
-           "--device", "cpu", "--threads", str(threads), "--no-access-log"]  # fmt: skip
+           str(work / f"gallery-{name}"), "--host", "127.0.0.1", "--http-port", "0",
+           "--no-grpc", "--device", "cpu", "--threads", str(threads), "--workers",
+           str(workers), "--no-access-log"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(root / "client")])}
     handle = log.open("w")
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, cwd=root, stdout=handle, stderr=subprocess.STDOUT, env=env)
     url, _ = wait_until_serving(proc, log.read_text, timeout=120)
     return proc, url
 
@@ -126,8 +144,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--connections", type=lambda s: [int(v) for v in s.split(",")],
                    default=[1, 8, 32])  # fmt: skip
     p.add_argument("--threads", type=int, default=1, help="onnxruntime threads per call")
+    p.add_argument(
+        "--instances", type=int, default=1,
+        help="model instances: Triton's instance_group count and our --workers",
+    )  # fmt: skip
     p.add_argument("--out", type=Path, default=REPO / "docs" / "BENCHMARKS.md")
+    p.add_argument("--baseline", type=Path, help="another checkout whose server is measured too")
+    p.add_argument("--baseline-label", default=None, help="how the report names --baseline")
     args = p.parse_args(argv)
+    args.baseline_label = args.baseline_label or (str(args.baseline) if args.baseline else "")
     if not shutil.which("wrk"):
         raise SystemExit("bench_triton: wrk is not installed (apt-get install wrk)")
     from triton_server import TritonServer
@@ -139,22 +164,33 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         export_dir = export(work, args.encoder, size)
         script = request_files(work, size)
+        set_instances(export_dir / "triton", args.instances)
         triton = TritonServer(export_dir / "triton", work, threads=args.threads).wait_ready()
-        proc, ours = start_ours(export_dir, work, args.threads)
+        n = args.instances
+        servers = {"ours": start_ours(export_dir, work, args.threads, workers=n)}
+        if args.baseline is not None:
+            root = args.baseline.resolve()
+            servers["ours (before)"] = start_ours(
+                export_dir, work, args.threads, root, "before", workers=n
+            )
+        targets = [(name, url) for name, (_, url) in servers.items()] + [("triton", triton.url)]
         rows = []
         try:
             for connections in args.connections:
-                for name, url in (("ours", ours), ("triton", triton.url)):
+                for name, url in targets:
                     wrk(url, script, connections, 1.0)  # warm-up
                     rows.append((name, connections, wrk(url, script, connections, seconds)))
         finally:
             triton.stop()
-            proc.terminate()
-            proc.wait(30)
+            for proc, _ in servers.values():
+                proc.terminate()
+            for proc, _ in servers.values():
+                proc.wait(30)
     body = report(rows, args, time.monotonic() - started)
     print(body)
     if not args.quick:
-        update_section(args.out, SECTION, body)
+        plural = f" ({args.instances} model instances)" if args.instances != 1 else ""
+        update_section(args.out, SECTION + plural, body)
     return 0
 
 
@@ -166,11 +202,18 @@ def report(rows: list, args: argparse.Namespace, elapsed: float) -> str:
         "",
         f"Model: {args.encoder} at {args.size}, random weights, exported with `python -m "
         "export --format onnx,triton`; both servers run it with onnxruntime on the CPU, "
-        f"{args.threads} thread(s) per call. Triton 2.51 (nvidia-pytriton 0.7.0) with a Python "
-        "onnxruntime backend and the generated dynamic batching; ours: `python -m server` "
+        f"{args.threads} thread(s) per call, {args.instances} model instance(s) (Triton's "
+        "`instance_group` count, our `--workers`). Triton 2.51 (nvidia-pytriton 0.7.0) with a "
+        "Python onnxruntime backend and the generated dynamic batching; ours: `python -m server` "
         "(its micro-batcher, defaults). Load: wrk, 1 thread pinned to the last core, batch-1 "
         f"binary-tensor requests to `/v2/models/reid/infer`, {args.seconds:g} s per cell after "
-        "1 s of warm-up.",
+        "1 s of warm-up; the servers of a row group were measured one after the other."
+        + (
+            f" Rows `ours (before)`: the server of `{args.baseline_label}` (`--baseline`), "
+            "started the same way."
+            if args.baseline
+            else ""
+        ),
         "",
         "| server | connections | img/s | p50 ms | p99 ms | errors |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
@@ -178,12 +221,14 @@ def report(rows: list, args: argparse.Namespace, elapsed: float) -> str:
     for name, connections, r in rows:
         lines.append(f"| {name} | {connections} | {r['rps']:.1f} | {r['p50']:.1f} | "
                      f"{r['p99']:.1f} | {r['errors']} |")  # fmt: skip
-    ratios = []
-    for connections in args.connections:
-        ours = next(r for n, c, r in rows if n == "ours" and c == connections)
-        theirs = next(r for n, c, r in rows if n == "triton" and c == connections)
-        ratios.append(f"{connections}: {ours['rps'] / theirs['rps']:.2f}")
-    lines += ["", "Ours / Triton throughput by connections: " + ", ".join(ratios) + "."]
+    for server in dict.fromkeys(n for n, _, _ in rows if n != "triton"):
+        ratios = []
+        for connections in args.connections:
+            ours = next(r for n, c, r in rows if n == server and c == connections)
+            theirs = next(r for n, c, r in rows if n == "triton" and c == connections)
+            ratios.append(f"{connections}: {ours['rps'] / theirs['rps']:.2f}")
+        label = server.capitalize()
+        lines += ["", f"{label} / Triton throughput by connections: " + ", ".join(ratios) + "."]
     return "\n".join(lines)
 
 

@@ -2,14 +2,17 @@
 
 Requests put their preprocessed ``float32[n, 3, H, W]`` arrays on an asyncio queue;
 one worker takes items until ``max_batch`` images are gathered or ``max_wait_ms``
-has passed since the first one, runs ``runtime.embed`` in a worker thread (never
+has passed since the first one arrived (so requests that queued behind a busy worker
+go as soon as it is free), runs ``runtime.embed`` in a worker thread (never
 on the event loop) and hands each request its rows. When a merged call fails, each
 request is retried alone so the error reaches only the request that caused it.
 With batching disabled every request is its own runtime call.
 
 ``workers`` runtime calls may run at once (like Triton's model instances): on a
 multi-core CPU with one intra-op thread per call, or on a GPU with several streams,
-the next batch is embedded while the previous one still runs. A runtime that cannot
+the next batch is embedded while the previous one still runs. While other workers are
+idle too, a batch takes only its even share of the waiting images (32 queued, 2 idle
+workers: 16 each), so one call does not leave the other workers without work. A runtime that cannot
 run calls concurrently (``Runtime.concurrent_calls`` is False: TensorRT's execution
 context) gets one worker whatever is asked.
 """
@@ -68,7 +71,9 @@ class MicroBatcher:
         self._queue: asyncio.Queue[_Item] | None = None
         self._worker: asyncio.Task[None] | None = None
         self._carry: _Item | None = None
-        self._queued_images = 0
+        self._queued_images = 0  # queued or being embedded
+        self._busy = 0  # workers embedding a batch
+        self._busy_images = 0  # images in those batches
         self._running = False
 
     @property
@@ -136,13 +141,16 @@ class MicroBatcher:
         return out
 
     async def _next_batch(self) -> list[_Item]:
-        """Wait for one item, then gather more until full or the wait is over."""
+        """Wait for one item, then gather more until full or ``max_wait`` after the first
+        item arrived."""
         assert self._queue is not None
         first = self._carry if self._carry is not None else await self._queue.get()
         self._carry = None
         items, count = [first], len(first.images)
-        deadline = time.perf_counter() + self.max_wait
-        while count < self.max_batch:
+        # counted from the first item's arrival (Triton's max_queue_delay): when it waited
+        # for a busy worker already, what is queued goes at once, with no new wait
+        deadline = first.enqueued + self.max_wait
+        while count < self._share():
             try:  # what is queued already is taken without waiting (no timer, no task)
                 item = self._queue.get_nowait()
             except asyncio.QueueEmpty:
@@ -154,12 +162,21 @@ class MicroBatcher:
                         item = await self._queue.get()
                 except TimeoutError:
                     break
-            if count + len(item.images) > self.max_batch:
+            if count + len(item.images) > self._share():
                 self._carry = item  # starts the next batch
                 break
             items.append(item)
             count += len(item.images)
         return items
+
+    def _share(self) -> int:
+        """Images the batch being gathered may hold: ``max_batch``, or with other workers
+        idle too its even share of what waits, so queued requests spread over them."""
+        idle = self.workers - self._busy  # this one included
+        if idle <= 1:
+            return self.max_batch
+        waiting = self._queued_images - self._busy_images
+        return max(1, min(self.max_batch, -(-waiting // idle)))
 
     async def _work(self) -> None:
         assert self._queue is not None and self._slots is not None
@@ -170,6 +187,8 @@ class MicroBatcher:
             except BaseException:
                 self._slots.release()
                 raise
+            self._busy += 1
+            self._busy_images += sum(len(item.images) for item in items)
             task = asyncio.create_task(self._dispatch_and_release(items))
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
@@ -180,8 +199,10 @@ class MicroBatcher:
             await self._dispatch(items)
         finally:
             self._slots.release()
+            self._busy -= 1
             for item in items:
                 self._queued_images -= len(item.images)
+                self._busy_images -= len(item.images)
                 self._queue.task_done()
             self.metrics.queue_depth.set(self._queued_images)
 

@@ -77,6 +77,25 @@ def test_a_lone_request_waits_at_most_max_wait():
     assert elapsed < 0.5
 
 
+def test_requests_queued_behind_a_busy_worker_go_without_waiting_again():
+    async def go(batcher):
+        first = asyncio.create_task(batcher.embed(images(4, 0.1)))  # a full batch: goes
+        await asyncio.sleep(0.02)  # the worker is in the 0.4 s call of the first request
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        queued = [asyncio.create_task(batcher.embed(images(1, 0.2))) for _ in range(3)]
+        await first
+        freed = loop.time()
+        await asyncio.gather(*queued)
+        return freed - start, loop.time() - freed
+
+    # max_wait 300 ms: counted from arrival, the queued requests' wait is over when the
+    # worker frees (~0.38 s after they came), so their batch starts at once
+    (waited, after), runtime = run(with_batcher(go, max_batch=4, max_wait_ms=300, delay=0.4))
+    assert runtime.calls == [4, 3]
+    assert waited > 0.3 and after < 0.4 + 0.25
+
+
 def test_an_error_reaches_only_the_request_that_caused_it():
     async def go(batcher):
         return await asyncio.gather(
@@ -211,6 +230,23 @@ def test_with_two_workers_the_next_batch_runs_while_the_previous_one_does():
 
 def test_one_worker_runs_one_batch_at_a_time():
     assert overlap(workers=1).most_at_once == 1
+
+
+def test_waiting_requests_are_shared_among_idle_workers():
+    runtime = OverlapRuntime(delay=0.1)
+
+    async def go():
+        batcher = MicroBatcher(runtime, max_batch=32, max_wait_ms=20, workers=2)
+        await batcher.start()
+        try:
+            return await asyncio.gather(*(batcher.embed(images(1, i / 16)) for i in range(16)))
+        finally:
+            await batcher.stop()
+
+    outputs = run(go())
+    assert sorted(runtime.calls) == [8, 8] and runtime.most_at_once == 2
+    for i, out in enumerate(outputs):
+        np.testing.assert_allclose(out, ColourRuntime().embed(images(1, i / 16)), rtol=1e-5)
 
 
 def test_a_runtime_that_cannot_run_calls_concurrently_gets_one_worker():

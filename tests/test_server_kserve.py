@@ -141,6 +141,39 @@ def test_a_binary_header_length_outside_the_body_is_refused(client):
     assert reply.status_code == 400 and "not JSON" in reply.json()["error"]
 
 
+def test_ordinary_inference_skips_fastapis_dependency_solving_and_refusals_do_not(
+    tmp_path, monkeypatch
+):
+    import fastapi.routing
+
+    solved: list[int] = []
+    real = fastapi.routing.solve_dependencies
+
+    async def counted(*args, **kwargs):
+        solved.append(1)
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(fastapi.routing, "solve_dependencies", counted)
+    settings = ServerSettings(max_images=4, read_key="reader")
+    gallery = Gallery.open(tmp_path / "gallery", DIM, index="flat")
+    service = SearchService(ColourRuntime(), gallery, settings)
+    images = batch()
+    with TestClient(create_app(settings, service), headers={"X-API-Key": "reader"}) as c:
+        reply = infer_json(c, images)
+        assert reply.status_code == 200, reply.text
+        np.testing.assert_allclose(reply.json()["outputs"][0]["data"],
+                                   expected(images).reshape(-1), atol=1e-5)  # fmt: skip
+        reply = c.post("/v2/models/reid/versions/1/infer", content=json.dumps(
+            {"inputs": [{"name": "images", "datatype": "FP32", "shape": list(images.shape),
+                         "data": images.reshape(-1).tolist()}]}))  # fmt: skip
+        assert reply.status_code == 200 and reply.json()["model_version"] == "1"
+        assert solved == []
+        for headers, status in (({"X-API-Key": ""}, 401), ({"X-API-Key": "wrong"}, 403)):
+            reply = c.post("/v2/models/reid/infer", content=b"{}", headers=headers)
+            assert reply.status_code == status, reply.text  # FastAPI's refusal, as before
+        assert len(solved) == 2
+
+
 def test_tritons_own_http_client_works_unchanged(tmp_path):
     http = pytest.importorskip("tritonclient.http")
     from live_server import LiveServer

@@ -31,9 +31,10 @@ from fastapi.responses import JSONResponse, Response
 
 from server.errors import ServiceError
 from server.routes.deps import loaded_service, require_read
+from server.routes.fastpath import FastPathRoute, fast_path, request_key
 from server.service import SearchService
 
-router = APIRouter(tags=["open inference protocol (KServe v2)"])
+router = APIRouter(tags=["open inference protocol (KServe v2)"], route_class=FastPathRoute)
 
 MODEL_NAME = "reid"
 VERSION = "1"
@@ -160,13 +161,8 @@ async def model_ready(
     return JSONResponse({"name": name, "ready": ok}, status_code=200 if ok else 503)
 
 
-@router.post("/v2/models/{name}/infer", summary="Inference (Open Inference Protocol)")
-@router.post("/v2/models/{name}/versions/{version}/infer", include_in_schema=False)
-async def infer(
-    name: str,
-    request: Request,
-    service: Annotated[SearchService, Depends(require_read)],
-    version: str | None = None,
+async def _infer(
+    request: Request, service: SearchService, name: str, version: str | None
 ) -> Response:
     try:
         model = _model(service, name, version)
@@ -178,6 +174,32 @@ async def infer(
     except ServiceError as exc:
         return _error(exc.http_status, str(exc))
     return _response(header, name, model, embeddings)
+
+
+async def _infer_fast(request: Request) -> Response | None:
+    """``infer`` without FastAPI's dependency solving (``server.routes.fastpath``): None
+    (FastAPI's turn, and its refusals) while the service is loading or the key is refused."""
+    service: SearchService | None = request.app.state.service
+    if service is None:
+        return None
+    try:
+        service.authorize(request_key(request.headers), write=False)
+    except ServiceError:
+        return None
+    params = request.path_params
+    return await _infer(request, service, params["name"], params.get("version"))
+
+
+@router.post("/v2/models/{name}/infer", summary="Inference (Open Inference Protocol)")
+@router.post("/v2/models/{name}/versions/{version}/infer", include_in_schema=False)
+@fast_path(_infer_fast)
+async def infer(
+    name: str,
+    request: Request,
+    service: Annotated[SearchService, Depends(require_read)],
+    version: str | None = None,
+) -> Response:
+    return await _infer(request, service, name, version)
 
 
 def _split(body: bytes, header_length: str | None) -> tuple[dict[str, Any], bytes]:
@@ -237,7 +259,7 @@ def _input_tensor(header: dict[str, Any], payload: bytes, model: SearchService) 
             raise ProtocolError(400, f"input data are not numbers: {exc}") from None
         if array.size != count:
             raise ProtocolError(400, f"{array.size} values for shape {shape} ({count} needed)")
-    return array.astype(np.float32).reshape(shape)
+    return array.astype(np.float32, copy=False).reshape(shape)
 
 
 def _wants_binary(header: dict[str, Any], output_name: str) -> bool:
