@@ -25,6 +25,7 @@ through ``MilvusGallery`` as the server calls it:
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shlex
 import sys
@@ -96,53 +97,66 @@ def concurrent_qps(gallery: MilvusGallery, queries: np.ndarray, threads: int, sp
 
 
 def measure(tick: int, args: argparse.Namespace, workdir: Path) -> dict[str, float]:
-    from pymilvus import MilvusClient
-
+    """One row: a fresh Milvus with this time tick, or the running ``--milvus`` one."""
+    if args.milvus:
+        return measure_on(args.milvus, None, tick, args, workdir)
     executable = milvus_executable()
     if executable is None:
         raise SystemExit("no milvus-server launcher: run `bash scripts/install_milvus.sh`")
     server = MilvusServer(executable, workdir / f"tick{tick}", {"proxy.timeTickInterval": tick})
     server.start(timeout=300)
     try:
-        url = f"milvus://{server.url}/bench_tick"
-        gallery = MilvusGallery.open(url, args.dim, index="flat", thumbnail_dir=workdir / "t")
-        vectors = unit_rows(args.entries, args.dim, seed=0)
-        for start in range(0, len(vectors), 1000):
-            block = vectors[start : start + 1000]
-            gallery.add(block, [EntryMetadata(camera=i % 6) for i in range(len(block))])
-        queries = unit_rows(64, args.dim, seed=1)
-        gallery.search(queries[:1], k=10)  # loaded, warm
-        strong = []
-        for query in queries[: args.searches]:
-            started = time.perf_counter()
-            gallery.search(query[None], k=10)
-            strong.append(time.perf_counter() - started)
-        client = MilvusClient(uri=f"http://{server.url}")  # the same searches, at Bounded
-        bounded = []
-        for query in queries[: args.searches]:
-            started = time.perf_counter()
-            client.search(
-                gallery.collection, [query.tolist()], limit=10, anns_field="embedding",
-                consistency_level="Bounded",
-            )  # fmt: skip
-            bounded.append(time.perf_counter() - started)
-        client.close()
-        fresh = unit_rows(args.searches, args.dim, seed=2)
-        after_write, found = [], 0
-        for vector in fresh:
-            started = time.perf_counter()
-            (added,) = gallery.add(vector[None], [EntryMetadata(camera=0)])
-            (top,) = gallery.search(vector[None], k=1)
-            after_write.append(time.perf_counter() - started)
-            found += bool(top) and top[0].id == added
-        qps = concurrent_qps(gallery, queries, args.threads, args.seconds)
-        gallery.close()
-        time.sleep(2)
-        before = group_cpu_seconds(server.process.pid)
-        time.sleep(args.idle)
-        idle = (group_cpu_seconds(server.process.pid) - before) / args.idle * 100
+        return measure_on(server.url, server.process.pid, tick, args, workdir)
     finally:
         server.stop()
+
+
+def measure_on(
+    address: str, pid: int | None, tick: int, args: argparse.Namespace, workdir: Path
+) -> dict[str, float]:
+    """The row's numbers on the Milvus at ``address`` (idle CPU only with its ``pid``)."""
+    from pymilvus import MilvusClient
+
+    collection = f"bench_tick_{os.getpid()}_{tick}"
+    url = f"milvus://{address}/{collection}"
+    gallery = MilvusGallery.open(url, args.dim, index="flat", thumbnail_dir=workdir / "t")
+    vectors = unit_rows(args.entries, args.dim, seed=0)
+    for start in range(0, len(vectors), 1000):
+        block = vectors[start : start + 1000]
+        gallery.add(block, [EntryMetadata(camera=i % 6) for i in range(len(block))])
+    queries = unit_rows(64, args.dim, seed=1)
+    gallery.search(queries[:1], k=10)  # loaded, warm
+    strong = []
+    for query in queries[: args.searches]:
+        started = time.perf_counter()
+        gallery.search(query[None], k=10)
+        strong.append(time.perf_counter() - started)
+    client = MilvusClient(uri=f"http://{address}")  # the same searches, at Bounded
+    bounded = []
+    for query in queries[: args.searches]:
+        started = time.perf_counter()
+        client.search(
+            gallery.collection, [query.tolist()], limit=10, anns_field="embedding",
+            consistency_level="Bounded",
+        )  # fmt: skip
+        bounded.append(time.perf_counter() - started)
+    client.close()
+    fresh = unit_rows(args.searches, args.dim, seed=2)
+    after_write, found = [], 0
+    for vector in fresh:
+        started = time.perf_counter()
+        (added,) = gallery.add(vector[None], [EntryMetadata(camera=0)])
+        (top,) = gallery.search(vector[None], k=1)
+        after_write.append(time.perf_counter() - started)
+        found += bool(top) and top[0].id == added
+    qps = concurrent_qps(gallery, queries, args.threads, args.seconds)
+    gallery.close()
+    idle = math.nan
+    if pid is not None:
+        time.sleep(2)
+        before = group_cpu_seconds(pid)
+        time.sleep(args.idle)
+        idle = (group_cpu_seconds(pid) - before) / args.idle * 100
     return {
         "tick": tick,
         "strong_p50": percentile_ms(strong, 50),
@@ -156,10 +170,11 @@ def measure(tick: int, args: argparse.Namespace, workdir: Path) -> dict[str, flo
 
 
 def format_row(r: dict[str, float]) -> str:
+    idle = "-" if math.isnan(r["idle_cpu"]) else f"{r['idle_cpu']:.1f}"
     return (
         f"| {r['tick']:.0f} | {r['strong_p50']:.1f} | {r['strong_p99']:.1f} | "
         f"{r['bounded_p50']:.1f} | {r['after_write_p50']:.1f} | {r['found']:.0%} | "
-        f"{r['qps']:.0f} | {r['idle_cpu']:.1f} |"
+        f"{r['qps']:.0f} | {idle} |"
     )
 
 
@@ -172,6 +187,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=8, help="concurrent Strong searchers")
     parser.add_argument("--seconds", type=float, default=5.0, help="span of the QPS cell")
     parser.add_argument("--idle", type=float, default=15.0, help="seconds of idle CPU sampled")
+    parser.add_argument(
+        "--milvus", metavar="HOST:PORT",
+        help="measure this running Milvus instead (--ticks: its one interval; no idle CPU)",
+    )  # fmt: skip
     parser.add_argument("--note", default="", help="a sentence on the run's conditions")
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--output", default=str(REPO / "docs" / "BENCHMARKS.md"))

@@ -165,23 +165,26 @@ def main(argv: list[str] | None = None) -> int:
         export_dir = export(work, args.encoder, size)
         script = request_files(work, size)
         set_instances(export_dir / "triton", args.instances)
-        triton = TritonServer(export_dir / "triton", work, threads=args.threads).wait_ready()
-        n = args.instances
-        servers = {"ours": start_ours(export_dir, work, args.threads, workers=n)}
-        if args.baseline is not None:
-            root = args.baseline.resolve()
-            servers["ours (before)"] = start_ours(
-                export_dir, work, args.threads, root, "before", workers=n
-            )
-        targets = [(name, url) for name, (_, url) in servers.items()] + [("triton", triton.url)]
+        n, triton, servers = args.instances, None, {}
         rows = []
         try:
+            triton = TritonServer(export_dir / "triton", work, threads=args.threads)
+            triton.wait_ready()
+            servers["ours"] = start_ours(export_dir, work, args.threads, workers=n)
+            if args.baseline is not None:
+                root = args.baseline.resolve()
+                servers["ours (before)"] = start_ours(
+                    export_dir, work, args.threads, root, "before", workers=n
+                )
+            targets = [(name, url) for name, (_, url) in servers.items()]
+            targets.append(("triton", triton.url))
             for connections in args.connections:
                 for name, url in targets:
                     wrk(url, script, connections, 1.0)  # warm-up
                     rows.append((name, connections, wrk(url, script, connections, seconds)))
         finally:
-            triton.stop()
+            if triton is not None:
+                triton.stop()
             for proc, _ in servers.values():
                 proc.terminate()
             for proc, _ in servers.values():

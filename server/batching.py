@@ -10,9 +10,11 @@ With batching disabled every request is its own runtime call.
 
 ``workers`` runtime calls may run at once (like Triton's model instances): on a
 multi-core CPU with one intra-op thread per call, or on a GPU with several streams,
-the next batch is embedded while the previous one still runs. While other workers are
-idle too, a batch takes only its even share of the waiting images (32 queued, 2 idle
-workers: 16 each), so one call does not leave the other workers without work. A runtime that cannot
+the next batch is embedded while the previous one still runs. A batch gathers as with
+one worker (full, or ``max_wait_ms`` after its first request arrived); then, while other
+workers are idle too and a full batch of images waits, it keeps only its even share of
+them (32 waiting, max batch 32, 2 idle workers: 16 each) and the rest go at once to the
+idle workers. A runtime that cannot
 run calls concurrently (``Runtime.concurrent_calls`` is False: TensorRT's execution
 context) gets one worker whatever is asked.
 """
@@ -23,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -70,7 +73,7 @@ class MicroBatcher:
         self._in_flight: set[asyncio.Task[None]] = set()
         self._queue: asyncio.Queue[_Item] | None = None
         self._worker: asyncio.Task[None] | None = None
-        self._carry: _Item | None = None
+        self._pending: deque[_Item] = deque()  # taken from the queue, not yet batched
         self._queued_images = 0  # queued or being embedded
         self._busy = 0  # workers embedding a batch
         self._busy_images = 0  # images in those batches
@@ -142,18 +145,16 @@ class MicroBatcher:
 
     async def _next_batch(self) -> list[_Item]:
         """Wait for one item, then gather more until full or ``max_wait`` after the first
-        item arrived."""
+        item arrived; then keep this worker's share (``_keep_share``)."""
         assert self._queue is not None
-        first = self._carry if self._carry is not None else await self._queue.get()
-        self._carry = None
+        first = self._pending.popleft() if self._pending else await self._queue.get()
         items, count = [first], len(first.images)
         # counted from the first item's arrival (Triton's max_queue_delay): when it waited
         # for a busy worker already, what is queued goes at once, with no new wait
         deadline = first.enqueued + self.max_wait
-        while count < self._share():
-            try:  # what is queued already is taken without waiting (no timer, no task)
-                item = self._queue.get_nowait()
-            except asyncio.QueueEmpty:
+        while count < self.max_batch:
+            item = self._take_waiting()  # what waits already: no timer, no task
+            if item is None:
                 remaining = deadline - time.perf_counter()
                 if remaining <= 0:
                     break
@@ -162,21 +163,41 @@ class MicroBatcher:
                         item = await self._queue.get()
                 except TimeoutError:
                     break
-            if count + len(item.images) > self._share():
-                self._carry = item  # starts the next batch
+            if count + len(item.images) > self.max_batch:
+                self._pending.appendleft(item)  # starts the next batch
                 break
             items.append(item)
             count += len(item.images)
-        return items
+        return self._keep_share(items)
 
-    def _share(self) -> int:
-        """Images the batch being gathered may hold: ``max_batch``, or with other workers
-        idle too its even share of what waits, so queued requests spread over them."""
+    def _take_waiting(self) -> _Item | None:
+        """The next item put back for a later batch, else the next queued one, else None."""
+        if self._pending:
+            return self._pending.popleft()
+        assert self._queue is not None
+        try:
+            return self._queue.get_nowait()
+        except asyncio.QueueEmpty:
+            return None
+
+    def _keep_share(self, items: list[_Item]) -> list[_Item]:
+        """With other workers idle too and a full batch of images waiting, keep only this
+        batch's even share of them (at least its first item) and put the rest back first
+        in line, so the idle workers take them at once (their wait is over) instead of
+        idling. Less than a full batch stays one batch, as with one worker."""
         idle = self.workers - self._busy  # this one included
-        if idle <= 1:
-            return self.max_batch
         waiting = self._queued_images - self._busy_images
-        return max(1, min(self.max_batch, -(-waiting // idle)))
+        if idle <= 1 or len(items) == 1 or waiting < self.max_batch:
+            return items
+        share = -(-waiting // idle)
+        kept, count = [items[0]], len(items[0].images)
+        for item in items[1:]:
+            if count + len(item.images) > share:
+                break
+            kept.append(item)
+            count += len(item.images)
+        self._pending.extendleft(reversed(items[len(kept) :]))
+        return kept
 
     async def _work(self) -> None:
         assert self._queue is not None and self._slots is not None

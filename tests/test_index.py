@@ -143,8 +143,8 @@ def sq8_gallery_data() -> tuple[np.ndarray, list[EntryMetadata], np.ndarray]:
     return vectors, metas, queries / np.linalg.norm(queries, axis=1, keepdims=True)
 
 
-def _sq8_gallery(path, vectors, metas, rerank_factor: int) -> Gallery:
-    settings = IndexSettings(rerank_factor=rerank_factor)
+def _sq8_gallery(path, vectors, metas, rerank_factor: int, nprobe: int | None = None) -> Gallery:
+    settings = IndexSettings(rerank_factor=rerank_factor, ivf_nprobe=nprobe)
     gallery = Gallery.open(path, DIM, index="ivf_sq8", settings=settings, background_rebuild=False)
     gallery.add(vectors, metas)
     assert gallery.stats()["index"] == "ivf_sq8"
@@ -204,6 +204,41 @@ def test_ivf_sq8_gallery_recall_is_measured_against_the_float32_embeddings(
         reranked = gallery_module.measure_recall(gallery, queries, k=10)
         assert gallery.stats()["recall"]["recall"] == reranked
     assert coded < 1.0 and reranked >= 0.99  # the codes' own exact scan would score 1.0
+
+
+def test_ivf_sq8_gallery_keeps_large_k_on_the_index_not_an_exhaustive_scan(
+    tmp_path, sq8_gallery_data, monkeypatch
+):
+    vectors, metas, queries = sq8_gallery_data
+    # every list probed, so the probed lists never run dry (which falls back to a scan)
+    with _sq8_gallery(tmp_path, vectors, metas, rerank_factor=4, nprobe=4096) as gallery:
+        scans = []
+        real = VectorIndex._exact
+        monkeypatch.setattr(
+            VectorIndex, "_exact", lambda self, *a, **kw: scans.append(1) or real(self, *a, **kw)
+        )
+        for k in (10, 511, 1000):  # 4 x 1000 candidates would pass FAISS's 2048 cap
+            found = gallery.search_arrays(queries[:2], k=k)
+            assert all(len(ids) == k for _, ids in found)
+        assert scans == []
+
+
+def test_rescore_fetches_vectors_a_group_of_queries_at_a_time():
+    rng = np.random.default_rng(5)
+    vectors = rng.normal(size=(500, 8)).astype(np.float32)
+    queries = rng.normal(size=(6, 8)).astype(np.float32)
+    rankings = [(np.zeros(40, np.float32), rng.choice(500, 40, replace=False)) for _ in queries]
+    fetched = []
+
+    def lookup(ids):
+        fetched.append(len(ids))
+        return vectors[ids]
+
+    grouped = index_module.rescore(queries, rankings, 10, lookup, max_rows=100)
+    assert len(fetched) == 3 and max(fetched) <= 100  # two queries (80 ids) per fetch
+    whole = index_module.rescore(queries, rankings, 10, lambda ids: vectors[ids])
+    for (s1, i1), (s2, i2) in zip(grouped, whole, strict=True):
+        assert i1.tolist() == i2.tolist() and np.allclose(s1, s2)
 
 
 def test_rescore_sorts_candidates_by_exact_score_then_id():

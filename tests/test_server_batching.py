@@ -236,7 +236,7 @@ def test_waiting_requests_are_shared_among_idle_workers():
     runtime = OverlapRuntime(delay=0.1)
 
     async def go():
-        batcher = MicroBatcher(runtime, max_batch=32, max_wait_ms=20, workers=2)
+        batcher = MicroBatcher(runtime, max_batch=16, max_wait_ms=20, workers=2)
         await batcher.start()
         try:
             return await asyncio.gather(*(batcher.embed(images(1, i / 16)) for i in range(16)))
@@ -247,6 +247,26 @@ def test_waiting_requests_are_shared_among_idle_workers():
     assert sorted(runtime.calls) == [8, 8] and runtime.most_at_once == 2
     for i, out in enumerate(outputs):
         np.testing.assert_allclose(out, ColourRuntime().embed(images(1, i / 16)), rtol=1e-5)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_requests_arriving_within_max_wait_share_a_batch_whatever_the_workers(workers):
+    runtime = ColourRuntime()
+
+    async def go():
+        batcher = MicroBatcher(runtime, max_batch=32, max_wait_ms=200, workers=workers)
+        await batcher.start()
+        try:
+            calls = []
+            for i in range(4):  # 5 ms apart, all inside the first one's 200 ms
+                calls.append(asyncio.create_task(batcher.embed(images(1, i / 4))))
+                await asyncio.sleep(0.005)
+            await asyncio.gather(*calls)
+        finally:
+            await batcher.stop()
+
+    run(go())
+    assert runtime.calls == [4]
 
 
 def test_a_runtime_that_cannot_run_calls_concurrently_gets_one_worker():

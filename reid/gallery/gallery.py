@@ -48,6 +48,7 @@ import numpy as np
 from reid.gallery.index import (
     IVF_KINDS,
     KINDS,
+    MAX_APPROX_FETCH,
     IndexSettings,
     VectorIndex,
     blockwise_top,
@@ -285,28 +286,30 @@ class Gallery:
         self, index: VectorIndex, queries: np.ndarray, k: int | None, mask: np.ndarray | None
     ) -> list[tuple[np.ndarray, np.ndarray]]:
         """The index's rankings; a compressed index's with exact scores: ``rerank_factor``
-        x k candidates re-scored with SQLite's float32 embeddings (a full ranking: every
-        passing entry scored from SQLite)."""
+        x k candidates (at most ``MAX_APPROX_FETCH``, at least k) re-scored with SQLite's
+        float32 embeddings, or for a full ranking every passing entry scored from SQLite."""
         if not (index.lossy and self._settings.rerank_factor > 0):
             return index.search(queries, k, mask)
         if k is None:
             return self._exact_from_store(index, queries, None, mask)
-        candidates = index.search(queries, k * self._settings.rerank_factor, mask)
+        fetch = max(k, min(k * self._settings.rerank_factor, MAX_APPROX_FETCH))
+        candidates = index.search(queries, fetch, mask)
         return rescore(queries, candidates, k, self._store.embeddings)
 
     def _exact_from_store(
         self, index: VectorIndex, queries: np.ndarray, k: int | None, mask: np.ndarray | None
     ) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Exact top ``k`` (None: all) of the index's passing entries, scored with the
-        float32 embeddings streamed from SQLite."""
+        """Exact top ``k`` (None: all) of the index's passing entries, scored with their
+        float32 embeddings read from SQLite by id, a block at a time (disk-bound on a
+        large gallery: the SQLite file is read once per block of queries)."""
         allowed = index.ids if mask is None else index.ids[mask]
         want = len(allowed) if k is None else min(k, len(allowed))
         step = max(1, 2**22 // max(1, want))  # bounds the rankings' memory
         rankings: list[tuple[np.ndarray, np.ndarray]] = []
         for start in range(0, len(queries), step):
-            blocks = (  # rows committed but not yet in the index are not visible
-                (ids, vectors, np.isin(ids, allowed))
-                for ids, vectors in self._store.iter_embeddings()
+            blocks = (
+                (ids, self._store.embeddings(ids), None)
+                for ids in (allowed[s : s + 20_000] for s in range(0, len(allowed), 20_000))
             )
             rankings += blockwise_top(queries[start : start + step], want, blocks)
         return rankings

@@ -55,6 +55,7 @@ IVF_KINDS = ("ivf", "ivf_sq8")  # trained IndexIVF variants (same ids, lists, fi
 _TIE_MARGIN = 8  # extra neighbours fetched so ties at the k-th place resolve by id
 _GPU_MAX_K = 2048
 _EXACT_BELOW = 4096  # filtered approximate searches scan exactly when this few entries pass
+MAX_APPROX_FETCH = _GPU_MAX_K - _TIE_MARGIN  # larger fetches scan every entry exactly
 
 Ranking = tuple[np.ndarray, np.ndarray]  # (float32 scores, int64 ids) of one query
 Block = tuple[np.ndarray, np.ndarray, np.ndarray | None]  # ids, vectors, keep-mask or None
@@ -526,18 +527,32 @@ class VectorIndex:
 
 
 def rescore(
-    queries: np.ndarray, rankings: Sequence[Ranking], k: int, vectors: VectorLookup
+    queries: np.ndarray,
+    rankings: Sequence[Ranking],
+    k: int,
+    vectors: VectorLookup,
+    max_rows: int = 1 << 14,
 ) -> list[Ranking]:
     """The exact top ``k`` of each query's candidates: their ids re-scored with the exact
-    vectors (``vectors(ids)`` for sorted unique ids) and sorted like every ranking."""
-    candidates = np.unique(np.concatenate([ids for _, ids in rankings] or [[]]).astype(np.int64))
-    if len(candidates) == 0:
-        return [(np.empty(0, np.float32), np.empty(0, np.int64)) for _ in queries]
-    exact = vectors(candidates)
-    results = []
-    for query, (_, ids) in zip(queries, rankings, strict=True):
-        rows = np.searchsorted(candidates, ids)
-        results.append(_sorted_top(exact[rows] @ query, ids.astype(np.int64), k))
+    vectors (``vectors(ids)`` for sorted unique ids) and sorted like every ranking. The
+    vectors are fetched for a group of queries at a time, about ``max_rows`` at once."""
+    results: list[Ranking] = []
+    start = 0
+    while start < len(rankings):
+        stop, rows = start + 1, len(rankings[start][1])
+        while stop < len(rankings) and rows + len(rankings[stop][1]) <= max_rows:
+            rows += len(rankings[stop][1])
+            stop += 1
+        group = rankings[start:stop]
+        candidates = np.unique(np.concatenate([ids for _, ids in group]).astype(np.int64))
+        exact = vectors(candidates) if len(candidates) else None
+        for query, (_, ids) in zip(queries[start:stop], group, strict=True):
+            if exact is None or len(ids) == 0:
+                results.append((np.empty(0, np.float32), np.empty(0, np.int64)))
+                continue
+            found = exact[np.searchsorted(candidates, ids)] @ query
+            results.append(_sorted_top(found, ids.astype(np.int64), k))
+        start = stop
     return results
 
 

@@ -259,7 +259,7 @@ def _input_tensor(header: dict[str, Any], payload: bytes, model: SearchService) 
             raise ProtocolError(400, f"input data are not numbers: {exc}") from None
         if array.size != count:
             raise ProtocolError(400, f"{array.size} values for shape {shape} ({count} needed)")
-    return array.astype(np.float32, copy=False).reshape(shape)
+    return array.astype(np.float32).reshape(shape)  # a writable copy (frombuffer is not)
 
 
 def _wants_binary(header: dict[str, Any], output_name: str) -> bool:
