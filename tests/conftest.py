@@ -33,3 +33,19 @@ def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     model = build_model("resnet18", pretrained=None, input_size=(64, 32)).eval()
     return export_encoder_dir(model, tmp_path_factory.mktemp("export"))
+
+
+@pytest.fixture
+def solved(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts FastAPI's dependency solving (what the server's fast paths skip)."""
+    import fastapi.routing
+
+    calls: list[int] = []
+    real = fastapi.routing.solve_dependencies
+
+    async def counted(*args, **kwargs):
+        calls.append(1)
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(fastapi.routing, "solve_dependencies", counted)
+    return calls

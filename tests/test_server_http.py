@@ -921,22 +921,6 @@ def test_the_fast_path_reads_the_api_key_as_fastapi_security_does(headers):
     assert request_key(Headers(headers=headers)) == expected
 
 
-@pytest.fixture
-def solved(monkeypatch) -> list[int]:
-    """Counts FastAPI's dependency solving (what the fast path skips)."""
-    import fastapi.routing
-
-    calls: list[int] = []
-    real = fastapi.routing.solve_dependencies
-
-    async def counted(*args, **kwargs):
-        calls.append(1)
-        return await real(*args, **kwargs)
-
-    monkeypatch.setattr(fastapi.routing, "solve_dependencies", counted)
-    return calls
-
-
 def test_ordinary_raw_searches_skip_fastapis_dependency_solving(tmp_path, solved):
     with make_client(tmp_path, read_key=READ_KEY, api_key=KEY) as c:
         add(c, [(RED, {"camera": 0})], headers={"X-API-Key": KEY})

@@ -141,19 +141,7 @@ def test_a_binary_header_length_outside_the_body_is_refused(client):
     assert reply.status_code == 400 and "not JSON" in reply.json()["error"]
 
 
-def test_ordinary_inference_skips_fastapis_dependency_solving_and_refusals_do_not(
-    tmp_path, monkeypatch
-):
-    import fastapi.routing
-
-    solved: list[int] = []
-    real = fastapi.routing.solve_dependencies
-
-    async def counted(*args, **kwargs):
-        solved.append(1)
-        return await real(*args, **kwargs)
-
-    monkeypatch.setattr(fastapi.routing, "solve_dependencies", counted)
+def test_ordinary_inference_skips_fastapis_dependency_solving_and_refusals_do_not(tmp_path, solved):
     settings = ServerSettings(max_images=4, read_key="reader")
     gallery = Gallery.open(tmp_path / "gallery", DIM, index="flat")
     service = SearchService(ColourRuntime(), gallery, settings)
