@@ -26,6 +26,7 @@ import argparse
 import json
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -148,6 +149,10 @@ def main(argv: list[str] | None = None) -> int:
         "--instances", type=int, default=1,
         help="model instances: Triton's instance_group count and our --workers",
     )  # fmt: skip
+    p.add_argument(
+        "--rounds", type=int, default=1,
+        help="sweeps over the connection counts, interleaved; cells report the median",
+    )  # fmt: skip
     p.add_argument("--out", type=Path, default=REPO / "docs" / "BENCHMARKS.md")
     p.add_argument("--baseline", type=Path, help="another checkout whose server is measured too")
     p.add_argument("--baseline-label", default=None, help="how the report names --baseline")
@@ -178,10 +183,11 @@ def main(argv: list[str] | None = None) -> int:
                 )
             targets = [(name, url) for name, (_, url) in servers.items()]
             targets.append(("triton", triton.url))
-            for connections in args.connections:
-                for name, url in targets:
-                    wrk(url, script, connections, 1.0)  # warm-up
-                    rows.append((name, connections, wrk(url, script, connections, seconds)))
+            for _ in range(max(1, args.rounds)):
+                for connections in args.connections:
+                    for name, url in targets:
+                        wrk(url, script, connections, 1.0)  # warm-up
+                        rows.append((name, connections, wrk(url, script, connections, seconds)))
         finally:
             if triton is not None:
                 triton.stop()
@@ -216,22 +222,40 @@ def report(rows: list, args: argparse.Namespace, elapsed: float) -> str:
             "started the same way."
             if args.baseline
             else ""
+        )
+        + (
+            f" Each cell: the median over {args.rounds} rounds (a round measures every server "
+            "at every connection count, in turn); the ratios below are per round."
+            if args.rounds > 1
+            else ""
         ),
         "",
         "| server | connections | img/s | p50 ms | p99 ms | errors |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for name, connections, r in rows:
-        lines.append(f"| {name} | {connections} | {r['rps']:.1f} | {r['p50']:.1f} | "
-                     f"{r['p99']:.1f} | {r['errors']} |")  # fmt: skip
-    for server in dict.fromkeys(n for n, _, _ in rows if n != "triton"):
+    names = list(dict.fromkeys(n for n, _, _ in rows))
+    for connections in args.connections:
+        for name in names:
+            cell = [r for n, c, r in rows if n == name and c == connections]
+            rps, p50, p99 = (
+                statistics.median(r[key] for r in cell) for key in ("rps", "p50", "p99")
+            )
+            errors = sum(r["errors"] for r in cell)
+            lines.append(f"| {name} | {connections} | {rps:.1f} | {p50:.1f} | {p99:.1f} "
+                         f"| {errors} |")  # fmt: skip
+    for server in (n for n in names if n != "triton"):
         ratios = []
         for connections in args.connections:
-            ours = next(r for n, c, r in rows if n == server and c == connections)
-            theirs = next(r for n, c, r in rows if n == "triton" and c == connections)
-            ratios.append(f"{connections}: {ours['rps'] / theirs['rps']:.2f}")
+            ours = [r["rps"] for n, c, r in rows if n == server and c == connections]
+            theirs = [r["rps"] for n, c, r in rows if n == "triton" and c == connections]
+            per_round = [a / b for a, b in zip(ours, theirs, strict=True)]
+            text = f"{connections}: {statistics.median(per_round):.2f}"
+            if len(per_round) > 1:
+                text += " (" + " / ".join(f"{x:.2f}" for x in per_round) + ")"
+            ratios.append(text)
         label = server.capitalize()
-        lines += ["", f"{label} / Triton throughput by connections: " + ", ".join(ratios) + "."]
+        what = "median (rounds)" if args.rounds > 1 else "throughput"
+        lines += ["", f"{label} / Triton {what} by connections: " + ", ".join(ratios) + "."]
     return "\n".join(lines)
 
 

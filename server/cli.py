@@ -19,7 +19,7 @@ import logging
 import signal
 import socket
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import uvicorn
@@ -190,7 +190,9 @@ async def serve(settings: ServerSettings) -> None:
             port,
             f", gRPC on {settings.host}:{grpc_port}" if grpc is not None else "",
         )
-        log.info("auth: %s", settings.auth_mode())
+        log.info(
+            "auth: %s; event loop: %s", settings.auth_mode(), type(loop).__module__.split(".")[0]
+        )
         log.info(
             "limits: %d images, %d pixels per image, %d per request, %d decodes at once, "
             "%g MiB per body; slow clients: headers %g s, body pauses %g s, %d connections",
@@ -227,6 +229,22 @@ async def serve(settings: ServerSettings) -> None:
         log.info("stopped")
 
 
+def event_loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The loop to serve on: uvloop's (libuv; less CPU per request than asyncio's own,
+    and grpc.aio runs on any asyncio loop) for ``auto`` when it is installed and for
+    ``uvloop``; None (asyncio's default) for ``asyncio``."""
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            message = "--loop uvloop: uvloop is not installed (pip install uvloop)"
+            raise StartupError(message) from None
+        return None
+    return uvloop.new_event_loop
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse flags, serve, and return the exit code."""
     try:
@@ -239,7 +257,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     configure_logging(settings.log_level, settings.log_format)
     try:
-        asyncio.run(serve(settings))
+        with asyncio.Runner(loop_factory=event_loop_factory(settings.loop)) as runner:
+            runner.run(serve(settings))
     except StartupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

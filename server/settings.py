@@ -47,6 +47,9 @@ class ServerSettings(BaseSettings):
     http_port: int = Field(8000, ge=0, le=65535, description="HTTP port (0 = any free port)")
     grpc_port: int = Field(50051, ge=0, le=65535, description="gRPC port (0 = any free port)")
     grpc: bool = Field(True, description="serve gRPC too (--no-grpc: HTTP only)")
+    loop: Literal["auto", "uvloop", "asyncio"] = Field(
+        "auto", description="event loop of HTTP and gRPC: auto = uvloop when installed"
+    )
 
     # Auth: writes need api_key when set; reads need read_key (or api_key) when set.
     # Writes are never less protected than reads (see ``writes_need_key``).

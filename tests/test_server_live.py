@@ -179,7 +179,8 @@ def test_add_search_and_bad_input_over_real_http(start):
         assert 'route="/v1/search",status="400"' in metrics
         assert "reid_gallery_entries 4.0" in metrics
 
-    if server.grpc_target:  # the gRPC front end shares the loop and the service
+    assert "event loop: uvloop" in server.text()  # --loop auto, uvloop installed
+    if server.grpc_target:  # the gRPC front end shares the (uvloop) loop and the service
         import grpc
         from grpc_health.v1 import health_pb2, health_pb2_grpc
 
