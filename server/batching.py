@@ -12,11 +12,13 @@ With batching disabled every request is its own runtime call.
 multi-core CPU with one intra-op thread per call, or on a GPU with several streams,
 the next batch is embedded while the previous one still runs. A batch gathers as with
 one worker (full, or ``max_wait_ms`` after its first request arrived); then, while other
-workers are idle too and a full batch of images waits, it keeps only its even share of
-them (32 waiting, max batch 32, 2 idle workers: 16 each) and the rest go at once to the
-idle workers. A runtime that cannot
-run calls concurrently (``Runtime.concurrent_calls`` is False: TensorRT's execution
-context) gets one worker whatever is asked.
+workers are idle too, it keeps only its even share of the waiting images (32 waiting, 2
+idle workers: 16 each; 8 waiting: 4 each) and the rest go at once to the idle workers,
+whose wait is over. Triton gives the whole batch to one instance and leaves the other
+idle; with one intra-op thread per call that halved ResNet-50's throughput at 8 clients
+(docs/BENCHMARKS.md). A runtime that cannot run calls concurrently
+(``Runtime.concurrent_calls`` is False: TensorRT's execution context) gets one worker
+whatever is asked.
 """
 
 from __future__ import annotations
@@ -181,13 +183,13 @@ class MicroBatcher:
             return None
 
     def _keep_share(self, items: list[_Item]) -> list[_Item]:
-        """With other workers idle too and a full batch of images waiting, keep only this
-        batch's even share of them (at least its first item) and put the rest back first
-        in line, so the idle workers take them at once (their wait is over) instead of
-        idling. Less than a full batch stays one batch, as with one worker."""
+        """With other workers idle too, keep only this batch's even share of the waiting
+        images (at least its first item) and put the rest back first in line, so the
+        idle workers take them at once (their wait is over) instead of idling. The wait
+        itself (``max_wait`` from the first arrival) is the same as with one worker."""
         idle = self.workers - self._busy  # this one included
         waiting = self._queued_images - self._busy_images
-        if idle <= 1 or len(items) == 1 or waiting < self.max_batch:
+        if idle <= 1 or len(items) == 1:
             return items
         share = -(-waiting // idle)
         kept, count = [items[0]], len(items[0].images)

@@ -230,18 +230,17 @@ async def serve(settings: ServerSettings) -> None:
 
 
 def event_loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """The loop to serve on: uvloop's (libuv; less CPU per request than asyncio's own,
-    and grpc.aio runs on any asyncio loop) for ``auto`` when it is installed and for
-    ``uvloop``; None (asyncio's default) for ``asyncio``."""
+    """The loop to serve on: None (asyncio's own) for ``asyncio``; uvloop's (libuv;
+    grpc.aio runs on any asyncio loop) for ``uvloop``, which must be installed. Measured
+    side by side (docs/BENCHMARKS.md, Open Inference Protocol), uvloop changed throughput
+    by less than the spread between rounds, so asyncio's stays the default."""
     if choice == "asyncio":
         return None
     try:
         import uvloop
     except ImportError:
-        if choice == "uvloop":
-            message = "--loop uvloop: uvloop is not installed (pip install uvloop)"
-            raise StartupError(message) from None
-        return None
+        message = "--loop uvloop: uvloop is not installed (pip install uvloop)"
+        raise StartupError(message) from None
     return uvloop.new_event_loop
 
 

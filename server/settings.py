@@ -47,8 +47,8 @@ class ServerSettings(BaseSettings):
     http_port: int = Field(8000, ge=0, le=65535, description="HTTP port (0 = any free port)")
     grpc_port: int = Field(50051, ge=0, le=65535, description="gRPC port (0 = any free port)")
     grpc: bool = Field(True, description="serve gRPC too (--no-grpc: HTTP only)")
-    loop: Literal["auto", "uvloop", "asyncio"] = Field(
-        "auto", description="event loop of HTTP and gRPC: auto = uvloop when installed"
+    loop: Literal["asyncio", "uvloop"] = Field(
+        "asyncio", description="event loop of HTTP and gRPC (uvloop: pip install uvloop)"
     )
 
     # Auth: writes need api_key when set; reads need read_key (or api_key) when set.

@@ -162,30 +162,26 @@ def test_bad_values_exit_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> 
     assert info.value.code == 2
 
 
-def test_the_event_loop_is_uvloop_when_installed_unless_asyncio_is_asked_for() -> None:
+def test_the_event_loop_is_asyncios_unless_uvloop_is_asked_for() -> None:
     import asyncio
 
     import uvloop
 
     from server.cli import event_loop_factory
 
-    assert settings_from_args([]).loop == "auto"
-    assert event_loop_factory("auto") is uvloop.new_event_loop
-    assert event_loop_factory("uvloop") is uvloop.new_event_loop
+    assert settings_from_args([]).loop == "asyncio"
     assert event_loop_factory("asyncio") is None
-    with asyncio.Runner(loop_factory=event_loop_factory("auto")) as runner:
+    assert event_loop_factory("uvloop") is uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=event_loop_factory("uvloop")) as runner:
         assert isinstance(runner.get_loop(), uvloop.Loop)
 
 
-def test_asking_for_a_missing_uvloop_exits_2_and_auto_falls_back(
+def test_asking_for_a_missing_uvloop_exits_2_with_one_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import sys
 
-    from server.cli import event_loop_factory
-
     monkeypatch.setitem(sys.modules, "uvloop", None)  # import uvloop -> ImportError
-    assert event_loop_factory("auto") is None
     assert main(["--loop", "uvloop"]) == 2
     assert capsys.readouterr().err == (
         "error: --loop uvloop: uvloop is not installed (pip install uvloop)\n"
