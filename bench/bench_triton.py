@@ -157,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--baseline", type=Path, help="another checkout whose server is measured too")
     p.add_argument("--baseline-label", default=None, help="how the report names --baseline")
     args = p.parse_args(argv)
+    args.connections = list(dict.fromkeys(args.connections))  # a count once per round
     args.baseline_label = args.baseline_label or (str(args.baseline) if args.baseline else "")
     if not shutil.which("wrk"):
         raise SystemExit("bench_triton: wrk is not installed (apt-get install wrk)")
@@ -225,7 +226,8 @@ def report(rows: list, args: argparse.Namespace, elapsed: float) -> str:
         )
         + (
             f" Each cell: the median over {args.rounds} rounds (a round measures every server "
-            "at every connection count, in turn); the ratios below are per round."
+            "at every connection count, in turn; errors: the sum); the ratios below are per "
+            "round."
             if args.rounds > 1
             else ""
         ),

@@ -45,6 +45,7 @@ class _Item:
     images: np.ndarray
     future: asyncio.Future[np.ndarray]
     enqueued: float = field(default_factory=time.perf_counter)
+    deadline: float | None = None  # set when a split batch hands it on: its wait is over
 
 
 class MicroBatcher:
@@ -153,7 +154,7 @@ class MicroBatcher:
         items, count = [first], len(first.images)
         # counted from the first item's arrival (Triton's max_queue_delay): when it waited
         # for a busy worker already, what is queued goes at once, with no new wait
-        deadline = first.enqueued + self.max_wait
+        deadline = first.enqueued + self.max_wait if first.deadline is None else first.deadline
         while count < self.max_batch:
             item = self._take_waiting()  # what waits already: no timer, no task
             if item is None:
@@ -170,7 +171,7 @@ class MicroBatcher:
                 break
             items.append(item)
             count += len(item.images)
-        return self._keep_share(items)
+        return self._keep_share(items, deadline)
 
     def _take_waiting(self) -> _Item | None:
         """The next item put back for a later batch, else the next queued one, else None."""
@@ -182,7 +183,7 @@ class MicroBatcher:
         except asyncio.QueueEmpty:
             return None
 
-    def _keep_share(self, items: list[_Item]) -> list[_Item]:
+    def _keep_share(self, items: list[_Item], deadline: float) -> list[_Item]:
         """With other workers idle too, keep only this batch's even share of the waiting
         images (at least its first item) and put the rest back first in line, so the
         idle workers take them at once (their wait is over) instead of idling. The wait
@@ -198,7 +199,10 @@ class MicroBatcher:
                 break
             kept.append(item)
             count += len(item.images)
-        self._pending.extendleft(reversed(items[len(kept) :]))
+        rest = items[len(kept) :]
+        if rest:
+            rest[0].deadline = deadline  # the next batch goes when this one did: no new wait
+            self._pending.extendleft(reversed(rest))
         return kept
 
     async def _work(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
 import pytest
@@ -391,3 +392,25 @@ def test_concurrent_searches_share_gallery_calls_with_the_results_of_separate_on
     assert [[m.id for m in r[0]] for r in merged] == [[m.id for m in r[0]] for r in separate]
     assert [m.id for m in mixed[0][0]] == [m.id for m in separate[0][0]]
     assert isinstance(mixed[1], BadInputError) and "NaN query" in str(mixed[1])
+
+
+def test_a_request_an_idle_worker_takes_over_does_not_wait_a_second_time():
+    runtime = OverlapRuntime(delay=0.02)
+
+    async def go():
+        batcher = MicroBatcher(runtime, max_batch=32, max_wait_ms=200, workers=2)
+        await batcher.start()
+        try:
+            start = time.perf_counter()
+            early = asyncio.create_task(batcher.embed(images(1, 0.1)))
+            await asyncio.sleep(0.18)  # arrives 20 ms before the first one's wait ends
+            await batcher.embed(images(1, 0.2))
+            late_done = time.perf_counter() - start
+            await early
+            return late_done
+        finally:
+            await batcher.stop()
+
+    late_done = run(go())
+    assert sorted(runtime.calls) == [1, 1]  # split between the two idle workers
+    assert late_done < 0.33  # ~0.2 s wait + one call, not a second 0.2 s wait (~0.4 s)

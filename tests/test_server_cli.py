@@ -165,9 +165,9 @@ def test_bad_values_exit_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> 
 def test_the_event_loop_is_asyncios_unless_uvloop_is_asked_for() -> None:
     import asyncio
 
-    import uvloop
-
     from server.cli import event_loop_factory
+
+    uvloop = pytest.importorskip("uvloop")
 
     assert settings_from_args([]).loop == "asyncio"
     assert event_loop_factory("asyncio") is None

@@ -6,6 +6,7 @@ bad input over a real socket, graceful SIGTERM, and durability across SIGKILL.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import os
@@ -146,7 +147,18 @@ def test_busy_port_exits_2(tiny_export, tmp_path):
 # -- serving ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+@pytest.mark.parametrize(
+    "loop",
+    [
+        "asyncio",
+        pytest.param(
+            "uvloop",
+            marks=pytest.mark.skipif(
+                importlib.util.find_spec("uvloop") is None, reason="uvloop is not installed"
+            ),
+        ),
+    ],
+)
 def test_add_search_and_bad_input_over_real_http(start, loop):
     server = start("--max-body-mb", "2", "--loop", loop)
     with httpx.Client(base_url=server.url, timeout=30) as client:
