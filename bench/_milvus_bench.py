@@ -5,13 +5,15 @@ Imports only numpy and pymilvus, so the same code runs in this repository's envi
 separate milvus-lite environment (``scripts/install_milvus_lite.sh``: milvus-lite 3 with
 the pymilvus 3 it needs)::
 
-    python bench/_milvus_bench.py SPEC.json OUT.json
+    python bench/_milvus_bench.py SPEC.json OUT.jsonl
 
 The spec names the server (``uri``: ``http://HOST:PORT`` or a milvus-lite ``.db`` file),
 the vectors (``vectors``: a float32 ``.npy`` of ``n x dim``, ids 1..n, camera ``id % 6``),
 the queries, the filter expression and the operating points. The answer is one result
 per operating point: timings and the ids found for every query (``bench_gallery.py``
-scores them against the exact top-k).
+scores them against the exact top-k). Records are handed on as they come (``sink``; the
+subprocess appends them to ``OUT.jsonl``, one JSON line each: first ``{"n", "insert_s"}``
+after the insert, then one per operating point), so a run stopped mid-way keeps them.
 
 Collection: ``id`` INT64 primary key, ``embedding`` FLOAT_VECTOR (metric IP), ``camera``
 INT64 (the field names of ``reid.gallery.milvus``). Inserted in batches of about 16 MB,
@@ -28,6 +30,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +77,10 @@ def timed(search: Any, blocks: list[np.ndarray]) -> tuple[float, float]:
     return queries / sum(times), 1000 * float(np.percentile(times, 99))
 
 
-def run(spec: dict[str, Any]) -> dict[str, Any]:
+def run(
+    spec: dict[str, Any], sink: Callable[[dict[str, Any]], None] | None = None
+) -> dict[str, Any]:
+    """Insert, index and search as ``spec`` says; every record also goes to ``sink``."""
     from pymilvus import DataType, MilvusClient
 
     queries = np.load(spec["queries"])
@@ -103,6 +109,8 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         client.insert(COLLECTION, rows)
     client.flush(COLLECTION)
     insert_s = time.perf_counter() - started
+    if sink is not None:
+        sink({"n": n, "insert_s": insert_s})
     single = [queries[i : i + 1] for i in range(int(spec["batch1"]))]
     batched = [queries[i : i + 32] for i in range(0, min(len(queries), 32 * 4), 32)]
     results = []
@@ -166,6 +174,8 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
                     }
                 )
                 print(json.dumps({key: v for key, v in results[-1].items() if key != "found"}))
+                if sink is not None:
+                    sink(results[-1])
         client.release_collection(COLLECTION)
         client.drop_index(COLLECTION, "embedding")
     client.drop_collection(COLLECTION)
@@ -206,8 +216,13 @@ def _wait_indexed(client: Any, n: int, timeout: float = 3600.0) -> None:
 
 def main(argv: list[str]) -> int:
     spec = json.loads(Path(argv[0]).read_text())
-    out = run(spec)
-    Path(argv[1]).write_text(json.dumps(out))
+    with open(argv[1], "w", encoding="utf-8") as out:
+
+        def append(record: dict[str, Any]) -> None:
+            out.write(json.dumps(record) + "\n")
+            out.flush()
+
+        run(spec, append)
     return 0
 
 

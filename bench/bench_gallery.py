@@ -32,7 +32,9 @@ Backends (``--backend``, comma-separated, one table):
 
 SQLite ingest (durable ``Gallery.add``) is measured separately, smaller. Each run writes
 its own subsection (``--title``) of the section in ``docs/BENCHMARKS.md``, so runs with
-different commands keep their tables side by side.
+different commands keep their tables side by side. The subsection is rewritten after
+every row, marked as in progress until the run ends: a run stopped (Ctrl-C, SIGTERM) or
+failing keeps the rows it finished and says where it stopped.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ import itertools
 import json
 import shlex
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -215,20 +218,18 @@ def bench_faiss(
     queries: np.ndarray,
     kinds: list[str],
     args: argparse.Namespace,
-    skipped: list[str],
+    progress: Progress,
     workdir: Path,
-) -> tuple[list[Row], Truth]:
+) -> Truth:
     n, dim = data.n, data.dim
     filters = SearchFilters(include_cameras=frozenset(args.filter_cameras))
-    rows: list[Row] = []
     truth: Truth | None = None
     store: Store | None = None  # the float32 rows IVF-SQ8's candidates are re-scored with
     plans: list[tuple[str, IndexSettings]] = [("flat", IndexSettings())]
     for kind in kinds:
         if kind == "hnsw":
             if n > args.hnsw_max:
-                skipped.append(f"FAISS HNSW at {n:,} x {dim} (over `--hnsw-max {args.hnsw_max}`)")
-                print(f"skip {skipped[-1]}", flush=True)
+                progress.skip(f"FAISS HNSW at {n:,} x {dim} (over `--hnsw-max {args.hnsw_max}`)")
                 continue
             plans += [("hnsw", s) for s in faiss_hnsw_builds(args.hnsw, n)]
         elif kind != "flat":
@@ -303,14 +304,13 @@ def bench_faiss(
                     n, dim, "faiss", kind, label, filtered, build_s, n / add_s,
                     index.memory_bytes() / 2**20, *b1, *b32, recall, rss_mib,
                 )  # fmt: skip
-                rows.append(row)
-                print(format_row(row), f"load {os.getloadavg()[0]:.1f}", flush=True)
+                progress.add(row)
         del index, search  # the closure holds the index too: free it before the next build
     if store is not None:
         store.close()
         shutil.rmtree(store.directory, ignore_errors=True)
     assert truth is not None
-    return rows, truth
+    return truth
 
 
 def _trim_heap() -> None:
@@ -354,42 +354,47 @@ def write_npy(data: Clustered, path: Path) -> None:
     del array
 
 
-def milvus_rows(
-    backend: str, out: dict[str, Any], truth: Truth, dim: int, skipped: list[str]
-) -> list[Row]:
-    rows = []
-    n = out["n"]
-    for result in out["results"]:
-        knobs = {**result["build"], **result["params"]}
-        params = ", ".join([*(f"{k} {v}" for k, v in knobs.items()), result["consistency"]])
-        ref = truth.filtered if result["filtered"] else truth.plain
+class MilvusSink:
+    """Turns ``_milvus_bench`` records into rows as they arrive (insert first)."""
+
+    def __init__(self, backend: str, truth: Truth, dim: int, progress: Progress) -> None:
+        self.backend, self.truth, self.dim, self.progress = backend, truth, dim, progress
+        self.n, self.insert_s = 0, float("nan")
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        if "insert_s" in record:
+            self.n, self.insert_s = int(record["n"]), float(record["insert_s"])
+            print(f"{self.backend}: inserted {self.n:,} in {self.insert_s:.1f} s", flush=True)
+            return
+        knobs = {**record["build"], **record["params"]}
+        params = ", ".join([*(f"{k} {v}" for k, v in knobs.items()), record["consistency"]])
+        ref = self.truth.filtered if record["filtered"] else self.truth.plain
         row = Row(
-            n, dim, backend, result["index"], params, result["filtered"],
-            result["build_s"], n / out["insert_s"], result["memory_bytes"] / 2**20,
-            *result["batch1"], *result["batch32"], recall_at_k(result["found"], ref),
+            self.n, self.dim, self.backend, record["index"], params, record["filtered"],
+            record["build_s"], self.n / self.insert_s, record["memory_bytes"] / 2**20,
+            *record["batch1"], *record["batch32"], recall_at_k(record["found"], ref),
         )  # fmt: skip
-        rows.append(row)
-        print(format_row(row), f"load {os.getloadavg()[0]:.1f}", flush=True)
-    return rows
+        self.progress.add(row)
 
 
 class MilvusBackends:
     """The Milvus standalone server (started on first use) and the milvus-lite runner."""
 
-    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
+    def __init__(self, args: argparse.Namespace, workdir: Path, absent: dict[str, str]) -> None:
         self.args, self.workdir = args, workdir
         self.server: Any = None
-        self.absent: dict[str, str] = {}
+        self.absent = absent
 
     def standalone_uri(self) -> tuple[str, int]:
         if self.server is None:
             sys.path.insert(0, str(REPO / "tests"))
-            from milvus_server import MilvusServer, milvus_executable
+            from milvus_server import RECOMMENDED_CONFIG, MilvusServer, milvus_executable
 
             executable = milvus_executable()
             if executable is None:
                 raise RuntimeError("no milvus-server launcher (bash scripts/install_milvus.sh)")
-            server = MilvusServer(executable, self.workdir / "milvus-data")
+            config = {**RECOMMENDED_CONFIG, "proxy.timeTickInterval": self.args.milvus_tick_ms}
+            server = MilvusServer(executable, self.workdir / "milvus-data", config)
             try:
                 server.start(timeout=300)
             except RuntimeError:
@@ -406,23 +411,33 @@ class MilvusBackends:
             )
         return python
 
-    def run(self, backend: str, spec: dict[str, Any]) -> dict[str, Any]:
+    def run(self, backend: str, spec: dict[str, Any], sink: MilvusSink) -> None:
+        """One backend's run; its records go to ``sink`` as they come."""
         if backend == "milvus":
             spec["uri"], spec["server_pid"] = self.standalone_uri()
-            return _milvus_bench.run(spec)
+            _milvus_bench.run(spec, sink)
+            return
         python = self.lite_python()
         db = self.workdir / "lite" / f"{spec['n']}x{spec['dim']}.db"
         db.parent.mkdir(exist_ok=True)
         spec["uri"] = str(db)
-        spec_path, out_path = self.workdir / "lite-spec.json", self.workdir / "lite-out.json"
+        spec_path, out_path = self.workdir / "lite-spec.json", self.workdir / "lite-out.jsonl"
         spec_path.write_text(json.dumps(spec))
         env = {**os.environ, "OMP_NUM_THREADS": str(self.args.threads)}
         env["OMP_WAIT_POLICY"] = "PASSIVE"
         worker = Path(_milvus_bench.__file__)
-        subprocess.run(
-            [str(python), str(worker), str(spec_path), str(out_path)], env=env, check=True
-        )
-        return json.loads(out_path.read_text())
+        command = [str(python), str(worker), str(spec_path), str(out_path)]
+        process = subprocess.Popen(command, env=env)
+        try:
+            with _follow(out_path, process) as lines:
+                for line in lines:
+                    sink(json.loads(line))
+        finally:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+        if process.returncode:
+            raise subprocess.CalledProcessError(process.returncode, command)
 
     def close(self) -> None:
         if self.server is not None:
@@ -430,29 +445,91 @@ class MilvusBackends:
             self.server = None
 
 
+@contextlib.contextmanager
+def _follow(path: Path, process: subprocess.Popen) -> Any:
+    """The complete lines appended to ``path`` while ``process`` runs, and after it ends."""
+
+    def lines() -> Any:
+        while not path.exists() and process.poll() is None:
+            time.sleep(0.2)
+        if not path.exists():
+            return
+        with open(path, encoding="utf-8") as handle:
+            pending = ""
+            while True:
+                ended = process.poll() is not None  # read once more after it ended
+                chunk = handle.read()
+                pending += chunk
+                *complete, pending = pending.split("\n")
+                yield from (line for line in complete if line.strip())
+                if ended and not chunk:
+                    return
+                if not chunk:
+                    time.sleep(0.5)
+
+    yield lines()
+
+
+class Progress:
+    """The run's rows as they come: each printed and, unless the run writes nothing, the
+    report rewritten at once (marked in progress), so a stopped run keeps its rows."""
+
+    def __init__(self, args: argparse.Namespace, argv: list[str] | None) -> None:
+        self.args, self.argv = args, argv
+        self.rows: list[Row] = []
+        self.skipped: list[str] = []
+        self.absent: dict[str, str] = {}
+        self.started, self.load_start = time.perf_counter(), os.getloadavg()[0]
+        self.writes = not (args.quick or args.no_write)
+
+    def add(self, row: Row) -> None:
+        self.rows.append(row)
+        print(format_row(row), f"load {os.getloadavg()[0]:.1f}", flush=True)
+        self.write(status="in progress")
+
+    def skip(self, what: str) -> None:
+        self.skipped.append(what)
+        print(f"skip {what}", flush=True)
+
+    @property
+    def minutes(self) -> float:
+        return (time.perf_counter() - self.started) / 60
+
+    def write(self, status: str | None = None, ingest: str = "") -> None:
+        """Rewrite the subsection; ``status`` (in progress, stopped...) heads it."""
+        if not self.writes:
+            return
+        load = (self.load_start, os.getloadavg()[0])
+        body = report(self, ingest, load, status)
+        update_section(self.args.output, f"### {self.args.title}", body, parent=SECTION)
+
+
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def bench_config(
     n: int,
     dim: int,
     kinds: list[str],
     args: argparse.Namespace,
-    skipped: list[str],
+    progress: Progress,
     milvus: MilvusBackends,
-) -> list[Row]:
+) -> None:
     data = Clustered(n, dim)
     queries = data.draw(args.queries, stream=20_000)
     faiss_kinds = kinds if "faiss" in args.backends else []
-    rows, truth = bench_faiss(data, queries, faiss_kinds, args, skipped, milvus.workdir)
+    truth = bench_faiss(data, queries, faiss_kinds, args, progress, milvus.workdir)
     others = [b for b in args.backends if b != "faiss"]
     if not others:
-        return rows
+        return
     vectors, query_path = milvus.workdir / "vectors.npy", milvus.workdir / "queries.npy"
     written = False
     for backend in others:
         limit = args.milvus_max if backend == "milvus" else args.lite_max
         if n > limit:
             option = "--milvus-max" if backend == "milvus" else "--lite-max"
-            skipped.append(f"{backend} at {n:,} x {dim} (over `{option} {limit}`)")
-            print(f"skip {skipped[-1]}", flush=True)
+            progress.skip(f"{backend} at {n:,} x {dim} (over `{option} {limit}`)")
             continue
         if backend in milvus.absent:
             continue
@@ -466,15 +543,13 @@ def bench_config(
             "indexes": milvus_spec(n, args),
         }  # fmt: skip
         try:
-            out = milvus.run(backend, spec)
+            milvus.run(backend, spec, MilvusSink(backend, truth, dim, progress))
         except (RuntimeError, subprocess.CalledProcessError) as error:
             milvus.absent[backend] = str(error).splitlines()[0]
             print(f"{backend}: absent ({milvus.absent[backend]})", flush=True)
             continue
-        rows += milvus_rows(backend, out, truth, dim, skipped)
     with contextlib.suppress(FileNotFoundError):
         vectors.unlink()
-    return rows
 
 
 def bench_ingest(n: int, dim: int, batch: int) -> str:
@@ -555,6 +630,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--milvus-indexes", default="FLAT,HNSW,IVF_FLAT,IVF_SQ8", help="Milvus index types"
     )
+    parser.add_argument(
+        "--milvus-tick-ms",
+        type=int,
+        default=20,
+        help="the Milvus server's proxy.timeTickInterval (Strong searches wait for a tick; "
+        "20: docs/GALLERY.md's setting, 200: Milvus's default)",
+    )
     parser.add_argument("--milvus-max", type=int, default=1_000_000, help="skip Milvus above")
     parser.add_argument("--lite-max", type=int, default=100_000, help="skip milvus-lite above")
     parser.add_argument("--max-gib", type=float, default=6.0, help="skip n x dim above this")
@@ -592,73 +674,75 @@ def main(argv: list[str] | None = None) -> int:
         args.build_threads = args.threads
     faiss.omp_set_num_threads(args.threads)
     threadpool_limits(args.threads)
-    load_start, started = os.getloadavg()[0], time.perf_counter()
-    rows: list[Row] = []
-    skipped: list[str] = []
+    progress = Progress(args, argv)
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     print(HEADER, flush=True)
     scratch = REPO / "runs" if (REPO / "runs").exists() else None
-    with tempfile.TemporaryDirectory(dir=scratch, prefix="bench-gallery-") as tmp:
-        milvus = MilvusBackends(args, Path(tmp))
-        try:
-            for n in sizes:
-                for dim in dims:
+    where = ""
+    try:
+        with tempfile.TemporaryDirectory(dir=scratch, prefix="bench-gallery-") as tmp:
+            milvus = MilvusBackends(args, Path(tmp), progress.absent)
+            try:
+                for n, dim in itertools.product(sizes, dims):
+                    where = f"{n:,} x {dim}"
                     if n * dim * 4 > args.max_gib * 2**30:
-                        skipped.append(
+                        progress.skip(
                             f"{n:,} x {dim} ({n * dim * 4 / 2**30:.1f} GiB of vectors, over "
                             f"`--max-gib {args.max_gib:g}` on this shared 24 GB machine)"
                         )
-                        print(f"skip {skipped[-1]}", flush=True)
                         continue
-                    rows.extend(bench_config(n, dim, kinds, args, skipped, milvus))
-        finally:
-            milvus.close()
-    ingest = bench_ingest(args.ingest, max(dims), batch=100) if args.ingest else ""
+                    bench_config(n, dim, kinds, args, progress, milvus)
+            finally:
+                milvus.close()
+        where = "the SQLite ingest"
+        ingest = bench_ingest(args.ingest, max(dims), batch=100) if args.ingest else ""
+    except BaseException as error:
+        stopped = "stopped" if isinstance(error, KeyboardInterrupt) else f"failed ({error!r})"
+        status = f"{stopped} after {progress.minutes:.1f} min, during {where}"
+        progress.write(status=status)
+        print(f"\n{status}; rows so far kept", flush=True)
+        if isinstance(error, KeyboardInterrupt):
+            return 130
+        raise
     print(ingest)
-    elapsed = time.perf_counter() - started
-    load = (load_start, os.getloadavg()[0])
-    body = report(rows, skipped, milvus.absent, ingest, args, argv, load, elapsed)
-    if args.quick or args.no_write:
+    if not progress.writes:
         print("\n(not written: --quick or --no-write)")
     else:
-        title = f"### {args.title}"
-        update_section(args.output, title, body, parent=SECTION)
-        print(f"\nwrote {title!r} to {args.output} ({elapsed / 60:.1f} min)")
+        progress.write(ingest=ingest)
+        print(f"\nwrote '### {args.title}' to {args.output} ({progress.minutes:.1f} min)")
     return 0
 
 
 def report(
-    rows: list[Row],
-    skipped: list[str],
-    absent: dict[str, str],
-    ingest: str,
-    args: argparse.Namespace,
-    argv: list[str] | None,
-    load: tuple[float, float],
-    elapsed: float,
+    progress: Progress, ingest: str, load: tuple[float, float], status: str | None = None
 ) -> str:
-    absent_text = "".join(f" {name} absent: {why}." for name, why in absent.items())
+    """The subsection's markdown: command, machine, the rows so far, the ingest note."""
+    args, argv = progress.args, progress.argv
+    absent_text = "".join(f" {name} absent: {why}." for name, why in progress.absent.items())
+    skipped = progress.skipped
     skipped_text = f" Skipped: {'; '.join(skipped)}." if skipped else ""
     command = shlex.join([*COMMAND.split(), *(sys.argv[1:] if argv is None else argv)])
+    state = f"**Run {status}: the rows below are the ones it finished.** " if status else ""
     return "\n".join(
         [
-            f"Command: `{command}` (from the repository root). Date: {today()}.",
+            state + f"Command: `{command}` (from the repository root). Date: {today()}.",
             f"Machine: {machine_summary()}; faiss {faiss.__version__} (CPU). "
             f"Load average (1 min) at start / end: {load[0]:.1f} / {load[1]:.1f} (where other "
             "jobs share the cores timings are indicative: compare rows of one table). "
             f"{args.threads} thread(s) for BLAS and OpenMP (`--threads`; FAISS and "
-            "milvus-lite; the Milvus server uses its own threads)"
+            "milvus-lite; the Milvus server uses its own threads, time tick "
+            f"{args.milvus_tick_ms} ms: `--milvus-tick-ms`)"
             + (
                 f", {args.build_threads} for FAISS builds"
                 if args.build_threads != args.threads
                 else ""
             )
             + ". "
-            f"Whole run: {elapsed / 60:.1f} min. recall@10 over {args.queries} queries."
-            + absent_text
-            + skipped_text,
+            f"{'Whole run' if status is None else 'So far'}: {progress.minutes:.1f} min. "
+            f"recall@10 over {args.queries} queries." + absent_text + skipped_text,
             "",
             HEADER,
-            *(format_row(r) for r in rows),
+            *(format_row(r) for r in progress.rows),
             *(["", ingest] if ingest else []),
         ]
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -44,3 +45,54 @@ def test_a_new_subsection_goes_to_the_end_of_its_parent(tmp_path):
     assert path.read_text() == (
         "# Benchmarks\n\n## A\n\nintro\n\n### old\n\nx2\n\n### new\n\ny\n\n## B\n\nb\n"
     )
+
+
+SMALL_RUN = [
+    "--sizes", "2000,400000", "--dims", "64", "--kinds", "flat,ivf,ivf_sq8",
+    "--queries", "20", "--batch1", "5", "--ingest", "0", "--title", "Small run",
+]  # fmt: skip
+
+
+def _table_rows(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("| 2,000 | 64 |")]
+
+
+def test_a_finished_run_writes_its_rows_and_no_progress_mark(tmp_path):
+    output = tmp_path / "BENCHMARKS.md"
+    done = subprocess.run(
+        [sys.executable, "bench/bench_gallery.py", *SMALL_RUN[:1], "2000", *SMALL_RUN[2:],
+         "--output", str(output)],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    text = output.read_text()
+    assert "### Small run" in text and "Whole run:" in text
+    assert "in progress" not in text and "Run stopped" not in text
+    assert len(_table_rows(text)) == len(_table_rows(done.stdout)) > 0
+
+
+def test_a_stopped_run_keeps_the_rows_it_finished_and_says_where_it_stopped(tmp_path):
+    output = tmp_path / "BENCHMARKS.md"
+    process = subprocess.Popen(
+        [sys.executable, "bench/bench_gallery.py", *SMALL_RUN, "--output", str(output)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if line.startswith("| 2,000 | 64 | faiss | ivf |"):
+                break  # flat's rows and one IVF row are in: the file holds them already
+        assert "Run in progress" in output.read_text()
+        process.send_signal(signal.SIGTERM)
+        rest, _ = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130
+    text = output.read_text()
+    assert "**Run stopped after" in text
+    assert "during 2,000 x 64" in text or "during 400,000 x 64" in text
+    assert "Whole run:" not in text and "So far:" in text
+    rows = _table_rows(text)
+    assert sum("| flat |" in row for row in rows) == 2 and any("| ivf |" in r for r in rows)
+    assert "rows so far kept" in rest
