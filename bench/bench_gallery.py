@@ -423,6 +423,7 @@ class MilvusBackends:
         spec["uri"] = str(db)
         spec_path, out_path = self.workdir / "lite-spec.json", self.workdir / "lite-out.jsonl"
         spec_path.write_text(json.dumps(spec))
+        out_path.unlink(missing_ok=True)  # an earlier size's records are not this run's
         env = {**os.environ, "OMP_NUM_THREADS": str(self.args.threads)}
         env["OMP_WAIT_POLICY"] = "PASSIVE"
         worker = Path(_milvus_bench.__file__)
@@ -508,6 +509,17 @@ def _stop_on_sigterm(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+@contextlib.contextmanager
+def _signals_ignored() -> Any:
+    """SIGINT and SIGTERM ignored for the duration (clean-up that must finish)."""
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def bench_config(
     n: int,
     dim: int,
@@ -542,11 +554,16 @@ def bench_config(
             "filter": filter_expression(truth.filters), "batch1": args.batch1,
             "indexes": milvus_spec(n, args),
         }  # fmt: skip
+        rows_before = len(progress.rows)
         try:
             milvus.run(backend, spec, MilvusSink(backend, truth, dim, progress))
         except (RuntimeError, subprocess.CalledProcessError) as error:
-            milvus.absent[backend] = str(error).splitlines()[0]
-            print(f"{backend}: absent ({milvus.absent[backend]})", flush=True)
+            why = str(error).splitlines()[0]
+            kept = len(progress.rows) - rows_before
+            if kept:  # it ran, then failed: its rows stay, and the header says so
+                why = f"failed at {n:,} x {dim} after {kept} row(s): {why}"
+            milvus.absent[backend] = why
+            print(f"{backend}: absent ({why})", flush=True)
             continue
     with contextlib.suppress(FileNotFoundError):
         vectors.unlink()
@@ -693,13 +710,15 @@ def main(argv: list[str] | None = None) -> int:
                         continue
                     bench_config(n, dim, kinds, args, progress, milvus)
             finally:
-                milvus.close()
+                with _signals_ignored():  # a second Ctrl-C must not leave the server running
+                    milvus.close()
         where = "the SQLite ingest"
         ingest = bench_ingest(args.ingest, max(dims), batch=100) if args.ingest else ""
     except BaseException as error:
         stopped = "stopped" if isinstance(error, KeyboardInterrupt) else f"failed ({error!r})"
         status = f"{stopped} after {progress.minutes:.1f} min, during {where}"
-        progress.write(status=status)
+        with _signals_ignored():
+            progress.write(status=status)
         print(f"\n{status}; rows so far kept", flush=True)
         if isinstance(error, KeyboardInterrupt):
             return 130

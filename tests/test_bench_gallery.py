@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,8 +76,10 @@ def test_a_stopped_run_keeps_the_rows_it_finished_and_says_where_it_stopped(tmp_
     output = tmp_path / "BENCHMARKS.md"
     process = subprocess.Popen(
         [sys.executable, "bench/bench_gallery.py", *SMALL_RUN, "--output", str(output)],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
+    watchdog = threading.Timer(240, process.kill)  # a run that hangs fails, never hangs us
+    watchdog.start()
     try:
         assert process.stdout is not None
         for line in process.stdout:
@@ -86,6 +89,7 @@ def test_a_stopped_run_keeps_the_rows_it_finished_and_says_where_it_stopped(tmp_
         process.send_signal(signal.SIGTERM)
         rest, _ = process.communicate(timeout=120)
     finally:
+        watchdog.cancel()
         if process.poll() is None:
             process.kill()
     assert process.returncode == 130
@@ -96,3 +100,35 @@ def test_a_stopped_run_keeps_the_rows_it_finished_and_says_where_it_stopped(tmp_
     rows = _table_rows(text)
     assert sum("| flat |" in row for row in rows) == 2 and any("| ivf |" in r for r in rows)
     assert "rows so far kept" in rest
+
+
+class _FakeProcess:
+    """A stand-in for the milvus-lite subprocess: ``poll`` says it ended once told to."""
+
+    def __init__(self) -> None:
+        self.ended = False
+
+    def poll(self) -> int | None:
+        return 0 if self.ended else None
+
+
+def test_follow_yields_complete_lines_as_they_come_and_the_rest_after_the_end(tmp_path):
+    from bench_gallery import _follow
+
+    path, process = tmp_path / "out.jsonl", _FakeProcess()
+    path.write_text('{"a": 1}\n{"b": ')
+    with _follow(path, process) as lines:
+        assert next(lines) == '{"a": 1}'  # the half-written line is held back
+        with open(path, "a") as handle:
+            handle.write('2}\n{"c": 3}\n')
+        process.ended = True
+        assert list(lines) == ['{"b": 2}', '{"c": 3}']
+
+
+def test_follow_of_a_process_that_ended_without_writing_yields_nothing(tmp_path):
+    from bench_gallery import _follow
+
+    process = _FakeProcess()
+    process.ended = True
+    with _follow(tmp_path / "never-written.jsonl", process) as lines:
+        assert list(lines) == []

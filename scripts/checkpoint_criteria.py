@@ -1,0 +1,144 @@
+"""Which label-free score picks the better checkpoint? Compare criteria on finished runs.
+
+For every run folder given (trained with ``eval.every`` > 0 on a split with labels, so
+its ``metrics.csv`` holds the mAP of the evaluated epochs and its ``train.log`` the
+starting model's), the candidate models are the ones the run kept: the starting model
+(rebuilt from the run's ``model:`` config, so a randomly initialised head differs from
+the run's own start), ``model_selected.pt``, ``model_best.pt`` and
+``checkpoint_last.pt``. Each candidate's train-split features are scored by every
+criterion of ``trainer.selection.CRITERIA``; per run the criterion's choice is its
+highest-scoring candidate, and the table reports the mAP that choice gets against
+"always the last epoch", "always the start" and the best candidate (an oracle that
+needs labels). Use it on validation runs only: a criterion chosen on a test split's
+mAP is chosen on the test split.
+
+    .venv/bin/python scripts/checkpoint_criteria.py runs/val/ft/sup2_s0 runs/val/ft/aff2_s0 ...
+        [--json OUT.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from reid.checkpoint import load_encoder  # noqa: E402
+from reid.data import load_dataset  # noqa: E402
+from reid.models import build_model  # noqa: E402
+from reid.preprocess import PreprocessConfig  # noqa: E402
+from trainer.config import read_yaml  # noqa: E402
+from trainer.features import extract_features  # noqa: E402
+from trainer.selection import CRITERIA, score_features  # noqa: E402
+
+START_MAP = re.compile(r"before training: mAP ([0-9.]+)%")
+CANDIDATES = {"selected": "model_selected.pt", "best": "model_best.pt", "last": "checkpoint_last.pt"}
+
+
+def epoch_maps(run: Path) -> dict[int, float]:
+    """Epoch -> mAP (%) of every evaluated epoch, and 0 -> the starting model's."""
+    maps: dict[int, float] = {}
+    found = START_MAP.search((run / "train.log").read_text())
+    if found:
+        maps[0] = float(found.group(1))
+    with open(run / "metrics.csv", newline="") as handle:
+        for row in csv.DictReader(handle):
+            if row.get("mAP"):
+                maps[int(row["epoch"])] = 100 * float(row["mAP"])
+    return maps
+
+
+def candidates(run: Path, device: torch.device) -> list[tuple[str, int, torch.nn.Module, dict]]:
+    """``(name, epoch, encoder, metadata)`` for the start and each kept checkpoint."""
+    config = read_yaml(run / "config.yaml")
+    start = build_model(config["model"]["name"], **config["model"].get("kwargs", {}))
+    out = [("start", 0, start.to(device).eval(), start.metadata())]
+    seen = {0}
+    for name, file in CANDIDATES.items():
+        if not (run / file).exists():
+            continue
+        encoder, metadata = load_encoder(run / file, device)
+        epoch = int(metadata.get("epoch") or 0)
+        if name == "selected":
+            epoch = int(metadata.get("selection", {}).get("epoch", epoch))
+        if epoch in seen:
+            continue
+        seen.add(epoch)
+        out.append((name, epoch, encoder.eval(), metadata))
+    return out
+
+
+def score_run(run: Path, device: torch.device) -> dict:
+    config = read_yaml(run / "config.yaml")
+    dataset = load_dataset(config["data"]["spec"])
+    records = list(dataset.train)
+    cameras = torch.tensor([r.camid for r in records]).numpy()
+    maps = epoch_maps(run)
+    rows = []
+    for name, epoch, encoder, metadata in candidates(run, device):
+        feats = extract_features(
+            encoder, records, PreprocessConfig.from_dict(metadata["preprocess"]), device
+        )
+        scores = score_features(feats.numpy(), cameras)
+        rows.append({"name": name, "epoch": epoch, "mAP": maps.get(epoch), "scores": scores})
+        print(f"{run.name} {name:8s} epoch {epoch:2d} mAP {maps.get(epoch)} "
+              + " ".join(f"{k} {v:.4f}" for k, v in scores.items()), flush=True)  # fmt: skip
+    return {"run": str(run), "method": config["method"]["name"], "candidates": rows}
+
+
+def summarise(results: list[dict]) -> str:
+    """Mean mAP of each criterion's choice over the runs, beside last / start / oracle."""
+    usable = [r for r in results if all(c["mAP"] is not None for c in r["candidates"])]
+    lines = [
+        f"{len(usable)} runs with every candidate's mAP known",
+        "| choice | mean mAP of the chosen model | runs >= last | runs >= start |",
+        "|---|---:|---:|---:|",
+    ]
+
+    def pick_last(cands: list[dict]) -> dict:
+        return max(cands, key=lambda c: c["epoch"])
+
+    def pick_start(cands: list[dict]) -> dict:
+        return min(cands, key=lambda c: c["epoch"])
+
+    def pick_oracle(cands: list[dict]) -> dict:
+        return max(cands, key=lambda c: c["mAP"])
+
+    pickers = {"last epoch": pick_last, "start": pick_start, "oracle (labels)": pick_oracle}
+    for name in CRITERIA:
+        pickers[name] = lambda cands, name=name: max(cands, key=lambda c: c["scores"][name])
+    for label, pick in pickers.items():
+        chosen = [pick(r["candidates"]) for r in usable]
+        last = [pick_last(r["candidates"]) for r in usable]
+        start = [pick_start(r["candidates"]) for r in usable]
+        mean = statistics.fmean(c["mAP"] for c in chosen) if chosen else float("nan")
+        vs_last = sum(c["mAP"] >= l["mAP"] for c, l in zip(chosen, last, strict=True))
+        vs_start = sum(c["mAP"] >= s["mAP"] for c, s in zip(chosen, start, strict=True))
+        lines.append(f"| {label} | {mean:.1f} | {vs_last} | {vs_start} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--json", type=Path, help="write every candidate's scores here")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(2)
+    device = torch.device("cpu")
+    results = [score_run(run, device) for run in args.runs]
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+    print(summarise(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
