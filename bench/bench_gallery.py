@@ -368,6 +368,8 @@ class MilvusSink:
             return
         knobs = {**record["build"], **record["params"]}
         params = ", ".join([*(f"{k} {v}" for k, v in knobs.items()), record["consistency"]])
+        if record.get("pending_after_build"):  # see _milvus_bench._wait_indexed
+            params += f" (compaction re-indexing {record['pending_after_build']:,} rows)"
         ref = self.truth.filtered if record["filtered"] else self.truth.plain
         row = Row(
             self.n, self.dim, self.backend, record["index"], params, record["filtered"],
