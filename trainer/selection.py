@@ -14,6 +14,14 @@ IICS run that ended below its start 0.021 (5.7 mAP), aff_scl at 6 epochs 0.203-0
 (34.2-38.0 mAP) and at 10 epochs 0.262-0.297 (49.9-54.5 mAP); within a group of runs of
 equal budget its order is noisy (docs/RESULTS.md, "Choosing the checkpoint without
 labels"). It says nothing about identities the clustering cannot see.
+
+On real crops it is not reliable: on the real-crops validation runs (215 crops) neither
+it nor five variants (a neighbourhood scaled to the set size, a cross-camera factor,
+nearest neighbours across cameras) picked better checkpoints than "the last epoch", and
+none flagged the runs that ended below their start (docs/RESULTS.md, "Choosing the
+checkpoint without labels on real crops"; ``scripts/checkpoint_criteria.py`` compares
+them with :func:`score_features`). So ``model_selected.pt`` is written beside the last
+checkpoint, which stays what is exported.
 """
 
 from __future__ import annotations
