@@ -40,7 +40,11 @@ from trainer.features import extract_features  # noqa: E402
 from trainer.selection import CRITERIA, score_features  # noqa: E402
 
 START_MAP = re.compile(r"before training: mAP ([0-9.]+)%")
-CANDIDATES = {"selected": "model_selected.pt", "best": "model_best.pt", "last": "checkpoint_last.pt"}
+CANDIDATES = {
+    "selected": "model_selected.pt",
+    "best": "model_best.pt",
+    "last": "checkpoint_last.pt",
+}
 
 
 def epoch_maps(run: Path) -> dict[int, float]:
@@ -120,7 +124,7 @@ def summarise(results: list[dict]) -> str:
         last = [pick_last(r["candidates"]) for r in usable]
         start = [pick_start(r["candidates"]) for r in usable]
         mean = statistics.fmean(c["mAP"] for c in chosen) if chosen else float("nan")
-        vs_last = sum(c["mAP"] >= l["mAP"] for c, l in zip(chosen, last, strict=True))
+        vs_last = sum(c["mAP"] >= e["mAP"] for c, e in zip(chosen, last, strict=True))
         vs_start = sum(c["mAP"] >= s["mAP"] for c, s in zip(chosen, start, strict=True))
         lines.append(f"| {label} | {mean:.1f} | {vs_last} | {vs_start} |")
     return "\n".join(lines)
