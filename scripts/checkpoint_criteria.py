@@ -3,9 +3,11 @@
 For every run folder given (trained with ``eval.every`` > 0 on a split with labels, so
 its ``metrics.csv`` holds the mAP of the evaluated epochs and its ``train.log`` the
 starting model's), the candidate models are the ones the run kept: the starting model
-(rebuilt from the run's ``model:`` config, so a randomly initialised head differs from
-the run's own start), ``model_selected.pt``, ``model_best.pt`` and
-``checkpoint_last.pt``. Each candidate's train-split features are scored by every
+(``model_selected.pt`` when the run selected its start, else rebuilt from the run's
+``model:`` config after seeding as the trainer does, so a random head is the run's
+own), ``model_selected.pt``, ``model_best.pt`` and ``checkpoint_last.pt``. Folders that
+are not such runs (no ``metrics.csv``, or no start score in ``train.log``) are skipped.
+Each candidate's train-split features are scored by every
 criterion of ``trainer.selection.CRITERIA``; per run the criterion's choice is its
 highest-scoring candidate, and the table reports the mAP that choice gets against
 "always the last epoch", "always the start" and the best candidate (an oracle that
@@ -36,6 +38,7 @@ from reid.data import load_dataset  # noqa: E402
 from reid.models import build_model  # noqa: E402
 from reid.preprocess import PreprocessConfig  # noqa: E402
 from trainer.config import read_yaml  # noqa: E402
+from trainer.engine import seed_everything  # noqa: E402
 from trainer.features import extract_features  # noqa: E402
 from trainer.selection import CRITERIA, score_features  # noqa: E402
 
@@ -60,11 +63,27 @@ def epoch_maps(run: Path) -> dict[int, float]:
     return maps
 
 
+def is_scored_run(run: Path) -> bool:
+    """A run folder this comparison can use: evaluated epochs and a scored start."""
+    log, metrics = run / "train.log", run / "metrics.csv"
+    if not (run.is_dir() and log.exists() and metrics.exists() and (run / "config.yaml").exists()):
+        return False
+    return START_MAP.search(log.read_text()) is not None
+
+
 def candidates(run: Path, device: torch.device) -> list[tuple[str, int, torch.nn.Module, dict]]:
     """``(name, epoch, encoder, metadata)`` for the start and each kept checkpoint."""
     config = read_yaml(run / "config.yaml")
-    start = build_model(config["model"]["name"], **config["model"].get("kwargs", {}))
-    out = [("start", 0, start.to(device).eval(), start.metadata())]
+    out = []
+    selected = run / CANDIDATES["selected"]
+    if selected.exists():
+        encoder, metadata = load_encoder(selected, device)
+        if int(metadata.get("selection", {}).get("epoch", -1)) == 0:  # the run's own start
+            out.append(("start", 0, encoder.eval(), metadata))
+    if not out:
+        seed_everything(int(config["train"].get("seed", 0)))  # the trainer's order
+        start = build_model(config["model"]["name"], **config["model"].get("kwargs", {}))
+        out.append(("start", 0, start.to(device).eval(), start.metadata()))
     seen = {0}
     for name, file in CANDIDATES.items():
         if not (run / file).exists():
@@ -116,7 +135,16 @@ def summarise(results: list[dict]) -> str:
     def pick_oracle(cands: list[dict]) -> dict:
         return max(cands, key=lambda c: c["mAP"])
 
-    pickers = {"last epoch": pick_last, "start": pick_start, "oracle (labels)": pick_oracle}
+    def pick_own(cands: list[dict]) -> dict:  # the run's model_selected.pt (start if it chose it)
+        named = [c for c in cands if c["name"] == "selected"]
+        return named[0] if named else pick_start(cands)
+
+    pickers = {
+        "last epoch": pick_last,
+        "start": pick_start,
+        "oracle (labels)": pick_oracle,
+        "the run's own model_selected.pt": pick_own,
+    }
     for name in CRITERIA:
         pickers[name] = lambda cands, name=name: max(cands, key=lambda c: c["scores"][name])
     for label, pick in pickers.items():
@@ -137,7 +165,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     device = torch.device("cpu")
-    results = [score_run(run, device) for run in args.runs]
+    runs = [run for run in args.runs if is_scored_run(run)]
+    for run in sorted(set(args.runs) - set(runs)):
+        print(f"skipped {run}: not a run with metrics.csv and a start score", flush=True)
+    results = [score_run(run, device) for run in runs]
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     print(summarise(results))
