@@ -59,7 +59,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -432,9 +432,8 @@ class MilvusBackends:
         command = [str(python), str(worker), str(spec_path), str(out_path)]
         process = subprocess.Popen(command, env=env)
         try:
-            with _follow(out_path, process) as lines:
-                for line in lines:
-                    sink(json.loads(line))
+            for line in _follow(out_path, process):
+                sink(json.loads(line))
         finally:
             if process.poll() is None:
                 process.kill()
@@ -448,29 +447,24 @@ class MilvusBackends:
             self.server = None
 
 
-@contextlib.contextmanager
-def _follow(path: Path, process: subprocess.Popen) -> Any:
+def _follow(path: Path, process: subprocess.Popen) -> Iterator[str]:
     """The complete lines appended to ``path`` while ``process`` runs, and after it ends."""
-
-    def lines() -> Any:
-        while not path.exists() and process.poll() is None:
-            time.sleep(0.2)
-        if not path.exists():
-            return
-        with open(path, encoding="utf-8") as handle:
-            pending = ""
-            while True:
-                ended = process.poll() is not None  # read once more after it ended
-                chunk = handle.read()
-                pending += chunk
-                *complete, pending = pending.split("\n")
-                yield from (line for line in complete if line.strip())
-                if ended and not chunk:
-                    return
-                if not chunk:
-                    time.sleep(0.5)
-
-    yield lines()
+    while not path.exists() and process.poll() is None:
+        time.sleep(0.2)
+    if not path.exists():
+        return
+    with open(path, encoding="utf-8") as handle:
+        pending = ""
+        while True:
+            ended = process.poll() is not None  # read once more after it ended
+            chunk = handle.read()
+            pending += chunk
+            *complete, pending = pending.split("\n")
+            yield from (line for line in complete if line.strip())
+            if ended and not chunk:
+                return
+            if not chunk:
+                time.sleep(0.5)
 
 
 class Progress:

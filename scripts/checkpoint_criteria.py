@@ -8,7 +8,7 @@ starting model's), the candidate models are the ones the run kept: the starting 
 own), ``model_selected.pt``, ``model_best.pt`` and ``checkpoint_last.pt``. Folders that
 are not such runs (no ``metrics.csv``, or no start score in ``train.log``) are skipped.
 Each candidate's train-split features are scored by every
-criterion of ``trainer.selection.CRITERIA``; per run the criterion's choice is its
+criterion of :data:`CRITERIA` (below); per run the criterion's choice is its
 highest-scoring candidate, and the table reports the mAP that choice gets against
 "always the last epoch", "always the start" and the best candidate (an oracle that
 needs labels). Use it on validation runs only: a criterion chosen on a test split's
@@ -28,6 +28,7 @@ import statistics
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
@@ -37,10 +38,11 @@ from reid.checkpoint import load_encoder  # noqa: E402
 from reid.data import load_dataset  # noqa: E402
 from reid.models import build_model  # noqa: E402
 from reid.preprocess import PreprocessConfig  # noqa: E402
+from trainer.clustering import ClusteringParams  # noqa: E402
 from trainer.config import read_yaml  # noqa: E402
 from trainer.engine import seed_everything  # noqa: E402
 from trainer.features import extract_features  # noqa: E402
-from trainer.selection import CRITERIA, score_features  # noqa: E402
+from trainer.selection import clustered_quality  # noqa: E402
 
 START_MAP = re.compile(r"before training: mAP ([0-9.]+)%")
 CANDIDATES = {
@@ -48,6 +50,71 @@ CANDIDATES = {
     "best": "model_best.pt",
     "last": "checkpoint_last.pt",
 }
+
+
+def scaled_k1(n: int, ceiling: int = 30) -> int:
+    """A k-reciprocal neighbourhood that follows the set's size: ``sqrt(n)``, in
+    ``[6, ceiling]`` (30, the Market-1501 value, from ~900 images up)."""
+    return int(min(ceiling, max(6, round(n**0.5))))
+
+
+def cross_camera_share(labels: np.ndarray, cameras: np.ndarray) -> float:
+    """Share of all samples that sit in a cluster spanning two or more cameras."""
+    labels, cameras = np.asarray(labels), np.asarray(cameras)
+    kept = labels >= 0
+    if not kept.any():
+        return 0.0
+    pairs = np.unique(np.stack([labels[kept], cameras[kept]]), axis=1)  # (cluster, camera)
+    spans = np.bincount(pairs[0], minlength=int(labels.max()) + 1)  # cameras per cluster
+    return float((spans[labels[kept]] >= 2).sum() / labels.size)
+
+
+def knn_cross_camera(features: np.ndarray, cameras: np.ndarray, k: int = 5) -> float:
+    """Mean share of each sample's ``k`` nearest neighbours (cosine) from another camera,
+    over the share a random neighbour would have (1: camera-blind; below: camera-bound)."""
+    feats = np.asarray(features, np.float32)
+    cameras = np.asarray(cameras)
+    n = len(feats)
+    k = min(k, n - 1)
+    if k < 1:
+        return 0.0
+    sims = feats @ feats.T
+    np.fill_diagonal(sims, -np.inf)
+    nearest = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+    other = (cameras[nearest] != cameras[:, None]).mean()
+    _, counts = np.unique(cameras, return_counts=True)
+    chance = 1.0 - float(((counts / n) ** 2).sum())
+    return float(other / chance) if chance > 0 else 0.0
+
+
+def score_features(features: np.ndarray, cameras: np.ndarray) -> dict[str, float]:
+    """Every criterion of :data:`CRITERIA` on one model's train features."""
+    feats = np.asarray(features, np.float32)
+    out: dict[str, float] = {}
+    for suffix, params in (
+        ("", ClusteringParams()),
+        ("_k1_scaled", ClusteringParams(k1=scaled_k1(len(feats)))),
+    ):
+        labels, quality = clustered_quality(feats, params)
+        share = cross_camera_share(labels, cameras) / max(quality.clustered, 1e-12)
+        out["cluster_quality" + suffix] = quality.score
+        out["cross_camera_quality" + suffix] = quality.score * share
+    mix = knn_cross_camera(feats, cameras)
+    out["knn_cross_camera"] = mix
+    out["quality_x_knn_cross_camera"] = out["cluster_quality"] * mix
+    return out
+
+
+CRITERIA = (
+    "cluster_quality",
+    "cluster_quality_k1_scaled",
+    "cross_camera_quality",
+    "cross_camera_quality_k1_scaled",
+    "knn_cross_camera",
+    "quality_x_knn_cross_camera",
+)
+"""The label-free scores :func:`score_features` computes; ``cluster_quality`` is the
+trainer's own (``trainer.selection``), here with the default clustering settings."""
 
 
 def epoch_maps(run: Path) -> dict[int, float]:
@@ -73,29 +140,25 @@ def is_scored_run(run: Path) -> bool:
 
 def candidates(run: Path, device: torch.device) -> list[tuple[str, int, torch.nn.Module, dict]]:
     """``(name, epoch, encoder, metadata)`` for the start and each kept checkpoint."""
-    config = read_yaml(run / "config.yaml")
-    out = []
-    selected = run / CANDIDATES["selected"]
-    if selected.exists():
-        encoder, metadata = load_encoder(selected, device)
-        if int(metadata.get("selection", {}).get("epoch", -1)) == 0:  # the run's own start
-            out.append(("start", 0, encoder.eval(), metadata))
-    if not out:
-        seed_everything(int(config["train"].get("seed", 0)))  # the trainer's order
-        start = build_model(config["model"]["name"], **config["model"].get("kwargs", {}))
-        out.append(("start", 0, start.to(device).eval(), start.metadata()))
-    seen = {0}
+    kept = []  # (name, epoch, encoder, metadata) of each checkpoint file the run has
     for name, file in CANDIDATES.items():
-        if not (run / file).exists():
-            continue
-        encoder, metadata = load_encoder(run / file, device)
-        epoch = int(metadata.get("epoch") or 0)
-        if name == "selected":
-            epoch = int(metadata.get("selection", {}).get("epoch", epoch))
-        if epoch in seen:
-            continue
-        seen.add(epoch)
-        out.append((name, epoch, encoder.eval(), metadata))
+        if (run / file).exists():
+            encoder, metadata = load_encoder(run / file, device)
+            epoch = int(metadata.get("epoch") or 0)
+            if name == "selected":
+                epoch = int(metadata.get("selection", {}).get("epoch", epoch))
+            kept.append((name, epoch, encoder.eval(), metadata))
+    starts = [("start", 0, *rest) for _, epoch, *rest in kept if epoch == 0]  # its own start
+    if not starts:
+        model = read_yaml(run / "config.yaml")
+        seed_everything(int(model["train"].get("seed", 0)))  # the trainer's order
+        start = build_model(model["model"]["name"], **model["model"].get("kwargs", {}))
+        starts = [("start", 0, start.to(device).eval(), start.metadata())]
+    out, seen = starts[:1], {0}
+    for candidate in kept:
+        if candidate[1] not in seen:
+            seen.add(candidate[1])
+            out.append(candidate)
     return out
 
 

@@ -117,12 +117,12 @@ def test_follow_yields_complete_lines_as_they_come_and_the_rest_after_the_end(tm
 
     path, process = tmp_path / "out.jsonl", _FakeProcess()
     path.write_text('{"a": 1}\n{"b": ')
-    with _follow(path, process) as lines:
-        assert next(lines) == '{"a": 1}'  # the half-written line is held back
-        with open(path, "a") as handle:
-            handle.write('2}\n{"c": 3}\n')
-        process.ended = True
-        assert list(lines) == ['{"b": 2}', '{"c": 3}']
+    lines = _follow(path, process)
+    assert next(lines) == '{"a": 1}'  # the half-written line is held back
+    with open(path, "a") as handle:
+        handle.write('2}\n{"c": 3}\n')
+    process.ended = True
+    assert list(lines) == ['{"b": 2}', '{"c": 3}']
 
 
 def test_follow_of_a_process_that_ended_without_writing_yields_nothing(tmp_path):
@@ -130,5 +130,4 @@ def test_follow_of_a_process_that_ended_without_writing_yields_nothing(tmp_path)
 
     process = _FakeProcess()
     process.ended = True
-    with _follow(tmp_path / "never-written.jsonl", process) as lines:
-        assert list(lines) == []
+    assert list(_follow(tmp_path / "never-written.jsonl", process)) == []

@@ -6,12 +6,18 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
-from checkpoint_criteria import summarise  # noqa: E402
-
-from trainer.selection import CRITERIA, score_features  # noqa: E402
+from checkpoint_criteria import (  # noqa: E402
+    CRITERIA,
+    cross_camera_share,
+    knn_cross_camera,
+    scaled_k1,
+    score_features,
+    summarise,
+)
 
 
 def _candidate(epoch: int, score_map: float, score: float) -> dict:
@@ -43,3 +49,28 @@ def test_each_choice_is_scored_by_the_map_of_the_model_it_picks():
 def test_a_run_missing_a_candidates_map_is_left_out():
     runs = [{"candidates": [_candidate(0, 20.0, 0.5), {**_candidate(4, 0.0, 0.1), "mAP": None}]}]
     assert summarise(runs).startswith("0 runs")
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_the_scaled_neighbourhood_follows_the_square_root_of_the_set_size():
+    assert [scaled_k1(n) for n in (10, 215, 900, 12_936)] == [6, 15, 30, 30]
+
+
+def test_the_cross_camera_share_counts_only_samples_of_clusters_seen_by_two_cameras():
+    labels = np.array([0, 0, 1, 1, -1])
+    cameras = np.array([0, 1, 2, 2, 0])  # cluster 0 spans two cameras, cluster 1 one
+    assert cross_camera_share(labels, cameras) == pytest.approx(2 / 5)
+    assert cross_camera_share(np.full(4, -1), np.arange(4)) == 0.0
+
+
+def test_neighbours_that_follow_the_camera_score_low_and_camera_blind_ones_near_one():
+    rng = np.random.default_rng(0)
+    cameras = np.repeat(np.arange(4), 20)
+    by_camera = _unit(np.eye(8)[cameras] * 5 + 0.1 * rng.standard_normal((80, 8)))
+    by_identity = _unit(np.eye(8)[np.tile(np.arange(20) % 8, 4)] * 5
+                              + 0.1 * rng.standard_normal((80, 8)))  # fmt: skip
+    assert knn_cross_camera(by_camera, cameras) < 0.1
+    assert knn_cross_camera(by_identity, cameras) > 0.9

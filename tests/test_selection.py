@@ -13,14 +13,7 @@ import yaml
 
 from trainer.cli import main
 from trainer.clustering import ClusteringParams
-from trainer.selection import (
-    SELECTED_CHECKPOINT,
-    SELECTION_LOG,
-    cluster_quality,
-    cross_camera_share,
-    knn_cross_camera,
-    scaled_k1,
-)
+from trainer.selection import SELECTED_CHECKPOINT, SELECTION_LOG, cluster_quality
 
 PARAMS = ClusteringParams(eps=0.6, min_samples=4, k1=10, k2=3)
 
@@ -111,24 +104,3 @@ def test_select_last_writes_no_selection(tmp_path, tiny_synthetic: Path):
     assert main([*argv, "--out", str(tmp_path / "run")]) == 0
     assert not (tmp_path / "run" / SELECTED_CHECKPOINT).exists()
     assert not (tmp_path / "run" / SELECTION_LOG).exists()
-
-
-def test_the_scaled_neighbourhood_follows_the_square_root_of_the_set_size():
-    assert [scaled_k1(n) for n in (10, 215, 900, 12_936)] == [6, 15, 30, 30]
-
-
-def test_the_cross_camera_share_counts_only_samples_of_clusters_seen_by_two_cameras():
-    labels = np.array([0, 0, 1, 1, -1])
-    cameras = np.array([0, 1, 2, 2, 0])  # cluster 0 spans two cameras, cluster 1 one
-    assert cross_camera_share(labels, cameras) == pytest.approx(2 / 5)
-    assert cross_camera_share(np.full(4, -1), np.arange(4)) == 0.0
-
-
-def test_neighbours_that_follow_the_camera_score_low_and_camera_blind_ones_near_one():
-    rng = np.random.default_rng(0)
-    cameras = np.repeat(np.arange(4), 20)
-    by_camera = _normalised(np.eye(8)[cameras] * 5 + 0.1 * rng.standard_normal((80, 8)))
-    by_identity = _normalised(np.eye(8)[np.tile(np.arange(20) % 8, 4)] * 5
-                              + 0.1 * rng.standard_normal((80, 8)))  # fmt: skip
-    assert knn_cross_camera(by_camera, cameras) < 0.1
-    assert knn_cross_camera(by_identity, cameras) > 0.9

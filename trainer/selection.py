@@ -19,8 +19,8 @@ On real crops it is not reliable: on the real-crops validation runs (215 crops) 
 it nor five variants (a neighbourhood scaled to the set size, a cross-camera factor,
 nearest neighbours across cameras) picked better checkpoints than "the last epoch", and
 none flagged the runs that ended below their start (docs/RESULTS.md, "Choosing the
-checkpoint without labels on real crops"; ``scripts/checkpoint_criteria.py`` compares
-them with :func:`score_features`). So ``model_selected.pt`` is written beside the last
+checkpoint without labels on real crops"; ``scripts/checkpoint_criteria.py`` holds the
+variants and compares them). So ``model_selected.pt`` is written beside the last
 checkpoint, which stays what is exported.
 """
 
@@ -63,80 +63,21 @@ def cluster_quality(
     features: np.ndarray | torch.Tensor, params: ClusteringParams
 ) -> ClusterQuality:
     """The label-free score of L2-normalised ``[N, D]`` features (see the module doc)."""
+    return clustered_quality(features, params)[1]
+
+
+def clustered_quality(
+    features: np.ndarray | torch.Tensor, params: ClusteringParams
+) -> tuple[np.ndarray, ClusterQuality]:
+    """:func:`cluster_quality` and the pseudo-labels it scored (``-1``: outlier)."""
     feats = features.detach().cpu().numpy() if isinstance(features, torch.Tensor) else features
     feats = np.asarray(feats, np.float32)
     result = cluster_pseudo_labels(feats, params)
     quality = label_free_quality(feats, result.labels, params.silhouette_sample)
     score = max(quality.score, 0.0)  # a rejected labelling (one giant cluster) scores 0
-    return ClusterQuality(
+    return result.labels, ClusterQuality(
         score, quality.silhouette, quality.clustered, quality.clusters, result.eps
     )
-
-
-def scaled_k1(n: int, ceiling: int = 30) -> int:
-    """A k-reciprocal neighbourhood that follows the set's size: ``sqrt(n)``, in
-    ``[6, ceiling]`` (30, the Market-1501 value, from ~900 images up)."""
-    return int(min(ceiling, max(6, round(n**0.5))))
-
-
-def cross_camera_share(labels: np.ndarray, cameras: np.ndarray) -> float:
-    """Share of all samples that sit in a cluster spanning two or more cameras."""
-    labels, cameras = np.asarray(labels), np.asarray(cameras)
-    kept = labels >= 0
-    if not kept.any():
-        return 0.0
-    spans = {c: len(set(cameras[labels == c].tolist())) for c in np.unique(labels[kept])}
-    multi = np.array([spans.get(int(label), 0) >= 2 for label in labels]) & kept
-    return float(multi.mean())
-
-
-def knn_cross_camera(features: np.ndarray, cameras: np.ndarray, k: int = 5) -> float:
-    """Mean share of each sample's ``k`` nearest neighbours (cosine) from another camera,
-    over the share a random neighbour would have (1: camera-blind; below: camera-bound)."""
-    feats = np.asarray(features, np.float32)
-    cameras = np.asarray(cameras)
-    n = len(feats)
-    k = min(k, n - 1)
-    if k < 1:
-        return 0.0
-    sims = feats @ feats.T
-    np.fill_diagonal(sims, -np.inf)
-    nearest = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-    other = (cameras[nearest] != cameras[:, None]).mean()
-    _, counts = np.unique(cameras, return_counts=True)
-    chance = 1.0 - float(((counts / n) ** 2).sum())
-    return float(other / chance) if chance > 0 else 0.0
-
-
-def score_features(features: np.ndarray, cameras: np.ndarray) -> dict[str, float]:
-    """Every criterion of :data:`CRITERIA` on one model's train features (analysis)."""
-    feats = np.asarray(features, np.float32)
-    out: dict[str, float] = {}
-    for suffix, params in (
-        ("", ClusteringParams()),
-        ("_k1_scaled", ClusteringParams(k1=scaled_k1(len(feats)))),
-    ):
-        result = cluster_pseudo_labels(feats, params)
-        quality = label_free_quality(feats, result.labels, params.silhouette_sample)
-        base = max(quality.score, 0.0)
-        share = cross_camera_share(result.labels, cameras) / max(quality.clustered, 1e-12)
-        out["cluster_quality" + suffix] = base
-        out["cross_camera_quality" + suffix] = base * share
-    mix = knn_cross_camera(feats, cameras)
-    out["knn_cross_camera"] = mix
-    out["quality_x_knn_cross_camera"] = out["cluster_quality"] * mix
-    return out
-
-
-CRITERIA = (
-    "cluster_quality",
-    "cluster_quality_k1_scaled",
-    "cross_camera_quality",
-    "cross_camera_quality_k1_scaled",
-    "knn_cross_camera",
-    "quality_x_knn_cross_camera",
-)
-"""The label-free scores :func:`score_features` computes (``scripts/checkpoint_criteria.py``)."""
 
 
 def clustering_params_of(method: object) -> ClusteringParams:
