@@ -19,10 +19,14 @@ for comparison. ``--baseline DIR`` also serves from another checkout of this rep
 Reported per cell: requests (= images) per second and its ratio to the raw runtime
 throughput of the same model measured in the same run (``runtime.embed`` on preprocessed
 batches of 1, 8 and ``max_batch``, same threads and workers, the best taken), p50/p99
-latency, errors, the server process's CPU time per request, the same without inference
-(the runtime's own CPU time, estimated from the raw measurement: a per-call and a
-per-image cost fitted on the batch sizes measured, applied to the calls and images the
-server's ``/metrics`` counted), and the load generator's CPU time per request.
+latency, errors, the server process's CPU time per request, the same without inference,
+and the load generator's CPU time per request. The runtime's own CPU time is what the
+server measures (``reid_inference_cpu_seconds_total`` in ``/metrics``: the CPU time of
+its inference threads inside the runtime calls, exact with one intra-op thread); for a
+server that does not report it (an older ``--baseline``) or with ``--threads`` above 1
+it is estimated from the raw measurement instead (a per-call and a per-image cost fitted
+on the batch sizes measured, applied to the calls and images ``/metrics`` counted), and
+the report marks those cells with ``~``.
 """
 
 from __future__ import annotations
@@ -95,9 +99,10 @@ class Load:
     p99_ms: float
     errors: int
     server_cpu_ms: float  # server process CPU time per request
-    inference_cpu_ms: float  # of which the runtime's own (estimated), per request
+    inference_cpu_ms: float  # of which the runtime's own, per request
     client_cpu_ms: float  # load generator CPU time per request
     mean_batch: float  # images per runtime call
+    inference_measured: bool = True  # by the server (else fitted on the raw runtime)
 
     @property
     def rps(self) -> float:
@@ -318,15 +323,38 @@ def _metric(text: str, name: str, labels: str = "") -> float:
     return sum(float(m.group(2)) for m in re.finditer(pattern, text, flags=re.M))
 
 
+INFERENCE_CPU = "reid_inference_cpu_seconds_total"
+"""The server's own count of its runtime calls' CPU time (the calling threads')."""
+
+
 def server_counters(url: str, pid: int) -> dict[str, float]:
     """Served searches, runtime calls and images (``/metrics``), and process CPU time."""
-    text = httpx.get(f"{url}/metrics", timeout=10).text
+    return parse_counters(httpx.get(f"{url}/metrics", timeout=10).text, pid)
+
+
+def parse_counters(text: str, pid: int) -> dict[str, float]:
+    """:func:`server_counters` from a ``/metrics`` text (and the process's CPU time)."""
     return {
         "searches": _metric(text, "reid_requests_total", 'route="/v1/search/raw"'),
         "calls": _metric(text, "reid_batch_size_images_count"),
         "images": _metric(text, "reid_batch_size_images_sum"),
+        "inference_cpu": _metric(text, INFERENCE_CPU),
+        "reports_inference_cpu": float(bool(re.search(rf"^{INFERENCE_CPU} ", text, re.M))),
         "cpu": process_cpu_seconds(pid),
     }
+
+
+def inference_seconds(
+    after: dict[str, float], delta: dict[str, float], raw: Raw, threads: int
+) -> tuple[float, bool]:
+    """The runtime's CPU seconds in a cell, and whether the server measured them.
+
+    Measured (``reid_inference_cpu_seconds_total``) where the server reports it and the
+    runtime computes on the calling thread (one intra-op thread); else the fit on the raw
+    runtime applied to the calls and images the server counted."""
+    if after["reports_inference_cpu"] and threads == 1:
+        return delta["inference_cpu"], True
+    return raw.cpu_seconds(delta["calls"], delta["images"]), False
 
 
 def measure(
@@ -339,8 +367,12 @@ def measure(
     seconds: float,
     load: str,
     raw: Raw,
+    threads: int = 1,
 ) -> Load:
-    """One cell: 1 s of warm-up, then ``seconds`` of load, with the server's counters."""
+    """One cell: 1 s of warm-up, then ``seconds`` of load, with the server's counters.
+
+    The runtime's CPU time is the server's own measurement where it is exact (it reports
+    it, and computes with one intra-op thread), else the fit on the raw runtime."""
     drive = GENERATORS[load]
     drive(url, image, clients, 1.0)
     before = server_counters(url, pid)
@@ -348,12 +380,12 @@ def measure(
     after = server_counters(url, pid)
     delta = {key: after[key] - before[key] for key in after}
     served = max(1.0, delta["searches"])
-    inference = raw.cpu_seconds(delta["calls"], delta["images"])
+    inference, measured = inference_seconds(after, delta, raw, threads)
     return Load(
         server, mode, clients, driven.requests, driven.seconds, driven.p50_ms, driven.p99_ms,
         driven.errors, delta["cpu"] / served * 1000, inference / served * 1000,
         driven.client_cpu_s / max(1, driven.requests + driven.errors) * 1000,
-        delta["images"] / max(1.0, delta["calls"]),
+        delta["images"] / max(1.0, delta["calls"]), measured,
     )  # fmt: skip
 
 
@@ -398,10 +430,13 @@ def report(rows: list[Load], raw: Raw, args: argparse.Namespace) -> str:
         "",
         "Columns: `/ raw` is req/s over the raw runtime's best img/s (below); server CPU is "
         "the server process's CPU time (all threads) per served request; `excl. inference` "
-        "subtracts the runtime's own CPU time (raw measurement: "
-        f"{raw.cpu_per_call_s * 1000:.3f} ms per call + {raw.cpu_per_image_s * 1000:.3f} ms "
-        "per image, times the calls and images the server's `/metrics` counted; `batch` is "
-        "their ratio); client CPU is the load generator's.",
+        "subtracts the runtime's own CPU time, as the server measured it "
+        f"(`{INFERENCE_CPU}`: its inference threads' CPU time inside the runtime calls) "
+        "or, in cells marked `~` (a server that does not report it, or more than one "
+        "intra-op thread), as fitted on the raw measurement "
+        f"({raw.cpu_per_call_s * 1000:.3f} ms per call + {raw.cpu_per_image_s * 1000:.3f} ms "
+        "per image, times the calls and images the server's `/metrics` counted); `batch` is "
+        "images per runtime call; client CPU is the load generator's.",
         "",
         ("| server " if compare else "")
         + "| batching | clients | req/s (= img/s) | / raw | p50 ms | p99 ms | errors "
@@ -414,7 +449,8 @@ def report(rows: list[Load], raw: Raw, args: argparse.Namespace) -> str:
             (f"| {r.server} " if compare else "")
             + f"| {r.mode} | {r.clients} | {r.rps:.1f} | {r.rps / raw.best:.0%} | "
             f"{r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.errors} | {r.server_cpu_ms:.2f} | "
-            f"{r.overhead_ms:.2f} | {r.mean_batch:.1f} | {r.client_cpu_ms:.2f} |"
+            f"{'' if r.inference_measured else '~'}{r.overhead_ms:.2f} | {r.mean_batch:.1f} | "
+            f"{r.client_cpu_ms:.2f} |"
         )
     lines += [
         "",
@@ -433,6 +469,7 @@ def report(rows: list[Load], raw: Raw, args: argparse.Namespace) -> str:
         parts = [
             f"batching {r.mode} {r.rps / raw.best:.0%} with {r.overhead_ms:.2f} ms of server "
             "CPU per request outside inference"
+            + ("" if r.inference_measured else " (inference CPU fitted, not measured)")
             for r in cells
         ]
         ratio_ok = "met" if judged.rps / raw.best >= target else "not met"
@@ -538,7 +575,7 @@ def main(argv: list[str] | None = None) -> int:
                     for server, (proc, url) in procs.items():
                         row = measure(
                             server, mode, url, proc.pid, image, clients, args.seconds,
-                            args.load, raw,
+                            args.load, raw, args.threads,
                         )  # fmt: skip
                         rows.append(row)
                         print(

@@ -136,9 +136,10 @@ class MicroBatcher:
         batch = parts[0] if len(parts) == 1 else np.concatenate(parts)
         start = time.perf_counter()
         loop = asyncio.get_running_loop()
-        out = await loop.run_in_executor(self._executor, self.runtime.embed, batch)
+        out, cpu = await loop.run_in_executor(self._executor, _timed_embed, self.runtime, batch)
         self.calls += 1
         self.metrics.inference_latency.observe(time.perf_counter() - start)
+        self.metrics.inference_cpu.inc(cpu)
         self.metrics.batch_size.observe(len(batch))
         self.metrics.batch_requests.observe(len(parts))
         self.metrics.images_embedded.inc(len(batch))
@@ -255,6 +256,18 @@ class MicroBatcher:
             n = len(item.images)
             _settle(item.future, out[offset : offset + n])
             offset += n
+
+
+def _timed_embed(runtime: Runtime, batch: np.ndarray) -> tuple[np.ndarray, float]:
+    """``runtime.embed(batch)`` and the CPU seconds the calling thread spent in it.
+
+    With one intra-op thread onnxruntime and torch compute on the calling thread, so this
+    is the runtime's whole CPU cost of the call; threads of a bigger intra-op pool are
+    not counted (their work is then counted as the server's own by a process-wide meter).
+    """
+    start = time.thread_time()
+    out = runtime.embed(batch)
+    return out, time.thread_time() - start
 
 
 def _settle(

@@ -54,6 +54,12 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.inference_cpu = Counter(
+            "reid_inference_cpu_seconds",
+            "CPU time of the threads that made the runtime calls, inside the calls (all of "
+            "the runtime's CPU when it computes on the calling thread: one intra-op thread)",
+            registry=r,
+        )
         self.queue_depth = Gauge(
             "reid_batch_queue_depth_images", "Images waiting for the runtime", registry=r
         )

@@ -188,6 +188,48 @@ def test_batch_sizes_are_recorded_in_the_histogram():
     assert "reid_images_embedded_total 8.0" in text
 
 
+class BusyRuntime(ColourRuntime):
+    """Spends ``cpu`` seconds of its own thread's CPU time per call (then ``delay`` asleep)."""
+
+    def __init__(self, cpu: float, delay: float = 0.0) -> None:
+        super().__init__(delay=delay)
+        self.cpu = cpu
+
+    def _embed(self, images_: np.ndarray) -> np.ndarray:
+        start = time.thread_time()
+        while time.thread_time() - start < self.cpu:
+            pass
+        return super()._embed(images_)
+
+
+def _inference_cpu(text: str) -> float:
+    line = next(x for x in text.splitlines() if x.startswith("reid_inference_cpu_seconds_total"))
+    return float(line.split()[1])
+
+
+@pytest.mark.parametrize("enabled", [True, False], ids=["batching", "no-batching"])
+def test_the_runtimes_cpu_time_is_counted_and_sleep_is_not(enabled):
+    """``reid_inference_cpu_seconds_total`` is the CPU the calls themselves used (so a
+    benchmark can subtract it from the process's CPU): 4 calls burning 30 ms each count
+    ~120 ms, while their 50 ms asleep each and the event loop's own work do not."""
+
+    async def go(batcher):
+        for _ in range(4):
+            await batcher.embed(images(1, 0.1))
+        return batcher.metrics.render().decode()
+
+    async def with_busy():
+        batcher = MicroBatcher(BusyRuntime(cpu=0.03, delay=0.05), enabled=enabled, max_wait_ms=0)
+        await batcher.start()
+        try:
+            return await go(batcher)
+        finally:
+            await batcher.stop()
+
+    counted = _inference_cpu(run(with_busy()))
+    assert 0.12 <= counted < 0.12 + 0.04
+
+
 class OverlapRuntime(ColourRuntime):
     """Records how many ``embed`` calls ran at the same time."""
 
