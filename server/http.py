@@ -24,6 +24,7 @@ from server import docs, logs, wire
 from server.errors import ServiceError
 from server.middleware import SCOPE_KEY, BodyLimitMiddleware, MetricsMiddleware, error_response
 from server.routes import ROUTERS, page
+from server.routes.fastpath import FastPathMiddleware
 from server.service import SearchService
 from server.settings import ServerSettings
 
@@ -79,6 +80,8 @@ def create_app(
     for router in ROUTERS:
         app.include_router(router)
     app.include_router(page.router)
+    # innermost of the middleware: after the request id, metrics and body limits
+    app.add_middleware(FastPathMiddleware, routes=lambda: _all_routes(app))
     app.add_middleware(
         BodyLimitMiddleware, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout_s
     )

@@ -12,6 +12,13 @@ else, which FastAPI then handles exactly as before. So every refusal (503, 401/4
 400/422 with FastAPI's validation messages) still comes from FastAPI and the
 dependencies; the fast path only has to agree with them on what they accept
 (``tests/test_server_http.py`` checks both helpers below against FastAPI).
+
+:class:`FastPathMiddleware` goes one step further for the same routes: placed just
+inside the server's own middleware (request id, metrics, access log, body limits), it
+offers a request for a fast-path route to its fast path before Starlette's exception
+middleware, router and FastAPI's request wrappers run, which under load were half of
+the event loop's CPU per inference request (py-spy, docs/BENCHMARKS.md). A request the
+fast path declines continues down the ordinary stack, body included.
 """
 
 from __future__ import annotations
@@ -24,8 +31,11 @@ from typing import Any, Generic, TypeVar
 from fastapi import Request
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
+from starlette._utils import get_route_path
 from starlette.datastructures import Headers, QueryParams
 from starlette.responses import Response
+from starlette.routing import BaseRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 M = TypeVar("M", bound=BaseModel)
 FastPath = Callable[[Request], Awaitable[Response | None]]
@@ -57,6 +67,88 @@ class FastPathRoute(APIRoute):
             return response if response is not None else await declared(request)
 
         return handler
+
+
+class FastPathMiddleware:
+    """Offers each request for a fast-path route (``routes``: the routers' routes, in
+    the app's order) to that route's fast path before the rest of the ASGI stack.
+
+    A request goes to the fast path only when the first route matching its path and
+    method is a fast-path one (as the router would choose). ``ServiceError`` answers as
+    the app's handler does; anything else propagates to the outer middleware (a JSON
+    500 with the request id). Declined requests (``None``) go on with their body intact.
+    """
+
+    def __init__(self, app: ASGIApp, routes: Callable[[], list[BaseRoute]]) -> None:
+        self.app = app
+        self._routes = routes
+        self._table: list[tuple[APIRoute, FastPath | None]] | None = None
+
+    def table(self) -> list[tuple[APIRoute, FastPath | None]]:
+        """Every API route up to the last fast-path one, with its fast path (or None)."""
+        if self._table is None:
+            rows = [
+                (route, getattr(route.endpoint, _ATTRIBUTE, None))
+                for route in self._routes()
+                if isinstance(route, APIRoute)
+            ]
+            last = max((i for i, (_, fast) in enumerate(rows) if fast), default=-1)
+            self._table = rows[: last + 1]
+        return self._table
+
+    def _find(self, scope: Scope) -> tuple[APIRoute, FastPath, dict[str, Any]] | None:
+        path, method = get_route_path(scope), scope["method"]  # as the router reads it
+        for route, fast in self.table():
+            match = route.path_regex.match(path)
+            if match is None or (route.methods and method not in route.methods):
+                continue
+            if fast is None:
+                return None  # an ordinary route answers this request first
+            params = {
+                key: route.param_convertors[key].convert(value)
+                for key, value in match.groupdict().items()
+            }
+            return route, fast, params
+        return None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        found = self._find(scope) if scope["type"] == "http" else None
+        if found is None:
+            await self.app(scope, receive, send)
+            return
+        from server.errors import ServiceError
+        from server.middleware import error_response
+
+        route, fast, params = found
+        scope["route"] = route
+        scope["endpoint"] = route.endpoint
+        scope["path_params"] = params
+        request = Request(scope, receive, send)
+        try:
+            response = await fast(request)
+        except ServiceError as exc:
+            response = error_response(exc.http_status, type(exc).__name__, exc.message)
+        if response is None:
+            await self.app(scope, _replay(request, receive), send)
+            return
+        await response(scope, receive, send)
+
+
+def _replay(request: Request, receive: Receive) -> Receive:
+    """``receive`` for the rest of the stack: the body again if the fast path read it."""
+    body: bytes | None = getattr(request, "_body", None)
+    if body is None:
+        return receive
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
 
 
 def request_key(headers: Headers) -> str | None:
