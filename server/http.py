@@ -22,7 +22,13 @@ from starlette.routing import BaseRoute, Match
 
 from server import docs, logs, wire
 from server.errors import ServiceError
-from server.middleware import SCOPE_KEY, BodyLimitMiddleware, MetricsMiddleware, error_response
+from server.middleware import (
+    SCOPE_KEY,
+    BodyLimitMiddleware,
+    MetricsMiddleware,
+    error_response,
+    service_error_response,
+)
 from server.routes import ROUTERS, page
 from server.routes.fastpath import FastPathMiddleware
 from server.service import SearchService
@@ -95,7 +101,7 @@ def create_app(
 def _add_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
-        return error_response(exc.http_status, type(exc).__name__, exc.message)
+        return service_error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server import logs
+from server.errors import ServiceError
 
 access_log = logging.getLogger("server.access")
 log = logging.getLogger("server.http")
@@ -34,6 +35,11 @@ def error_response(
         body["request_id"] = rid
     headers = {logs.HEADER: rid} if rid else None
     return JSONResponse({"error": body}, status_code=status, headers=headers)
+
+
+def service_error_response(exc: ServiceError) -> JSONResponse:
+    """The answer to a :class:`ServiceError` (its status, type and message)."""
+    return error_response(exc.http_status, type(exc).__name__, exc.message)
 
 
 # -- middleware ------------------------------------------------------------------------

@@ -37,14 +37,23 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from server.errors import ServiceError
+from server.middleware import service_error_response
+
 M = TypeVar("M", bound=BaseModel)
 FastPath = Callable[[Request], Awaitable[Response | None]]
 _ATTRIBUTE = "__reid_fast_path__"
+_DECLINED = "reid.fast_path_declined"
+"""Scope key set when :class:`FastPathMiddleware` offered the request and it was declined
+(the route then skips its fast path: it would decline again)."""
 
 
 def fast_path(handler: FastPath) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator (under ``@router.post``): ``handler`` answers the endpoint's ordinary
-    requests first; routes of a router whose ``route_class`` is :class:`FastPathRoute`."""
+    requests first; routes of a router whose ``route_class`` is :class:`FastPathRoute`.
+
+    A handler that returns None (declines) must not have read the body other than with
+    ``await request.body()`` (which the rest of the stack gets again)."""
 
     def mark(endpoint: Callable[..., Any]) -> Callable[..., Any]:
         setattr(endpoint, _ATTRIBUTE, handler)
@@ -63,6 +72,8 @@ class FastPathRoute(APIRoute):
             return declared
 
         async def handler(request: Request) -> Response:
+            if request.scope.get(_DECLINED):  # FastPathMiddleware asked already
+                return await declared(request)
             response = await fast(request)
             return response if response is not None else await declared(request)
 
@@ -116,9 +127,6 @@ class FastPathMiddleware:
         if found is None:
             await self.app(scope, receive, send)
             return
-        from server.errors import ServiceError
-        from server.middleware import error_response
-
         route, fast, params = found
         scope["route"] = route
         scope["endpoint"] = route.endpoint
@@ -127,8 +135,9 @@ class FastPathMiddleware:
         try:
             response = await fast(request)
         except ServiceError as exc:
-            response = error_response(exc.http_status, type(exc).__name__, exc.message)
+            response = service_error_response(exc)  # as the app's exception handler
         if response is None:
+            scope[_DECLINED] = True
             await self.app(scope, _replay(request, receive), send)
             return
         await response(scope, receive, send)
@@ -138,6 +147,9 @@ def _replay(request: Request, receive: Receive) -> Receive:
     """``receive`` for the rest of the stack: the body again if the fast path read it."""
     body: bytes | None = getattr(request, "_body", None)
     if body is None:
+        if getattr(request, "_stream_consumed", False):
+            raise RuntimeError("a fast path declined after streaming the body (read it with "
+                               "request.body(), or answer)")  # fmt: skip
         return receive
     sent = False
 
