@@ -11,9 +11,9 @@ from fastapi.testclient import TestClient
 from server_fakes import image_bytes
 
 from server.errors import BadInputError
-from server.routes.fastpath import FastPathMiddleware, FastPathRoute, fast_path
+from server.routes.fastpath import FastPathMiddleware, fast_path
 
-router = APIRouter(route_class=FastPathRoute)
+router = APIRouter()
 seen: dict[str, object] = {}
 
 

@@ -3,29 +3,26 @@
 For every request FastAPI walks the route's declarations to solve its dependencies and
 parameters: for ``POST /v1/search/raw`` (three dependencies, two security schemes, a
 query model of nine fields) that was ~0.3 ms of CPU, as much as decoding, embedding
-bookkeeping and searching together. :class:`FastPathRoute` keeps the endpoint and its
-signature as they are (they define the OpenAPI schema and serve every request the fast
-path declines) and first offers each request to the endpoint's fast path
-(:func:`fast_path`): an ``async`` function of the request that answers the ordinary
-case (service ready, key accepted, parameters valid) and returns ``None`` for anything
-else, which FastAPI then handles exactly as before. So every refusal (503, 401/403,
-400/422 with FastAPI's validation messages) still comes from FastAPI and the
-dependencies; the fast path only has to agree with them on what they accept
-(``tests/test_server_http.py`` checks both helpers below against FastAPI).
-
-:class:`FastPathMiddleware` goes one step further for the same routes: placed just
-inside the server's own middleware (request id, metrics, access log, body limits), it
-offers a request for a fast-path route to its fast path before Starlette's exception
-middleware, router and FastAPI's request wrappers run, which under load were half of
-the event loop's CPU per inference request (py-spy, docs/BENCHMARKS.md). A request the
-fast path declines continues down the ordinary stack, body included.
+bookkeeping and searching together; and Starlette's exception middleware, its router
+and FastAPI's request wrappers were half of the event loop's CPU per inference request
+(py-spy, docs/BENCHMARKS.md). An endpoint marked with :func:`fast_path` keeps its
+signature (it defines the OpenAPI schema and serves every request the fast path
+declines); :class:`FastPathMiddleware`, just inside the server's own middleware
+(request id, metrics, access log, body limits), first offers each request for it to its
+fast path: an ``async`` function of the request that answers the ordinary case (service
+ready, key accepted, parameters valid) and returns ``None`` for anything else, which
+then goes down the ordinary stack, body included, and FastAPI handles exactly as
+before. So every refusal (503, 401/403, 400/422 with FastAPI's validation messages)
+still comes from FastAPI and the dependencies; the fast path only has to agree with
+them on what they accept (``tests/test_server_http.py`` checks both helpers below
+against FastAPI).
 """
 
 from __future__ import annotations
 
 import types
 import typing
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
 from fastapi import Request
@@ -43,14 +40,11 @@ from server.middleware import service_error_response
 M = TypeVar("M", bound=BaseModel)
 FastPath = Callable[[Request], Awaitable[Response | None]]
 _ATTRIBUTE = "__reid_fast_path__"
-_DECLINED = "reid.fast_path_declined"
-"""Scope key set when :class:`FastPathMiddleware` offered the request and it was declined
-(the route then skips its fast path: it would decline again)."""
 
 
 def fast_path(handler: FastPath) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator (under ``@router.post``): ``handler`` answers the endpoint's ordinary
-    requests first; routes of a router whose ``route_class`` is :class:`FastPathRoute`.
+    requests first (in an app with :class:`FastPathMiddleware`).
 
     A handler that returns None (declines) must not have read the body other than with
     ``await request.body()`` (which the rest of the stack gets again)."""
@@ -60,24 +54,6 @@ def fast_path(handler: FastPath) -> Callable[[Callable[..., Any]], Callable[...,
         return endpoint
 
     return mark
-
-
-class FastPathRoute(APIRoute):
-    """An ``APIRoute`` that offers each request to its endpoint's fast path first."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        declared = super().get_route_handler()
-        fast: FastPath | None = getattr(self.endpoint, _ATTRIBUTE, None)
-        if fast is None:
-            return declared
-
-        async def handler(request: Request) -> Response:
-            if request.scope.get(_DECLINED):  # FastPathMiddleware asked already
-                return await declared(request)
-            response = await fast(request)
-            return response if response is not None else await declared(request)
-
-        return handler
 
 
 class FastPathMiddleware:
@@ -93,25 +69,27 @@ class FastPathMiddleware:
     def __init__(self, app: ASGIApp, routes: Callable[[], list[BaseRoute]]) -> None:
         self.app = app
         self._routes = routes
-        self._table: list[tuple[APIRoute, FastPath | None]] | None = None
+        self._tables: dict[str, list[tuple[APIRoute, FastPath | None]]] = {}
 
-    def table(self) -> list[tuple[APIRoute, FastPath | None]]:
-        """Every API route up to the last fast-path one, with its fast path (or None)."""
-        if self._table is None:
+    def table(self, method: str) -> list[tuple[APIRoute, FastPath | None]]:
+        """The API routes answering ``method``, in order, up to the last fast-path one,
+        each with its fast path (or None); empty where no fast path takes ``method``, so
+        those requests pass with no matching at all."""
+        if method not in self._tables:
             rows = [
                 (route, getattr(route.endpoint, _ATTRIBUTE, None))
                 for route in self._routes()
-                if isinstance(route, APIRoute)
+                if isinstance(route, APIRoute) and (not route.methods or method in route.methods)
             ]
             last = max((i for i, (_, fast) in enumerate(rows) if fast), default=-1)
-            self._table = rows[: last + 1]
-        return self._table
+            self._tables[method] = rows[: last + 1]
+        return self._tables[method]
 
     def _find(self, scope: Scope) -> tuple[APIRoute, FastPath, dict[str, Any]] | None:
-        path, method = get_route_path(scope), scope["method"]  # as the router reads it
-        for route, fast in self.table():
+        path = get_route_path(scope)  # as the router reads it
+        for route, fast in self.table(scope["method"]):
             match = route.path_regex.match(path)
-            if match is None or (route.methods and method not in route.methods):
+            if match is None:
                 continue
             if fast is None:
                 return None  # an ordinary route answers this request first
@@ -137,7 +115,6 @@ class FastPathMiddleware:
         except ServiceError as exc:
             response = service_error_response(exc)  # as the app's exception handler
         if response is None:
-            scope[_DECLINED] = True
             await self.app(scope, _replay(request, receive), send)
             return
         await response(scope, receive, send)

@@ -31,10 +31,10 @@ from fastapi.responses import JSONResponse, Response
 
 from server.errors import ServiceError
 from server.routes.deps import loaded_service, require_read
-from server.routes.fastpath import FastPathRoute, fast_path, request_key
+from server.routes.fastpath import fast_path, request_key
 from server.service import SearchService
 
-router = APIRouter(tags=["open inference protocol (KServe v2)"], route_class=FastPathRoute)
+router = APIRouter(tags=["open inference protocol (KServe v2)"])
 
 MODEL_NAME = "reid"
 VERSION = "1"

@@ -12,7 +12,7 @@ from reid.gallery import Match
 from reid_client import schemas as s
 from server.errors import ServiceError, UnsupportedMediaError
 from server.routes.deps import IMAGE_ERRORS, NOT_FOUND, EntryId, Reader
-from server.routes.fastpath import FastPathRoute, QueryModel, fast_path, request_key
+from server.routes.fastpath import QueryModel, fast_path, request_key
 from server.service import SearchOptions, SearchService
 from server.wire import (
     EntrySearchForm,
@@ -23,7 +23,7 @@ from server.wire import (
     thumbnail_url,
 )
 
-router = APIRouter(tags=["search"], responses=IMAGE_ERRORS, route_class=FastPathRoute)
+router = APIRouter(tags=["search"], responses=IMAGE_ERRORS)
 
 RAW_TYPES = ("image/", "application/octet-stream")
 Images = Annotated[
