@@ -14,8 +14,14 @@ highest-scoring candidate, and the table reports the mAP that choice gets agains
 needs labels). Use it on validation runs only: a criterion chosen on a test split's
 mAP is chosen on the test split.
 
+``--logged`` compares from the runs' own logs instead, without loading a model: the
+candidates are every model the trainer scored (``selection.json``: the start and every
+``select_every`` epochs, each with its cluster quality under the run's own clustering
+settings and its pseudo-label agreement with the candidate before), each with the mAP
+``metrics.csv`` gives it (so train with ``eval.every`` equal to ``select_every``).
+
     .venv/bin/python scripts/checkpoint_criteria.py runs/val/ft/sup2_s0 runs/val/ft/aff2_s0 ...
-        [--json OUT.json]
+        [--json OUT.json] [--logged]
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ from trainer.clustering import ClusteringParams  # noqa: E402
 from trainer.config import read_yaml  # noqa: E402
 from trainer.engine import seed_everything  # noqa: E402
 from trainer.features import extract_features  # noqa: E402
-from trainer.selection import clustered_quality  # noqa: E402
+from trainer.selection import SELECTION_LOG, clustered_quality  # noqa: E402
 
 START_MAP = re.compile(r"before training: mAP ([0-9.]+)%")
 CANDIDATES = {
@@ -117,6 +123,33 @@ CRITERIA = (
 trainer's own (``trainer.selection``), here with the default clustering settings."""
 
 
+LOGGED_CRITERIA = ("logged_cluster_quality", "agreement", "quality_x_agreement")
+"""The scores :func:`logged_run` reads from a run's ``selection.json``: the trainer's
+cluster quality (the run's own clustering settings), the adjusted Rand index of the
+candidate's pseudo-labels with the previous candidate's (none for the start), and their
+product."""
+
+
+def logged_run(run: Path) -> dict:
+    """Every candidate the trainer scored, with its logged scores and its mAP."""
+    config = read_yaml(run / "config.yaml")
+    log = json.loads((run / SELECTION_LOG).read_text())
+    maps = epoch_maps(run)
+    selected = log.get("selected", {}).get("epoch")
+    rows = []
+    for cand in log["candidates"]:
+        agreement = cand.get("agreement")
+        scores = {
+            "logged_cluster_quality": cand["score"],
+            "agreement": agreement,
+            "quality_x_agreement": None if agreement is None else cand["score"] * agreement,
+        }
+        name = "selected" if cand["epoch"] == selected else "scored"
+        rows.append({"name": name, "epoch": cand["epoch"], "mAP": maps.get(cand["epoch"]),
+                     "scores": scores})  # fmt: skip
+    return {"run": str(run), "method": config["method"]["name"], "candidates": rows}
+
+
 def epoch_maps(run: Path) -> dict[int, float]:
     """Epoch -> mAP (%) of every evaluated epoch, and 0 -> the starting model's."""
     maps: dict[int, float] = {}
@@ -180,8 +213,10 @@ def score_run(run: Path, device: torch.device) -> dict:
     return {"run": str(run), "method": config["method"]["name"], "candidates": rows}
 
 
-def summarise(results: list[dict]) -> str:
-    """Mean mAP of each criterion's choice over the runs, beside last / start / oracle."""
+def summarise(results: list[dict], criteria: tuple[str, ...] = CRITERIA) -> str:
+    """Mean mAP of each criterion's choice over the runs, beside last / start / oracle;
+    a candidate a criterion cannot score (``None``: the start's agreement) is never its
+    choice unless nothing else is scored."""
     usable = [r for r in results if all(c["mAP"] is not None for c in r["candidates"])]
     lines = [
         f"{len(usable)} runs with every candidate's mAP known",
@@ -208,8 +243,16 @@ def summarise(results: list[dict]) -> str:
         "oracle (labels)": pick_oracle,
         "the run's own model_selected.pt": pick_own,
     }
-    for name in CRITERIA:
-        pickers[name] = lambda cands, name=name: max(cands, key=lambda c: c["scores"][name])
+
+    def by_score(name: str):
+        def key(cand: dict) -> tuple[bool, float]:
+            value = cand["scores"][name]
+            return value is not None, -np.inf if value is None else value
+
+        return lambda cands: max(cands, key=key)
+
+    for name in criteria:
+        pickers[name] = by_score(name)
     for label, pick in pickers.items():
         chosen = [pick(r["candidates"]) for r in usable]
         last = [pick_last(r["candidates"]) for r in usable]
@@ -225,16 +268,27 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--json", type=Path, help="write every candidate's scores here")
+    parser.add_argument(
+        "--logged", action="store_true",
+        help="compare the trainer's logged candidates (selection.json) instead of re-scoring "
+        "the kept checkpoints",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     device = torch.device("cpu")
     runs = [run for run in args.runs if is_scored_run(run)]
+    if args.logged:
+        runs = [run for run in runs if (run / SELECTION_LOG).exists()]
     for run in sorted(set(args.runs) - set(runs)):
-        print(f"skipped {run}: not a run with metrics.csv and a start score", flush=True)
-    results = [score_run(run, device) for run in runs]
+        print(f"skipped {run}: not a run with metrics.csv, a start score"
+              + (f" and {SELECTION_LOG}" if args.logged else ""), flush=True)  # fmt: skip
+    if args.logged:
+        results = [logged_run(run) for run in runs]
+    else:
+        results = [score_run(run, device) for run in runs]
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
-    print(summarise(results))
+    print(summarise(results, LOGGED_CRITERIA if args.logged else CRITERIA))
     return 0
 
 

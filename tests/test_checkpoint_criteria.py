@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -12,8 +13,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 from checkpoint_criteria import (  # noqa: E402
     CRITERIA,
+    LOGGED_CRITERIA,
     cross_camera_share,
     knn_cross_camera,
+    logged_run,
     scaled_k1,
     score_features,
     summarise,
@@ -49,6 +52,46 @@ def test_each_choice_is_scored_by_the_map_of_the_model_it_picks():
 def test_a_run_missing_a_candidates_map_is_left_out():
     runs = [{"candidates": [_candidate(0, 20.0, 0.5), {**_candidate(4, 0.0, 0.1), "mAP": None}]}]
     assert summarise(runs).startswith("0 runs")
+
+
+def _logged_run_folder(root: Path) -> Path:
+    """A run as the trainer leaves it: start scored before training, epochs 2 and 4 after."""
+    run = root / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("method:\n  name: aff_scl\n")
+    (run / "train.log").write_text("... before training: mAP 20.0% rank-1 30.0%\n")
+    (run / "metrics.csv").write_text("epoch,loss,mAP\n1,2.0,\n2,1.5,0.25\n3,1.2,\n4,1.0,0.22\n")
+    candidates = [
+        {"epoch": 0, "score": 0.10, "agreement": None},
+        {"epoch": 2, "score": 0.20, "agreement": 0.30},
+        {"epoch": 4, "score": 0.30, "agreement": 0.90},
+    ]
+    selection = {"criterion": "cluster_quality", "candidates": candidates,
+                 "selected": candidates[2]}  # fmt: skip
+    (run / "selection.json").write_text(json.dumps(selection))
+    return run
+
+
+def test_a_logged_run_gives_every_scored_candidate_with_its_epochs_map(tmp_path):
+    result = logged_run(_logged_run_folder(tmp_path))
+    assert result["method"] == "aff_scl"
+    assert [(c["epoch"], c["mAP"]) for c in result["candidates"]] == [(0, 20.0), (2, 25.0),
+                                                                      (4, 22.0)]  # fmt: skip
+    assert [c["name"] for c in result["candidates"]] == ["scored", "scored", "selected"]
+    last = result["candidates"][2]["scores"]
+    assert last == {"logged_cluster_quality": 0.30, "agreement": 0.90,
+                    "quality_x_agreement": pytest.approx(0.27)}  # fmt: skip
+
+
+def test_the_start_without_an_agreement_is_never_the_agreement_choice(tmp_path):
+    result = logged_run(_logged_run_folder(tmp_path))
+    for cand in result["candidates"][1:]:
+        cand["scores"]["agreement"] = -0.5  # every trained candidate disagrees
+    result["candidates"][1]["scores"]["agreement"] = -0.1
+    table = summarise([result], LOGGED_CRITERIA)
+    lines = {line.split(" | ")[0].strip("| "): line for line in table.splitlines()}
+    assert lines["agreement"].split(" | ")[1] == "25.0"  # epoch 2, not the unscored start
+    assert lines["logged_cluster_quality"].split(" | ")[1] == "22.0"
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

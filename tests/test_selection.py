@@ -13,7 +13,13 @@ import yaml
 
 from trainer.cli import main
 from trainer.clustering import ClusteringParams
-from trainer.selection import SELECTED_CHECKPOINT, SELECTION_LOG, cluster_quality
+from trainer.selection import (
+    PREVIOUS_LABELS,
+    SELECTED_CHECKPOINT,
+    SELECTION_LOG,
+    cluster_quality,
+    label_agreement,
+)
 
 PARAMS = ClusteringParams(eps=0.6, min_samples=4, k1=10, k2=3)
 
@@ -46,6 +52,26 @@ def test_outliers_count_zero_so_the_score_is_silhouette_times_the_clustered_shar
     assert quality.score == pytest.approx(quality.silhouette * quality.clustered)
 
 
+def test_the_same_partition_under_other_cluster_numbers_agrees_fully():
+    assert label_agreement(np.array([0, 0, 1, 1, 2]), np.array([5, 5, 3, 3, 0])) == 1.0
+
+
+def test_each_outlier_is_a_cluster_of_its_own():
+    # two outliers are not "the same cluster -1": grouping them would be a change
+    assert label_agreement(np.array([0, 0, -1, -1]), np.array([0, 0, -1, -1])) == 1.0
+    assert label_agreement(np.array([0, 0, -1, -1]), np.array([0, 0, 1, 1])) < 1.0
+
+
+def test_unrelated_partitions_agree_about_zero():
+    rng = np.random.default_rng(0)
+    assert abs(label_agreement(rng.integers(0, 10, 2000), rng.integers(0, 10, 2000))) < 0.02
+
+
+def test_labellings_of_different_sets_are_refused():
+    with pytest.raises(ValueError, match="different sizes"):
+        label_agreement(np.zeros(3), np.zeros(4))
+
+
 @pytest.fixture(scope="module")
 def selected_run(tmp_path_factory, tiny_synthetic: Path) -> Path:
     root = tmp_path_factory.mktemp("selection")
@@ -70,6 +96,20 @@ def test_the_start_every_select_every_epochs_and_the_last_epoch_are_candidates(s
     assert [c["epoch"] for c in log["candidates"]] == [0, 2, 3]
     best = max(log["candidates"], key=lambda c: c["score"])
     assert log["selected"]["epoch"] == best["epoch"]
+
+
+def test_every_candidate_after_the_first_records_its_agreement_with_the_one_before(
+    selected_run,
+):
+    log = json.loads((selected_run / SELECTION_LOG).read_text())
+    agreements = [c["agreement"] for c in log["candidates"]]
+    assert agreements[0] is None
+    assert all(-1.0 <= a <= 1.0 for a in agreements[1:])
+    assert PREVIOUS_LABELS not in log  # the labels stay in the checkpoint state only
+    # --resume restores the last candidate's pseudo-labels, so the next agreement has them
+    state = torch.load(selected_run / "checkpoint_last.pt", weights_only=False)["training"]
+    labels = state["selection"][PREVIOUS_LABELS]
+    assert len(labels) > 0 and all(isinstance(label, int) for label in labels)
 
 
 def test_the_selected_model_is_saved_with_why_it_was_chosen(selected_run):

@@ -22,13 +22,18 @@ none flagged the runs that ended below their start (docs/RESULTS.md, "Choosing t
 checkpoint without labels on real crops"; ``scripts/checkpoint_criteria.py`` holds the
 variants and compares them). So ``model_selected.pt`` is written beside the last
 checkpoint, which stays what is exported.
+
+Each candidate also records ``agreement``: the adjusted Rand index between its
+pseudo-labels and the previous candidate's (how stable the clustering has become; an
+outlier counts as a cluster of its own), so that criterion can be compared from
+``selection.json`` alone.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +47,8 @@ from trainer.logging_utils import get_logger
 
 SELECTED_CHECKPOINT = "model_selected.pt"
 SELECTION_LOG = "selection.json"
+PREVIOUS_LABELS = "previous_labels"
+"""``state.selection`` key of the last candidate's pseudo-labels (kept for ``--resume``)."""
 
 
 @dataclass(frozen=True)
@@ -54,9 +61,32 @@ class ClusterQuality:
     clustered: float
     clusters: int
     eps: float
+    agreement: float | None = None
+    """Adjusted Rand index with the previous candidate's pseudo-labels (None: first)."""
 
     def as_record(self) -> dict[str, float]:
-        return {"select_score": self.score, "select_clustered": self.clustered}
+        record = {"select_score": self.score, "select_clustered": self.clustered}
+        if self.agreement is not None:
+            record["select_agreement"] = self.agreement
+        return record
+
+
+def label_agreement(first: np.ndarray, second: np.ndarray) -> float:
+    """Adjusted Rand index of two pseudo-labellings of the same samples, each outlier
+    (``-1``) a cluster of its own: 1 for the same partition, about 0 for unrelated ones."""
+    from sklearn.metrics import adjusted_rand_score
+
+    first, second = np.asarray(first, np.int64), np.asarray(second, np.int64)
+    if first.shape != second.shape:
+        raise ValueError(f"labellings of different sizes: {first.shape} vs {second.shape}")
+    return float(adjusted_rand_score(_singletons(first), _singletons(second)))
+
+
+def _singletons(labels: np.ndarray) -> np.ndarray:
+    out = labels.copy()
+    outliers = out < 0
+    out[outliers] = out.max(initial=-1) + 1 + np.arange(int(outliers.sum()))
+    return out
 
 
 def cluster_quality(
@@ -110,7 +140,11 @@ class SelectionHook(HookBase):
             **t.embed_options,
             desc="selection features",
         )
-        quality = cluster_quality(features, clustering_params_of(t.method))
+        labels, quality = clustered_quality(features, clustering_params_of(t.method))
+        previous = t.state.selection.get(PREVIOUS_LABELS)
+        if previous is not None and len(previous) == len(labels):
+            quality = replace(quality, agreement=label_agreement(np.asarray(previous), labels))
+        t.state.selection[PREVIOUS_LABELS] = labels.tolist()
         t.epoch_record["select_time"] = time.perf_counter() - start
         return quality
 
@@ -158,6 +192,8 @@ class SelectionHook(HookBase):
             f"{selected.get('eps', float('nan')):.2f}); last "
             f"epoch {last['epoch']}: {last['score']:.4f}"
         )
+        if last.get("agreement") is not None:
+            why += f", pseudo-label agreement with the candidate before {last['agreement']:.3f}"
         where = "the starting model" if selected["epoch"] == 0 else f"epoch {selected['epoch']}"
         log = get_logger()
         if selected["epoch"] == 0 and len(candidates) > 1:
@@ -167,5 +203,6 @@ class SelectionHook(HookBase):
             )
         else:
             log.info(f"selected {where} for {SELECTED_CHECKPOINT}: {why}")
-        summary = {"criterion": "cluster_quality", **t.state.selection}
+        kept = {key: value for key, value in t.state.selection.items() if key != PREVIOUS_LABELS}
+        summary = {"criterion": "cluster_quality", **kept}
         (self.out_dir / SELECTION_LOG).write_text(json.dumps(summary, indent=2) + "\n")
