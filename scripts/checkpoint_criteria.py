@@ -274,18 +274,18 @@ def main(argv: list[str] | None = None) -> int:
         "the kept checkpoints",
     )  # fmt: skip
     args = parser.parse_args(argv)
-    torch.set_num_threads(2)
-    device = torch.device("cpu")
-    runs = [run for run in args.runs if is_scored_run(run)]
-    if args.logged:
-        runs = [run for run in runs if (run / SELECTION_LOG).exists()]
+    needs = "metrics.csv, a start score" + (f" and {SELECTION_LOG}" if args.logged else "")
+    runs = [
+        run for run in args.runs
+        if is_scored_run(run) and (not args.logged or (run / SELECTION_LOG).exists())
+    ]  # fmt: skip
     for run in sorted(set(args.runs) - set(runs)):
-        print(f"skipped {run}: not a run with metrics.csv, a start score"
-              + (f" and {SELECTION_LOG}" if args.logged else ""), flush=True)  # fmt: skip
+        print(f"skipped {run}: not a run with {needs}", flush=True)
     if args.logged:
         results = [logged_run(run) for run in runs]
     else:
-        results = [score_run(run, device) for run in runs]
+        torch.set_num_threads(2)
+        results = [score_run(run, torch.device("cpu")) for run in runs]
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     print(summarise(results, LOGGED_CRITERIA if args.logged else CRITERIA))
