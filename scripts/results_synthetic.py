@@ -464,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument(
         "--dataset", choices=("synthetic", "vtest"), default="synthetic",
-        help="the synthetic set, or real crops cut from vtest.avi (main rows only)",
+        help="the synthetic set, or real crops cut from vtest.avi (main rows unless --rows)",
     )  # fmt: skip
     parser.add_argument("--override", nargs="*", default=[], help="KEY=VALUE for trained rows")
     parser.add_argument("--no-write", action="store_true", help="print only")
@@ -472,7 +472,12 @@ def main(argv: list[str] | None = None) -> int:
     real = args.dataset == "vtest"
     if args.data_seeds is None:
         args.data_seeds = [0] if real else list(TEST_DATA_SEEDS)
-    rows = [r for r in ROWS if (not args.rows or r.name in args.rows) and (r.main or not real)]
+    # by default every row (synthetic) or the main ones (real crops); named rows run on either
+    rows = (
+        [r for r in ROWS if r.name in args.rows]
+        if args.rows
+        else [r for r in ROWS if r.main or not real]
+    )
     unknown = set(args.rows or ()) - {r.name for r in ROWS}
     if unknown:
         parser.error(f"unknown rows {sorted(unknown)}; rows: {', '.join(r.name for r in ROWS)}")

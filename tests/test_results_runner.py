@@ -165,6 +165,10 @@ def test_the_real_crops_mode_runs_the_main_rows_on_the_cut_vtest_set(
     ((path, section, body),) = written
     assert section == runner.REAL_SECTION and path.name == "RESULTS.md"
     assert "50 train identities (226 crops)" in body and "--dataset vtest" in body
+    runs.clear()
+    assert runner.main(["--dataset", "vtest", "--out", str(tmp_path), "--no-write",
+                        "--rows", "iics", "frifm_adl_adl"]) == 0  # fmt: skip
+    assert [name for name, _, _ in runs] == ["iics"] * 3 + ["frifm_adl_adl"] * 3  # named: any row
 
 
 def test_paul_rows_pretrain_on_the_reference_set_and_the_unsupervised_rows_start_from_it(
