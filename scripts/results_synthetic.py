@@ -140,6 +140,9 @@ ROWS = [
         reference=True, init_row="mar_pretrain"),
     Row("mar_no_cml_ral", "mar, w/o CML and RAL (MDL only)", "mar_synthetic.yaml",
         ["method.cml=false", "method.ral=false"], reference=True, init_row="mar_pretrain"),
+    Row("mar_ral_only", "mar, RAL only (AL + RJ; w/o MDL and CML: the reference supervision "
+        "alone)", "mar_synthetic.yaml", ["method.mdl=false", "method.cml=false"],
+        reference=True, init_row="mar_pretrain"),
     Row("mar_pretrain_l34", "mar, reference pre-training only (l3+l4)",
         "mar_pretrain_synthetic.yaml", ["model.kwargs.fusion_layers=[3,4]"], reference=True),
     Row("mar_l34", "mar, full, fusion l3+l4", "mar_synthetic.yaml",

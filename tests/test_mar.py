@@ -279,6 +279,10 @@ def test_the_ablation_switches_drop_their_terms() -> None:
     batch = _batch(list(range(8)))
     del batch["reference"]
     assert set(m.training_step(batch).losses) == {"mdl", "cml"}
+    m = _make({"mdl": False, "cml": False})  # the reference supervision alone (RAL)
+    assert m.prepare_epoch(_context(_features(m.info.embedding_dim), 1)).stats["mdl_on"] == 0.0
+    losses = m.training_step(_batch(list(range(8)))).losses
+    assert set(losses) == {"mdl", "al", "rj"} and float(losses["mdl"].detach()) == 0.0
 
 
 def test_the_pretrain_stage_is_agent_learning_on_the_reference_batches_alone() -> None:

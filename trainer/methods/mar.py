@@ -105,7 +105,9 @@ class MarParams(Params):
     ``memory_momentum``: weight of the old multilabel in the memory (0.9);
     ``threshold_momentum``: weight of the old T (0.9); ``stats_images``: the CML running
     statistics move by ``batch / stats_images`` per step (10000); ``margin``: RJ's margin
-    on squared distances (1); ``cml`` / ``ral``: the ablation switches; ``cml_weight``
+    on squared distances (1); ``mdl`` / ``cml`` / ``ral``: the ablation switches (``mdl``
+    false with ``cml`` false leaves the reference supervision alone, RAL, the control of
+    how much the target losses add); ``cml_weight``
     (2e-4), ``ral_weight`` (50) and ``rj_weight`` (beta, 0.2): ``L = MDL + cml_weight CML
     + ral_weight (AL + rj_weight RJ)``.
     """
@@ -118,6 +120,7 @@ class MarParams(Params):
     threshold_momentum: float = Field(0.9, ge=0, le=1)
     stats_images: int = Field(10000, ge=1)
     margin: float = Field(1.0, gt=0)
+    mdl: bool = True
     cml: bool = True
     ral: bool = True
     cml_weight: float = Field(2.0e-4, ge=0)
@@ -341,7 +344,7 @@ class Mar(Method):
                     raise ValueError("mar needs the target features to initialise T and CML")
                 self.initialise(context.features.to(self.threshold.device, torch.float32))
                 stats["initialised"] = 1.0
-            self.mdl_active = context.epoch >= self.params.mdl_start_epoch
+            self.mdl_active = self.params.mdl and context.epoch >= self.params.mdl_start_epoch
             stats["threshold"] = float(self.threshold)
             stats["mdl_on"] = float(self.mdl_active)
         return EpochPlan(labels=np.arange(self.info.num_train, dtype=np.int64), stats=stats)
@@ -381,7 +384,7 @@ class Mar(Method):
             batch_threshold = facts.get("batch_threshold")
             extras.update({k: v for k, v in facts.items() if k != "batch_threshold"})
         else:
-            losses["mdl"] = f_t.sum() * 0.0  # off in the first epoch(s)
+            losses["mdl"] = f_t.sum() * 0.0  # off in the first epoch(s), or switched off
         if p.cml:
             camids = target["camid"].to(f_t.device).long()
             check_camera_ids(camids, self.info.num_cameras)
